@@ -1,0 +1,20 @@
+//! ferroloop-core: the pure-Rust machinery under ferroloop's event loop.
+//!
+//! Nothing here knows about Python. The PyO3 layer (`crates/py`) stores its Python objects in these
+//! containers and drives them:
+//! - [`poller`]: level-triggered readiness on file descriptors (epoll), like `selectors`;
+//! - [`timer_heap`]: deadlines ordered by time, ties in scheduling order;
+//! - [`ready_queue`]: the FIFO of callbacks to run, consumed one loop turn at a time;
+//! - [`waker`]: wakes a loop blocked in the poller from another thread (or a signal handler);
+//! - [`clock`]: the `time.monotonic()` clock.
+
+pub mod clock;
+pub mod poller;
+pub mod ready_queue;
+pub mod timer_heap;
+pub mod waker;
+
+pub use poller::{Event, Interest, Poller};
+pub use ready_queue::ReadyQueue;
+pub use timer_heap::TimerHeap;
+pub use waker::Waker;
