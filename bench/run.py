@@ -217,7 +217,9 @@ def run_worker(workload: str, loop_name: str, quick: bool) -> dict:
     if quick:
         cmd.append("--quick")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT)
+        proc = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, timeout=WORKER_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {WORKER_TIMEOUT:.0f}s"}
     lines = proc.stdout.strip().splitlines()
@@ -277,7 +279,10 @@ def git_rev() -> str:
     try:
         out = subprocess.run(
             ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return out.stdout.strip() or "none"
     except (OSError, subprocess.SubprocessError):
@@ -298,7 +303,11 @@ def loop_versions(loops: list[str]) -> str:
     mods = [LOOPS[lp][0] for lp in loops]
     try:
         out = subprocess.run(
-            [sys.executable, "-c", code, *mods], capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", code, *mods],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         return ", ".join(out.stdout.split("\n")[:-1]) or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -307,14 +316,22 @@ def loop_versions(loops: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help="comma-separated subset of: " + ", ".join(WORKLOADS))
-    p.add_argument("--loops", default=",".join(LOOPS),
-                   help="comma-separated subset of: " + ", ".join(LOOPS))
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated subset of: " + ", ".join(WORKLOADS),
+    )
+    p.add_argument(
+        "--loops", default=",".join(LOOPS), help="comma-separated subset of: " + ", ".join(LOOPS)
+    )
     p.add_argument("--repeat", type=int, default=5, help="subprocess runs per cell (median)")
     p.add_argument("--quick", action="store_true", help="small sizes, for smoke runs")
-    p.add_argument("--output", type=Path, default=RESULTS / "latest.md",
-                   help="markdown file to write (raw samples go beside it as .json)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS / "latest.md",
+        help="markdown file to write (raw samples go beside it as .json)",
+    )
     p.add_argument("--worker", nargs=2, metavar=("WORKLOAD", "LOOP"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -363,19 +380,25 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# ferroloop benchmark results",
         "",
-        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}, "
-        f"git {git_rev()}, {mode} sizes, median of {args.repeat} runs "
-        f"(each a fresh process: warm-up run, then one timed run)",
-        f"- python {platform.python_version()} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs; {loop_versions(loops)}",
+        (
+            f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}, "
+            f"git {git_rev()}, {mode} sizes, median of {args.repeat} runs "
+            f"(each a fresh process: warm-up run, then one timed run)"
+        ),
+        (
+            f"- python {platform.python_version()} on {platform.machine()}, "
+            f"{os.cpu_count()} CPUs; {loop_versions(loops)}"
+        ),
         f"- wall time {time.time() - started:.0f}s",
         "",
     ]
     legend = [
         "",
-        f"Cells: median (lower is better) and, in brackets, speed-up vs {BASELINE} "
-        f"({BASELINE} time ÷ loop time; >1 means faster than {BASELINE}). "
-        f"`{SUBJECT} vs X` = X time ÷ {SUBJECT} time: >1 means {SUBJECT} is faster.",
+        (
+            f"Cells: median (lower is better) and, in brackets, speed-up vs {BASELINE} "
+            f"({BASELINE} time ÷ loop time; >1 means faster than {BASELINE}). "
+            f"`{SUBJECT} vs X` = X time ÷ {SUBJECT} time: >1 means {SUBJECT} is faster."
+        ),
     ]
     spread = ["", "Spread (min–max of the runs, same unit):", ""]
     for (w, lp), v in samples.items():
