@@ -44,7 +44,9 @@ async def main() -> None:
     finish_order.clear()
     print("gather of a generated list:")
     labels = [f"job{i}" for i in range(4)]
-    results = await asyncio.gather(*(countdown(lbl, 0.02 * (4 - i)) for i, lbl in enumerate(labels)))
+    results = await asyncio.gather(
+        *(countdown(lbl, 0.02 * (4 - i)) for i, lbl in enumerate(labels))
+    )
     print(f"finish order:  {finish_order}")
     print(f"result order:  {results}")
 

@@ -17,6 +17,11 @@ def names(tasks: set[asyncio.Task]) -> list[str]:
     return sorted(t.get_name() for t in tasks)
 
 
+def by_name(tasks: set[asyncio.Task]) -> list[asyncio.Task]:
+    """The tasks themselves, sorted by name."""
+    return sorted(tasks, key=lambda t: t.get_name())
+
+
 async def job(delay: float, fail: bool = False) -> str:
     await asyncio.sleep(delay)
     if fail:
@@ -34,7 +39,7 @@ async def main() -> None:
     # 1. Return as soon as any task has finished.
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     print(f"FIRST_COMPLETED: done={names(done)} pending={names(pending)}")
-    for t in sorted(done, key=asyncio.Task.get_name):
+    for t in by_name(done):
         print(f"  {t.get_name()} -> {t.result()!r}")
 
     # 2. Wait at most 100 ms: medium (80 ms) finishes in time, slow (200 ms) does not.
@@ -46,7 +51,7 @@ async def main() -> None:
     # 3. ALL_COMPLETED is the default: wait for everything that is left.
     done, pending = await asyncio.wait(pending)
     print(f"ALL_COMPLETED:   done={names(done)} pending={names(pending)}")
-    print(f"  results: {[(t.get_name(), t.result()) for t in sorted(tasks, key=asyncio.Task.get_name)]}")
+    print(f"  results: {[(t.get_name(), t.result()) for t in by_name(tasks)]}")
 
     # 4. FIRST_EXCEPTION: return when a task raises (or when all are done).
     tasks = {
@@ -56,7 +61,7 @@ async def main() -> None:
     }
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     print(f"FIRST_EXCEPTION: done={names(done)} pending={names(pending)}")
-    for t in sorted(done, key=asyncio.Task.get_name):
+    for t in by_name(done):
         exc = t.exception()
         outcome = f"raised {type(exc).__name__}: {exc}" if exc else f"returned {t.result()!r}"
         print(f"  {t.get_name()} {outcome}")
@@ -66,7 +71,7 @@ async def main() -> None:
         t.cancel()
     done, pending = await asyncio.wait(pending)
     print(f"after cancel:    done={names(done)} pending={names(pending)}")
-    print(f"  cancelled: {[(t.get_name(), t.cancelled()) for t in sorted(done, key=asyncio.Task.get_name)]}")
+    print(f"  cancelled: {[(t.get_name(), t.cancelled()) for t in by_name(done)]}")
 
     # 5. A timeout with nothing finished in time returns an empty done set.
     sleeper = asyncio.create_task(job(0.10), name="sleeper")
