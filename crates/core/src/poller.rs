@@ -120,7 +120,12 @@ impl Poller {
             [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
         // SAFETY: `raw` has room for MAX_EVENTS entries, which is what we tell the kernel.
         let n = cvt(unsafe {
-            libc::epoll_wait(self.epfd, raw.as_mut_ptr(), MAX_EVENTS as libc::c_int, timeout_ms)
+            libc::epoll_wait(
+                self.epfd,
+                raw.as_mut_ptr(),
+                MAX_EVENTS as libc::c_int,
+                timeout_ms,
+            )
         })? as usize;
         events.clear();
         for ev in &raw[..n] {
@@ -150,7 +155,10 @@ mod tests {
     fn pipe() -> (RawFd, RawFd) {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for two fds.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) }, 0);
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
+            0
+        );
         (fds[0], fds[1])
     }
 
@@ -172,7 +180,14 @@ mod tests {
         for _ in 0..3 {
             // Level-triggered: reported again and again until read.
             p.wait(&mut evs, Some(1.0)).unwrap();
-            assert_eq!(evs, vec![Event { fd: r, readable: true, writable: false }]);
+            assert_eq!(
+                evs,
+                vec![Event {
+                    fd: r,
+                    readable: true,
+                    writable: false
+                }]
+            );
         }
         p.delete(r).unwrap();
         p.wait(&mut evs, Some(0.0)).unwrap();

@@ -163,7 +163,9 @@ mod tests {
         let mut h = TimerHeap::new();
         let mut x: u64 = 12345;
         for i in 0..10_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             h.push((x >> 40) as f64, i);
         }
         let mut last = f64::MIN;

@@ -1,0 +1,1050 @@
+//! LoopCore: the Rust half of `ferroloop.Loop` — the run loop, the ready queue, the timer heap,
+//! I/O readiness (add_reader/add_writer), cross-thread wake-up, and the scheduling methods
+//! (call_soon, call_later, call_at, call_soon_threadsafe, create_future, create_task).
+//!
+//! The Python class `ferroloop.Loop` subclasses LoopCore and `asyncio.AbstractEventLoop`, adding
+//! the cold paths (run_until_complete, exception handlers, executors, async generators).
+//!
+//! Locking rule: the `sched` and `io` mutexes are only held for short, Python-free sections. No
+//! Python object is dropped and no Python code runs while one is held (a finalizer could call
+//! back into the loop and deadlock).
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
+
+use ferroloop_core::{clock, Event, Interest, Poller, ReadyQueue, TimerHeap, Waker};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::handle::{run_handle, Handle, TimerHandle};
+use crate::stdlib::{self, KwNames};
+use crate::{capi, stdlib::kwnames};
+
+/// asyncio's `base_events.MAXIMUM_SELECT_TIMEOUT`: the poller never sleeps longer than a day.
+const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
+/// asyncio's `_MIN_SCHEDULED_TIMER_HANDLES` and `_MIN_CANCELLED_TIMER_HANDLES_FRACTION`: when
+/// more than half of over 100 timers are cancelled, the heap is rebuilt without them.
+const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
+const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
+
+/// An entry of the ready queue.
+pub(crate) enum Ready {
+    Handle(Py<Handle>),
+}
+
+#[derive(Default)]
+struct Sched {
+    ready: ReadyQueue<Ready>,
+    timers: TimerHeap<Py<TimerHandle>>,
+    cancelled_timers: usize,
+}
+
+/// What a watched fd runs when ready.
+#[derive(Default)]
+struct IoWatch {
+    reader: Option<Py<Handle>>,
+    writer: Option<Py<Handle>>,
+}
+
+impl IoWatch {
+    fn interest(&self) -> Interest {
+        Interest {
+            read: self.reader.is_some(),
+            write: self.writer.is_some(),
+        }
+    }
+}
+
+#[pyclass(module = "ferroloop._ferroloop", subclass, frozen)]
+pub struct LoopCore {
+    sched: Mutex<Sched>,
+    io: Mutex<HashMap<RawFd, IoWatch>>,
+    /// Number of fds in `io` (read without the lock to skip polling when nothing is watched).
+    io_count: AtomicUsize,
+    poller: RwLock<Option<Poller>>,
+    waker: RwLock<Option<Waker>>,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    /// `threading.get_ident()` of the thread running the loop, 0 when not running.
+    thread_id: AtomicU64,
+    debug: AtomicBool,
+    slow_callback_duration: AtomicU64,
+    task_factory: Mutex<Option<Py<PyAny>>>,
+    current_handle: Mutex<Option<Py<PyAny>>>,
+    clock_resolution: f64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned mutex only means a panic happened while it was held; the data is still sound
+    // for our purposes (queues of owned objects).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `selectors._fileobj_to_fd`: an int, or an object with fileno().
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: i64 = if let Ok(fd) = obj.extract::<i64>() {
+        fd
+    } else {
+        match obj.call_method0(intern!(obj.py(), "fileno")) {
+            Ok(v) => v.extract::<i64>().map_err(|_| {
+                PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)))
+            })?,
+            Err(_) => {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    repr_of(obj)
+                )))
+            }
+        }
+    };
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+}
+
+fn repr_of(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<unrepresentable>".into())
+}
+
+impl LoopCore {
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(PyRuntimeError::new_err("Event loop is closed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `BaseEventLoop._check_thread`: in debug mode, non-thread-safe calls must come from the
+    /// loop's thread.
+    fn check_thread(&self) -> PyResult<()> {
+        let tid = self.thread_id.load(Ordering::Acquire);
+        if tid != 0 && tid != capi::thread_ident() {
+            return Err(PyRuntimeError::new_err(
+                "Non-thread-safe operation invoked on an event loop other than the current one",
+            ));
+        }
+        Ok(())
+    }
+
+    fn is_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Handle> {
+        Handle::build(
+            slf.py(),
+            callback.clone().unbind(),
+            args.clone().unbind(),
+            slf.clone().into_any().unbind(),
+            context.map(|c| c.clone().unbind()),
+            slf.get().is_debug(),
+        )
+    }
+
+    fn push_ready(&self, item: Ready) {
+        lock(&self.sched).ready.push(item);
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self
+            .waker
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            w.wake();
+        }
+    }
+
+    fn schedule_timer(&self, py: Python<'_>, timer: &Bound<'_, TimerHandle>) {
+        let when = {
+            let mut t = timer.borrow_mut();
+            t.scheduled = true;
+            t.when
+        };
+        let item = timer.clone().unbind();
+        lock(&self.sched).timers.push(when, item);
+        let _ = py;
+    }
+
+    /// `BaseEventLoop._check_callback`, used in debug mode.
+    fn check_callback(callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+        let py = callback.py();
+        let iscoro = py
+            .import(intern!(py, "asyncio.coroutines"))?
+            .getattr(intern!(py, "iscoroutine"))?;
+        let isfunc = py
+            .import(intern!(py, "asyncio.coroutines"))?
+            .getattr(intern!(py, "iscoroutinefunction"))?;
+        if iscoro.call1((callback,))?.is_truthy()? || isfunc.call1((callback,))?.is_truthy()? {
+            return Err(PyTypeError::new_err(format!(
+                "coroutines cannot be used with {method}()"
+            )));
+        }
+        if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "a callable object was expected by {method}(), got {}",
+                repr_of(callback)
+            )));
+        }
+        Ok(())
+    }
+
+    fn call_at_impl(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.is_debug() {
+            this.check_thread()?;
+            Self::check_callback(callback, "call_at")?;
+        }
+        let base = Self::new_handle(slf, callback, args, context)?;
+        let timer = Bound::new(
+            py,
+            PyClassInitializer::from(base).add_subclass(TimerHandle {
+                when,
+                scheduled: false,
+            }),
+        )?;
+        this.schedule_timer(py, &timer);
+        Ok(timer.unbind())
+    }
+
+    /// One turn of the loop: `BaseEventLoop._run_once`.
+    fn run_once_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+
+        // 1. Drop cancelled timers: all of them when they are many, else those at the top.
+        let mut dropped: Vec<Py<TimerHandle>> = Vec::new();
+        {
+            let mut s = lock(&this.sched);
+            let n = s.timers.len();
+            if n > MIN_SCHEDULED_TIMER_HANDLES
+                && (s.cancelled_timers as f64) / (n as f64) > MIN_CANCELLED_TIMER_HANDLES_FRACTION
+            {
+                dropped = s
+                    .timers
+                    .retain(|t| !t.bind(py).as_super().borrow().cancelled);
+                s.cancelled_timers = 0;
+            } else {
+                while let Some((_, t)) = s.timers.peek() {
+                    if !t.bind(py).as_super().borrow().cancelled {
+                        break;
+                    }
+                    if let Some((_, t)) = s.timers.pop() {
+                        dropped.push(t);
+                    }
+                    s.cancelled_timers = s.cancelled_timers.saturating_sub(1);
+                }
+            }
+        }
+        for t in &dropped {
+            t.bind(py).borrow_mut().scheduled = false;
+        }
+        drop(dropped);
+
+        // 2. How long the poller may sleep.
+        let timeout = {
+            let s = lock(&this.sched);
+            if !s.ready.is_empty() || this.stopping.load(Ordering::Acquire) {
+                Some(0.0)
+            } else if let Some((when, _)) = s.timers.peek() {
+                Some((when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT))
+            } else {
+                None
+            }
+        };
+
+        // 3. Poll. With nothing watched but the waker and no reason to sleep, skip the call.
+        let mut events: Vec<Event> = Vec::new();
+        let must_poll = timeout != Some(0.0) || this.io_count.load(Ordering::Acquire) > 0;
+        if must_poll {
+            let guard = this.poller.read().unwrap_or_else(|e| e.into_inner());
+            let Some(poller) = guard.as_ref() else {
+                return Err(PyRuntimeError::new_err("Event loop is closed"));
+            };
+            let result = if timeout == Some(0.0) {
+                poller.wait(&mut events, timeout)
+            } else {
+                py.detach(|| poller.wait(&mut events, timeout))
+            };
+            drop(guard);
+            match result {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    // A signal arrived: run Python's handlers now (KeyboardInterrupt, or
+                    // asyncio.Runner's SIGINT handler, surfaces here).
+                    capi::check_signals(py)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        // 4. Readiness -> ready queue (`BaseSelectorEventLoop._process_events`).
+        if !events.is_empty() {
+            let waker_fd = this
+                .waker
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|w| w.read_fd());
+            let mut to_run: Vec<Py<Handle>> = Vec::new();
+            let mut stale: Vec<RawFd> = Vec::new();
+            {
+                let io = lock(&this.io);
+                for ev in &events {
+                    if Some(ev.fd) == waker_fd {
+                        continue;
+                    }
+                    if let Some(w) = io.get(&ev.fd) {
+                        for (ready, handle) in [(ev.readable, &w.reader), (ev.writable, &w.writer)]
+                        {
+                            if let (true, Some(h)) = (ready, handle) {
+                                if h.bind(py).borrow().cancelled {
+                                    stale.push(ev.fd);
+                                } else {
+                                    to_run.push(h.clone_ref(py));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if waker_fd.is_some() && events.iter().any(|e| Some(e.fd) == waker_fd) {
+                let signals = this
+                    .waker
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|w| w.drain())
+                    .unwrap_or_default();
+                if !signals.is_empty() {
+                    let sigs: Vec<u8> = signals;
+                    slf.call_method1(intern!(py, "_process_signals"), (sigs,))?;
+                }
+            }
+            for fd in stale {
+                this.drop_cancelled_watch(py, fd);
+            }
+            let mut s = lock(&this.sched);
+            for h in to_run {
+                s.ready.push(Ready::Handle(h));
+            }
+        }
+
+        // 5. Due timers -> ready queue.
+        let end_time = clock::monotonic() + this.clock_resolution;
+        let mut due: Vec<Py<TimerHandle>> = Vec::new();
+        {
+            let mut s = lock(&this.sched);
+            while let Some(t) = s.timers.pop_before(end_time) {
+                due.push(t);
+            }
+        }
+        if !due.is_empty() {
+            for t in &due {
+                t.bind(py).borrow_mut().scheduled = false;
+            }
+            let mut s = lock(&this.sched);
+            for t in due {
+                let h: Py<Handle> = t.into_bound(py).into_super().unbind();
+                s.ready.push(Ready::Handle(h));
+            }
+        }
+
+        // 6. Run what was ready when this turn began.
+        let ntodo = lock(&this.sched).ready.len();
+        let debug = this.is_debug();
+        for _ in 0..ntodo {
+            let item = lock(&this.sched).ready.pop();
+            let Some(item) = item else { break };
+            match item {
+                Ready::Handle(h) => {
+                    let h = h.into_bound(py);
+                    if debug {
+                        Self::run_handle_debug(slf, &h)?;
+                    } else {
+                        run_handle(py, &h)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Debug-mode run: track the current handle and warn about slow callbacks
+    /// (`BaseEventLoop._run_once` under `self._debug`).
+    fn run_handle_debug(slf: &Bound<'_, Self>, h: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if h.borrow().cancelled {
+            return Ok(());
+        }
+        *lock(&this.current_handle) = Some(h.clone().into_any().unbind());
+        let t0 = clock::monotonic();
+        let result = run_handle(py, h);
+        let dt = clock::monotonic() - t0;
+        let prev = lock(&this.current_handle).take();
+        drop(prev);
+        result?;
+        if dt >= f64::from_bits(this.slow_callback_duration.load(Ordering::Relaxed)) {
+            let described = Self::format_handle(h)?;
+            stdlib::asyncio_logger(py)?.call_method1(
+                intern!(py, "warning"),
+                ("Executing %s took %.3f seconds", described, dt),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `base_events._format_handle`: a task's step is described by the task.
+    fn format_handle<'py>(h: &Bound<'py, Handle>) -> PyResult<Bound<'py, PyAny>> {
+        let py = h.py();
+        let cb = h.borrow().callback.as_ref().map(|c| c.clone_ref(py));
+        if let Some(cb) = cb {
+            if let Ok(owner) = cb.bind(py).getattr(intern!(py, "__self__")) {
+                if owner.is_instance(stdlib::task_class(py)?)? {
+                    return Ok(owner.repr()?.into_any());
+                }
+            }
+        }
+        Ok(h.str()?.into_any())
+    }
+
+    fn drop_cancelled_watch(&self, py: Python<'_>, fd: RawFd) {
+        let removed = {
+            let mut io = lock(&self.io);
+            let Some(w) = io.get_mut(&fd) else { return };
+            let mut removed = Vec::new();
+            if w.reader
+                .as_ref()
+                .is_some_and(|h| h.bind(py).borrow().cancelled)
+            {
+                removed.extend(w.reader.take());
+            }
+            if w.writer
+                .as_ref()
+                .is_some_and(|h| h.bind(py).borrow().cancelled)
+            {
+                removed.extend(w.writer.take());
+            }
+            let interest = w.interest();
+            if interest.is_empty() {
+                io.remove(&fd);
+                self.io_count.store(io.len(), Ordering::Release);
+                self.with_poller(|p| p.delete(fd)).ok();
+            } else {
+                self.with_poller(|p| p.modify(fd, interest)).ok();
+            }
+            removed
+        };
+        drop(removed);
+    }
+
+    fn with_poller<R>(&self, f: impl FnOnce(&Poller) -> std::io::Result<R>) -> PyResult<R> {
+        let guard = self.poller.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(p) => f(p).map_err(PyErr::from),
+            None => Err(PyRuntimeError::new_err("Event loop is closed")),
+        }
+    }
+
+    /// add_reader / add_writer (`BaseSelectorEventLoop._add_reader`/`_add_writer`).
+    fn add_watch(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        write: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let fd = fileobj_to_fd(fd)?;
+        this.check_closed()?;
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
+        let previous = {
+            let mut io = lock(&this.io);
+            let existed = io.contains_key(&fd);
+            let w = io.entry(fd).or_default();
+            let previous = if write {
+                w.writer.replace(handle)
+            } else {
+                w.reader.replace(handle)
+            };
+            let interest = w.interest();
+            let res = if existed {
+                this.with_poller(|p| p.modify(fd, interest))
+            } else {
+                this.with_poller(|p| p.add(fd, interest))
+            };
+            if let Err(e) = res {
+                // Undo: the fd is not watched.
+                let undone = if existed {
+                    let w = io.get_mut(&fd).map(|w| {
+                        if write {
+                            std::mem::replace(&mut w.writer, previous)
+                        } else {
+                            std::mem::replace(&mut w.reader, previous)
+                        }
+                    });
+                    (w, None)
+                } else {
+                    (None, io.remove(&fd))
+                };
+                this.io_count.store(io.len(), Ordering::Release);
+                drop(io);
+                drop(undone);
+                return Err(e);
+            }
+            this.io_count.store(io.len(), Ordering::Release);
+            previous
+        };
+        if let Some(prev) = previous {
+            Handle::cancel_handle(prev.bind(py))?;
+        }
+        Ok(())
+    }
+
+    /// remove_reader / remove_writer: True if a callback was registered.
+    fn remove_watch(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let fd = fileobj_to_fd(fd)?;
+        if this.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let removed = {
+            let mut io = lock(&this.io);
+            let Some(w) = io.get_mut(&fd) else {
+                return Ok(false);
+            };
+            let removed = if write {
+                w.writer.take()
+            } else {
+                w.reader.take()
+            };
+            let interest = w.interest();
+            if interest.is_empty() {
+                io.remove(&fd);
+                this.io_count.store(io.len(), Ordering::Release);
+                this.with_poller(|p| p.delete(fd)).ok();
+            } else {
+                this.with_poller(|p| p.modify(fd, interest)).ok();
+            }
+            removed
+        };
+        match removed {
+            Some(h) => {
+                Handle::cancel_handle(h.bind(py))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+impl Handle {
+    /// `handle.cancel()` through Python, so subclasses and TimerHandle behave as declared.
+    pub(crate) fn cancel_handle(h: &Bound<'_, Handle>) -> PyResult<()> {
+        h.call_method0(intern!(h.py(), "cancel")).map(|_| ())
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let poller = Poller::new()?;
+        let waker = Waker::new()?;
+        poller.add(waker.read_fd(), Interest::READ)?;
+        Ok(LoopCore {
+            sched: Mutex::new(Sched::default()),
+            io: Mutex::new(HashMap::new()),
+            io_count: AtomicUsize::new(0),
+            poller: RwLock::new(Some(poller)),
+            waker: RwLock::new(Some(waker)),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            thread_id: AtomicU64::new(0),
+            debug: AtomicBool::new(false),
+            slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
+            task_factory: Mutex::new(None),
+            current_handle: Mutex::new(None),
+            clock_resolution: clock::resolution(),
+        })
+    }
+
+    /// The loop clock: `time.monotonic()`.
+    fn time(&self) -> f64 {
+        clock::monotonic()
+    }
+
+    #[getter]
+    fn _clock_resolution(&self) -> f64 {
+        self.clock_resolution
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_closed()?;
+        if this.is_debug() {
+            this.check_thread()?;
+            Self::check_callback(callback, "call_soon")?;
+        }
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context)?)?;
+        this.push_ready(Ready::Handle(handle.clone_ref(slf.py())));
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_closed()?;
+        if this.is_debug() {
+            Self::check_callback(callback, "call_soon_threadsafe")?;
+        }
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context)?)?;
+        this.push_ready(Ready::Handle(handle.clone_ref(slf.py())));
+        this.wake();
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let delay: f64 = delay.extract()?;
+        Self::call_at_impl(slf, clock::monotonic() + delay, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        let when: f64 = when.extract()?;
+        Self::call_at_impl(slf, when, callback, args, context)
+    }
+
+    /// Called by TimerHandle.cancel() for a scheduled timer.
+    fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {
+        lock(&self.sched).cancelled_timers += 1;
+    }
+
+    /// Queues an existing handle and wakes the loop (`_add_callback_signalsafe`): how signal
+    /// handlers registered with add_signal_handler are run.
+    fn _add_callback_signalsafe(&self, handle: &Bound<'_, Handle>) -> PyResult<()> {
+        self.check_closed()?;
+        self.push_ready(Ready::Handle(handle.clone().unbind()));
+        self.wake();
+        Ok(())
+    }
+
+    fn _write_to_self(&self) {
+        self.wake();
+    }
+
+    /// The fd Python's `signal.set_wakeup_fd` may write signal numbers to.
+    fn _wakeup_write_fd(&self) -> PyResult<RawFd> {
+        self.waker
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.write_fd())
+            .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))
+    }
+
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run_once_impl(slf)
+    }
+
+    /// `BaseEventLoop.run_forever`.
+    fn run_forever(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.thread_id.load(Ordering::Acquire) != 0 {
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
+        }
+        if !stdlib::get_running_loop(py)?.call0()?.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "Cannot run the event loop while another loop is running",
+            ));
+        }
+        let debug = this.is_debug();
+        set_origin_tracking(py, debug)?;
+        let old_hooks = stdlib::get_asyncgen_hooks(py)?.call0()?;
+        this.thread_id
+            .store(capi::thread_ident(), Ordering::Release);
+        let result = (|| -> PyResult<()> {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item(
+                "firstiter",
+                slf.getattr(intern!(py, "_asyncgen_firstiter_hook"))?,
+            )?;
+            kwargs.set_item(
+                "finalizer",
+                slf.getattr(intern!(py, "_asyncgen_finalizer_hook"))?,
+            )?;
+            stdlib::set_asyncgen_hooks(py)?.call((), Some(&kwargs))?;
+            stdlib::set_running_loop(py)?.call1((slf,))?;
+            loop {
+                Self::run_once_impl(slf)?;
+                if this.stopping.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        this.stopping.store(false, Ordering::Release);
+        this.thread_id.store(0, Ordering::Release);
+        let cleanup = (|| -> PyResult<()> {
+            stdlib::set_running_loop(py)?.call1((py.None(),))?;
+            set_origin_tracking(py, false)?;
+            stdlib::set_asyncgen_hooks(py)?.call1(old_hooks.cast::<PyTuple>()?)?;
+            Ok(())
+        })();
+        result.and(cleanup)
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn is_running(&self) -> bool {
+        self.thread_id.load(Ordering::Acquire) != 0
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    #[getter]
+    fn _closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    #[getter]
+    fn _thread_id(&self) -> Option<u64> {
+        match self.thread_id.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// The Rust part of close(): refuses while running, drops every pending callback and timer,
+    /// stops watching fds and closes the poller and waker. Returns False if already closed.
+    fn _close_core(&self, py: Python<'_>) -> PyResult<bool> {
+        if self.is_running() {
+            return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
+        }
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let (ready, timers) = {
+            let mut s = lock(&self.sched);
+            s.cancelled_timers = 0;
+            (s.ready.take_all(), s.timers.take_all())
+        };
+        let io: Vec<IoWatch> = lock(&self.io).drain().map(|(_, w)| w).collect();
+        self.io_count.store(0, Ordering::Release);
+        let poller = self
+            .poller
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let waker = self.waker.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop((poller, waker));
+        for t in &timers {
+            t.bind(py).borrow_mut().scheduled = false;
+        }
+        drop((ready, timers, io));
+        Ok(true)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.is_debug()
+    }
+
+    fn set_debug(slf: &Bound<'_, Self>, enabled: bool) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.debug.store(enabled, Ordering::Relaxed);
+        if this.is_running() {
+            let f = py
+                .import(intern!(py, "sys"))?
+                .getattr(intern!(py, "set_coroutine_origin_tracking_depth"))?;
+            let depth = if enabled {
+                stdlib::debug_stack_depth(py)?.clone()
+            } else {
+                0i32.into_pyobject(py)?.into_any()
+            };
+            Self::call_soon_threadsafe(slf, &f, &PyTuple::new(py, [depth])?, None)?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn get_slow_callback_duration(&self) -> f64 {
+        f64::from_bits(self.slow_callback_duration.load(Ordering::Relaxed))
+    }
+
+    #[setter]
+    fn set_slow_callback_duration(&self, value: f64) {
+        self.slow_callback_duration
+            .store(value.to_bits(), Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _current_handle(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        lock(&self.current_handle).as_ref().map(|h| h.clone_ref(py))
+    }
+
+    /// `BaseEventLoop._check_closed`
+    fn _check_closed(&self) -> PyResult<()> {
+        self.check_closed()
+    }
+
+    /// `BaseEventLoop._check_thread`
+    fn _check_thread(&self) -> PyResult<()> {
+        self.check_thread()
+    }
+
+    /// `BaseEventLoop._check_running`
+    fn _check_running(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.get().is_running() {
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
+        }
+        if !stdlib::get_running_loop(py)?.call0()?.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "Cannot run the event loop while another loop is running",
+            ));
+        }
+        Ok(())
+    }
+
+    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let cls = stdlib::future_class(py)?;
+        Ok(capi::call_with_kwnames(cls, &[slf.as_any()], kwnames(py, KwNames::Loop))?.unbind())
+    }
+
+    /// `BaseEventLoop.create_task`
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let factory = lock(&this.task_factory).as_ref().map(|f| f.clone_ref(py));
+        let none = py.None().into_bound(py);
+        let name = name.unwrap_or(&none);
+        let context = context.unwrap_or(&none);
+        match factory {
+            None => {
+                let cls = stdlib::task_class(py)?;
+                let task = capi::call_with_kwnames(
+                    cls,
+                    &[coro, slf.as_any(), name, context],
+                    kwnames(py, KwNames::LoopNameContext),
+                )?;
+                if this.is_debug() {
+                    // As asyncio: the task's creation traceback ends at the caller, not here.
+                    if let Ok(tb) = task.getattr(intern!(py, "_source_traceback")) {
+                        if tb.is_truthy()? {
+                            tb.del_item(-1)?;
+                        }
+                    }
+                }
+                Ok(task.unbind())
+            }
+            Some(factory) => {
+                let factory = factory.bind(py);
+                let task = if context.is_none() {
+                    factory.call1((slf, coro))?
+                } else {
+                    capi::call_with_kwnames(
+                        factory,
+                        &[slf.as_any(), coro, context],
+                        kwnames(py, KwNames::Context),
+                    )?
+                };
+                if !name.is_none() {
+                    stdlib::set_task_name(py)?.call1((&task, name))?;
+                }
+                Ok(task.unbind())
+            }
+        }
+    }
+
+    fn set_task_factory(&self, factory: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !factory.is_none() && !factory.is_callable() {
+            return Err(PyTypeError::new_err(
+                "task factory must be a callable or None",
+            ));
+        }
+        let new = if factory.is_none() {
+            None
+        } else {
+            Some(factory.clone().unbind())
+        };
+        let old = std::mem::replace(&mut *lock(&self.task_factory), new);
+        drop(old);
+        Ok(())
+    }
+
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        lock(&self.task_factory).as_ref().map(|f| f.clone_ref(py))
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_watch(slf, fd, callback, args, false)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_watch(slf, fd, callback, args, true)
+    }
+
+    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watch(slf, fd, false)
+    }
+
+    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watch(slf, fd, true)
+    }
+
+    /// Number of callbacks waiting in the ready queue (for tests and diagnostics).
+    fn _ready_count(&self) -> usize {
+        lock(&self.sched).ready.len()
+    }
+
+    /// Number of timers in the heap, cancelled ones included (asyncio's `len(loop._scheduled)`).
+    fn _timer_count(&self) -> usize {
+        lock(&self.sched).timers.len()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // try_lock: the collector may run while this thread holds a lock (it never waits).
+        if let Ok(s) = self.sched.try_lock() {
+            for item in s.ready.iter() {
+                match item {
+                    Ready::Handle(h) => visit.call(h)?,
+                }
+            }
+            for (_, t) in s.timers.iter() {
+                visit.call(t)?;
+            }
+        }
+        if let Ok(io) = self.io.try_lock() {
+            for w in io.values() {
+                visit.call(&w.reader)?;
+                visit.call(&w.writer)?;
+            }
+        }
+        if let Ok(f) = self.task_factory.try_lock() {
+            visit.call(&*f)?;
+        }
+        if let Ok(h) = self.current_handle.try_lock() {
+            visit.call(&*h)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let taken = self.sched.try_lock().ok().map(|mut s| {
+            s.cancelled_timers = 0;
+            (s.ready.take_all(), s.timers.take_all())
+        });
+        let io: Option<Vec<IoWatch>> = self
+            .io
+            .try_lock()
+            .ok()
+            .map(|mut io| io.drain().map(|(_, w)| w).collect());
+        let f = self.task_factory.try_lock().ok().and_then(|mut f| f.take());
+        drop((taken, io, f));
+    }
+}
+
+/// `BaseEventLoop._set_coroutine_origin_tracking`
+fn set_origin_tracking(py: Python<'_>, enabled: bool) -> PyResult<()> {
+    let depth = if enabled {
+        stdlib::debug_stack_depth(py)?.clone()
+    } else {
+        0i32.into_pyobject(py)?.into_any()
+    };
+    stdlib::set_coroutine_origin_tracking_depth(py)?.call1((depth,))?;
+    Ok(())
+}

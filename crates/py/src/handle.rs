@@ -1,0 +1,404 @@
+//! Handle and TimerHandle: a scheduled callback, as returned by call_soon/call_later/call_at.
+//!
+//! Behaviour, attributes and repr follow asyncio's `events.Handle` and `events.TimerHandle`.
+//! A handle owns its callback, its argument tuple and the contextvars.Context it runs in.
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::prelude::*;
+use pyo3::pyclass::CompareOp;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::{capi, stdlib};
+
+/// A callback scheduled on a loop (asyncio's `events.Handle`).
+#[pyclass(module = "ferroloop", subclass, weakref, freelist = 256)]
+pub struct Handle {
+    pub(crate) callback: Option<Py<PyAny>>,
+    pub(crate) args: Option<Py<PyTuple>>,
+    pub(crate) context: Option<Py<PyAny>>,
+    pub(crate) loop_: Option<Py<PyAny>>,
+    pub(crate) cancelled: bool,
+    pub(crate) source_traceback: Option<Py<PyAny>>,
+    repr: Option<Py<PyAny>>,
+}
+
+impl Handle {
+    /// A new handle. `context` None means a copy of the current context, as asyncio does.
+    pub(crate) fn build(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        loop_: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+        debug: bool,
+    ) -> PyResult<Self> {
+        let context = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => capi::copy_context(py)?,
+        };
+        let source_traceback = if debug {
+            Some(capture_stack(py)?)
+        } else {
+            None
+        };
+        Ok(Handle {
+            callback: Some(callback),
+            args: Some(args),
+            context: Some(context),
+            loop_: Some(loop_),
+            cancelled: false,
+            source_traceback,
+            repr: None,
+        })
+    }
+}
+
+/// The Python stack of whoever is calling into the loop, as asyncio records it in debug mode.
+pub(crate) fn capture_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let frame = stdlib::getframe(py)?.call0()?;
+    Ok(stdlib::extract_stack(py)?.call1((frame,))?.unbind())
+}
+
+/// Runs a handle's callback in its context. Mirrors `events.Handle._run`: SystemExit and
+/// KeyboardInterrupt propagate; any other exception goes to the loop's exception handler as
+/// "Exception in callback ...".
+pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+    let (callback, args, context) = {
+        let h = handle.borrow();
+        if h.cancelled {
+            return Ok(());
+        }
+        match (&h.callback, &h.args, &h.context) {
+            (Some(cb), Some(args), Some(ctx)) => (
+                cb.clone_ref(py).into_bound(py),
+                args.clone_ref(py).into_bound(py),
+                ctx.clone_ref(py).into_bound(py),
+            ),
+            _ => return Ok(()),
+        }
+    };
+    match capi::run_in_context(&context, &callback, &args) {
+        Ok(_) => Ok(()),
+        Err(err)
+            if err.is_instance_of::<PySystemExit>(py)
+                || err.is_instance_of::<PyKeyboardInterrupt>(py) =>
+        {
+            Err(err)
+        }
+        Err(err) => {
+            let source = stdlib::format_callback_source(py)?.call1((&callback, &args))?;
+            let ctx = PyDict::new(py);
+            ctx.set_item(
+                intern!(py, "message"),
+                format!("Exception in callback {}", source.str()?),
+            )?;
+            ctx.set_item(intern!(py, "exception"), err.value(py))?;
+            ctx.set_item(intern!(py, "handle"), handle)?;
+            let (loop_, tb) = {
+                let h = handle.borrow();
+                (
+                    h.loop_.as_ref().map(|l| l.clone_ref(py)),
+                    h.source_traceback.as_ref().map(|t| t.clone_ref(py)),
+                )
+            };
+            if let Some(tb) = tb {
+                ctx.set_item(intern!(py, "source_traceback"), tb)?;
+            }
+            if let Some(loop_) = loop_ {
+                loop_
+                    .bind(py)
+                    .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn loop_debug(py: Python<'_>, loop_: &Option<Py<PyAny>>) -> PyResult<bool> {
+    match loop_ {
+        Some(l) => l
+            .bind(py)
+            .call_method0(intern!(py, "get_debug"))?
+            .is_truthy(),
+        None => Ok(false),
+    }
+}
+
+/// `events.Handle._repr_info`: class name, "cancelled", callback source, creation place.
+fn handle_repr_info<'py>(slf: &Bound<'py, Handle>) -> PyResult<Bound<'py, PyList>> {
+    let py = slf.py();
+    let info = PyList::empty(py);
+    info.append(slf.get_type().name()?)?;
+    let h = slf.borrow();
+    if h.cancelled {
+        info.append(intern!(py, "cancelled"))?;
+    }
+    if let Some(cb) = &h.callback {
+        let args: Bound<'_, PyAny> = match &h.args {
+            Some(a) => a.bind(py).clone().into_any(),
+            None => py.None().into_bound(py),
+        };
+        info.append(stdlib::format_callback_source(py)?.call1((cb, args))?)?;
+    }
+    if let Some(tb) = &h.source_traceback {
+        let tb = tb.bind(py);
+        if tb.len()? > 0 {
+            let frame = tb.get_item(-1)?;
+            info.append(format!(
+                "created at {}:{}",
+                frame.get_item(0)?.str()?,
+                frame.get_item(1)?.str()?
+            ))?;
+        }
+    }
+    Ok(info)
+}
+
+fn join_repr(py: Python<'_>, info: &Bound<'_, PyList>) -> PyResult<String> {
+    let joined = PyString::new(py, " ").call_method1(intern!(py, "join"), (info,))?;
+    Ok(format!("<{}>", joined.str()?))
+}
+
+#[pymethods]
+impl Handle {
+    #[new]
+    #[pyo3(signature = (callback, args, r#loop, context=None))]
+    fn py_new(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Option<Py<PyAny>>,
+        r#loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let args = match args {
+            Some(a) if !a.is_none(py) => a.bind(py).extract::<Bound<'_, PyTuple>>()?.unbind(),
+            _ => PyTuple::empty(py).unbind(),
+        };
+        let debug = loop_debug(py, &Some(r#loop.clone_ref(py)))?;
+        Handle::build(py, callback, args, r#loop, context, debug)
+    }
+
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.borrow().cancelled {
+            return Ok(());
+        }
+        slf.borrow_mut().cancelled = true;
+        let loop_ = slf.borrow().loop_.as_ref().map(|l| l.clone_ref(py));
+        if loop_debug(py, &loop_)? {
+            // Keep a repr for debugging: the callback and arguments are released below.
+            let r = slf.repr()?.into_any().unbind();
+            slf.borrow_mut().repr = Some(r);
+        }
+        let (cb, args) = {
+            let mut h = slf.borrow_mut();
+            (h.callback.take(), h.args.take())
+        };
+        drop((cb, args));
+        Ok(())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        run_handle(slf.py(), slf)
+    }
+
+    fn _repr_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
+        handle_repr_info(slf)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if let Some(r) = &slf.borrow().repr {
+            return Ok(r.clone_ref(py));
+        }
+        let info = slf
+            .call_method0(intern!(py, "_repr_info"))?
+            .cast_into::<PyList>()?;
+        Ok(PyString::new(py, &join_repr(py, &info)?)
+            .into_any()
+            .unbind())
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.callback.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.args.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)?;
+        visit.call(&self.args)?;
+        visit.call(&self.context)?;
+        visit.call(&self.loop_)?;
+        visit.call(&self.source_traceback)?;
+        visit.call(&self.repr)?;
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.callback = None;
+        self.args = None;
+        self.context = None;
+        self.loop_ = None;
+        self.source_traceback = None;
+        self.repr = None;
+    }
+}
+
+/// A callback scheduled for a time on the loop clock (asyncio's `events.TimerHandle`).
+#[pyclass(module = "ferroloop", extends = Handle, subclass)]
+pub struct TimerHandle {
+    pub(crate) when: f64,
+    pub(crate) scheduled: bool,
+}
+
+#[pymethods]
+impl TimerHandle {
+    #[new]
+    #[pyo3(signature = (when, callback, args, r#loop, context=None))]
+    fn py_new(
+        py: Python<'_>,
+        when: f64,
+        callback: Py<PyAny>,
+        args: Option<Py<PyAny>>,
+        r#loop: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let base = Handle::py_new(py, callback, args, r#loop, context)?;
+        Ok(PyClassInitializer::from(base).add_subclass(TimerHandle {
+            when,
+            scheduled: false,
+        }))
+    }
+
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _scheduled(&self) -> bool {
+        self.scheduled
+    }
+
+    /// `events.TimerHandle.cancel`: tells the loop, so it can purge cancelled timers.
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let base = slf.as_super();
+        if !base.borrow().cancelled && slf.borrow().scheduled {
+            let loop_ = base.borrow().loop_.as_ref().map(|l| l.clone_ref(py));
+            if let Some(l) = loop_ {
+                l.bind(py)
+                    .call_method1(intern!(py, "_timer_handle_cancelled"), (slf,))?;
+            }
+        }
+        Handle::cancel(base)
+    }
+
+    /// `events.TimerHandle._repr_info`: the handle's info with `when=...` after the class name
+    /// (and after "cancelled").
+    fn _repr_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
+        let info = handle_repr_info(slf.as_super())?;
+        let pos = if slf.as_super().borrow().cancelled {
+            2
+        } else {
+            1
+        };
+        let when = slf.borrow().when;
+        let when_repr = pyo3::types::PyFloat::new(slf.py(), when).repr()?;
+        info.insert(pos, format!("when={}", when_repr))?;
+        Ok(info)
+    }
+
+    fn __hash__(&self) -> u64 {
+        // Python hashes equal floats equally; this only has to agree with __eq__.
+        self.when.to_bits()
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let a = slf.borrow().when;
+        let b = other.borrow().when;
+        let result = match op {
+            CompareOp::Lt => a < b,
+            CompareOp::Le => a < b || slf.is(other) || same_handle(slf, other)?,
+            CompareOp::Gt => a > b,
+            CompareOp::Ge => a > b || slf.is(other) || same_handle(slf, other)?,
+            CompareOp::Eq => same_handle(slf, other)?,
+            CompareOp::Ne => !same_handle(slf, other)?,
+        };
+        Ok(pyo3::types::PyBool::new(py, result)
+            .to_owned()
+            .into_any()
+            .unbind())
+    }
+}
+
+/// `events.TimerHandle.__eq__`: same deadline, callback, arguments and cancelled state.
+fn same_handle(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResult<bool> {
+    if a.is(b) {
+        return Ok(true);
+    }
+    let py = a.py();
+    if a.borrow().when != b.borrow().when {
+        return Ok(false);
+    }
+    let (ha, hb) = (a.as_super().borrow(), b.as_super().borrow());
+    if ha.cancelled != hb.cancelled {
+        return Ok(false);
+    }
+    let eq = |x: &Option<Py<PyAny>>, y: &Option<Py<PyAny>>| -> PyResult<bool> {
+        match (x, y) {
+            (None, None) => Ok(true),
+            (Some(x), Some(y)) => x.bind(py).eq(y.bind(py)),
+            _ => Ok(false),
+        }
+    };
+    let args_a = ha.args.as_ref().map(|t| t.clone_ref(py).into_any());
+    let args_b = hb.args.as_ref().map(|t| t.clone_ref(py).into_any());
+    Ok(eq(&ha.callback, &hb.callback)? && eq(&args_a, &args_b)?)
+}

@@ -1,0 +1,88 @@
+//! The pieces of Python's standard library ferroloop calls into, imported once and cached:
+//! asyncio's running-loop registry, its Future/Task classes, its formatting helpers and logger.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyTuple;
+
+macro_rules! cached_attr {
+    ($(#[$doc:meta])* $name:ident, $module:literal, $attr:literal) => {
+        $(#[$doc])*
+        pub fn $name(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+            static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            CELL.get_or_try_init(py, || {
+                Ok::<_, PyErr>(py.import($module)?.getattr($attr)?.unbind())
+            })
+            .map(|o| o.bind(py))
+        }
+    };
+}
+
+cached_attr!(
+    /// `asyncio.events._get_running_loop`
+    get_running_loop, "asyncio.events", "_get_running_loop");
+cached_attr!(
+    /// `asyncio.events._set_running_loop`
+    set_running_loop, "asyncio.events", "_set_running_loop");
+cached_attr!(
+    /// `asyncio.futures.Future` (the C class when `_asyncio` is available)
+    future_class, "asyncio.futures", "Future");
+cached_attr!(
+    /// `asyncio.tasks.Task`
+    task_class, "asyncio.tasks", "Task");
+cached_attr!(
+    /// `asyncio.tasks._set_task_name`
+    set_task_name, "asyncio.tasks", "_set_task_name");
+cached_attr!(
+    /// `asyncio.format_helpers._format_callback_source`
+    format_callback_source, "asyncio.format_helpers", "_format_callback_source");
+cached_attr!(
+    /// `asyncio.format_helpers.extract_stack`
+    extract_stack, "asyncio.format_helpers", "extract_stack");
+cached_attr!(
+    /// `sys._getframe`
+    getframe, "sys", "_getframe");
+cached_attr!(
+    /// `sys.get_asyncgen_hooks`
+    get_asyncgen_hooks, "sys", "get_asyncgen_hooks");
+cached_attr!(
+    /// `sys.set_asyncgen_hooks`
+    set_asyncgen_hooks, "sys", "set_asyncgen_hooks");
+cached_attr!(
+    /// `sys.set_coroutine_origin_tracking_depth`
+    set_coroutine_origin_tracking_depth, "sys", "set_coroutine_origin_tracking_depth");
+cached_attr!(
+    /// `asyncio.constants.DEBUG_STACK_DEPTH`
+    debug_stack_depth, "asyncio.constants", "DEBUG_STACK_DEPTH");
+
+/// `asyncio.base_events.logger`, looked up at each use so that tests patching it are honoured.
+pub fn asyncio_logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    py.import("asyncio.base_events")?.getattr("logger")
+}
+
+/// The keyword names `("loop",)`, `("loop", "name", "context")`, `("context",)` as interned tuples.
+pub fn kwnames<'py>(py: Python<'py>, which: KwNames) -> &'py Bound<'py, PyTuple> {
+    static LOOP: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    static LOOP_NAME_CONTEXT: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    static CONTEXT: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    let (cell, names): (_, &[&str]) = match which {
+        KwNames::Loop => (&LOOP, &["loop"]),
+        KwNames::LoopNameContext => (&LOOP_NAME_CONTEXT, &["loop", "name", "context"]),
+        KwNames::Context => (&CONTEXT, &["context"]),
+    };
+    cell.get_or_init(py, || {
+        let items: Vec<_> = names
+            .iter()
+            .map(|n| pyo3::types::PyString::intern(py, n))
+            .collect();
+        PyTuple::new(py, items).expect("a tuple of str").unbind()
+    })
+    .bind(py)
+}
+
+#[derive(Clone, Copy)]
+pub enum KwNames {
+    Loop,
+    LoopNameContext,
+    Context,
+}

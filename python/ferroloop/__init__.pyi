@@ -1,0 +1,21 @@
+# Typing stubs for the ferroloop package.
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from ._ferroloop import Handle as Handle
+from ._ferroloop import LoopCore
+from ._ferroloop import TimerHandle as TimerHandle
+
+_T = TypeVar("_T")
+
+class Loop(LoopCore, asyncio.AbstractEventLoop):
+    def __init__(self) -> None: ...
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy): ...
+
+def new_event_loop() -> Loop: ...
+def install() -> None: ...
+def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T: ...
+
+__version__: str
