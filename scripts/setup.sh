@@ -16,6 +16,10 @@ if [ ! -f "$stamp" ] || ! cmp -s requirements-dev.txt "$stamp"; then
     cp requirements-dev.txt "$stamp"
 fi
 # Build the extension in release mode and install it (editable: python/ is used in place).
-VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH" \
-    "$ROOT/.venv/bin/maturin" develop --release -q >/dev/null
+if ! VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH" \
+    "$ROOT/.venv/bin/maturin" develop --release >.venv/build.log 2>&1; then
+    cat .venv/build.log >&2
+    echo "ferroloop build failed" >&2
+    exit 1
+fi
 export PY

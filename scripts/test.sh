@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every test: the Rust core's unit tests, then the pytest suite (behaviour tests over asyncio and
+# ferroloop, CPython's test_asyncio modules run on ferroloop). Installs what it needs itself.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+echo "== cargo test (ferroloop-core)"
+cargo test -q -p ferroloop-core 2>&1 | grep -E "^(test result|running|error|warning)" || true
+cargo test -q -p ferroloop-core >/dev/null 2>&1
+echo "== pytest"
+"$PY" -m pytest -q -p no:cacheprovider tests "$@"
