@@ -85,6 +85,13 @@ def use_loop(loop: str) -> None:
     asyncio.set_event_loop_policy(ferroloop.EventLoopPolicy())
 
 
+def _policy_loop_type() -> str:
+    """What the current policy builds (a check that the run tests the loop it claims to)."""
+    probe = asyncio.new_event_loop()
+    probe.close()
+    return f"{type(probe).__module__}.{type(probe).__qualname__}"
+
+
 def prepare_module(module, loop: str) -> list[str]:
     """Before a module's tests load: point explicit loop construction at ferroloop."""
     if loop != "ferroloop" or module.__name__ not in explicit_loop.EXPLICIT_LOOP_MODULES:
@@ -305,7 +312,8 @@ def run_modules(
         try:
             use_loop(loop)
             module = importlib.import_module(name)
-            entry["notes"] = prepare_module(module, loop)
+            entry["notes"] = [f"asyncio.new_event_loop() gives {_policy_loop_type()}"]
+            entry["notes"] += prepare_module(module, loop)
             suite = unittest.defaultTestLoader.loadTestsFromModule(module)
         except unittest.SkipTest as exc:
             entry["status"] = "skipped"

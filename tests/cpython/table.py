@@ -23,17 +23,22 @@ from pathlib import Path
 from tests.cpython import runner
 
 OUT_DIR = runner.REPO_ROOT / "conformance"
-COLUMNS = ("pass", "fail", "error", "skip", "other")
+COLUMNS = ("pass", "fail", "error", "skip", "dup", "other")
 LOOPS = ("asyncio", "ferroloop")
 
 
 def counts(tests: dict[str, dict]) -> dict[str, int]:
-    """pass/fail/error/skip; xfail counts as pass, the rest (hang, crash, ...) as other."""
+    """pass/fail/error/skip; xfail counts as pass, the rest (hang, crash, ...) as other.
+
+    dup: duplicate per-selector classes that the harness skips on ferroloop.
+    """
     out = dict.fromkeys(COLUMNS, 0)
     for entry in tests.values():
         outcome = entry["outcome"]
         if outcome == "xfail":
             outcome = "pass"
+        elif runner.is_harness_skip(entry):
+            outcome = "dup"
         out[outcome if outcome in out else "other"] += 1
     return out
 
@@ -63,7 +68,9 @@ def cell(loop_result: dict | None) -> list[str]:
     return [str(c[k]) for k in COLUMNS]
 
 
-def render(results: dict, loops: tuple[str, ...], elapsed: dict[str, float]) -> str:
+def render(
+    results: dict, loops: tuple[str, ...], elapsed: dict[str, float], wall: float, jobs: int
+) -> str:
     modules = sorted(results)
     lines = [
         "# CPython test_asyncio conformance",
@@ -75,7 +82,8 @@ def render(results: dict, loops: tuple[str, ...], elapsed: dict[str, float]) -> 
             "(after a module hang/timeout). *Regressions* are tests that pass on asyncio and "
             "do not pass on ferroloop. Modules marked * build `SelectorEventLoop` themselves; on "
             "ferroloop their loop classes are rewritten to build ferroloop loops "
-            "(tests/cpython/explicit_loop.py) and the duplicate per-selector classes are skipped."
+            "(tests/cpython/explicit_loop.py) and the duplicate per-selector classes are skipped "
+            "(column *dup*)."
         ),
         "",
     ]
@@ -119,8 +127,8 @@ def render(results: dict, loops: tuple[str, ...], elapsed: dict[str, float]) -> 
     lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append(
-        "Wall time of this run: "
-        + ", ".join(f"{loop} {elapsed.get(loop, 0.0):.0f}s (sum over modules)" for loop in loops)
+        f"Run time: {wall:.0f}s wall with {jobs} jobs; per loop, summed over modules: "
+        + ", ".join(f"{loop} {elapsed.get(loop, 0.0):.0f}s" for loop in loops)
         + "."
     )
     if regressions_by_module:
@@ -185,12 +193,14 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
+    wall = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "TABLE.md").write_text(render(results, loops, elapsed), encoding="utf-8")
+    table = render(results, loops, elapsed, wall, args.jobs)
+    (args.out / "TABLE.md").write_text(table, encoding="utf-8")
     data = {
         "python": sys.version,
         "loops": list(loops),
-        "wall_seconds": round(time.monotonic() - started, 1),
+        "wall_seconds": round(wall, 1),
         "modules": results,
     }
     (args.out / "results.json").write_text(
