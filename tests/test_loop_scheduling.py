@@ -199,15 +199,18 @@ def test_timer_handle_repr(loop):
     assert repr(th) == "<TimerHandle cancelled when=12345.5>"
 
 
+def _call_with_line(method, *args):
+    """Call a scheduling method; return the handle and the line it was called from."""
+    handle = method(*args)
+    return handle, _lineno() - 1
+
+
 def test_handle_repr_debug(loop):
     loop.set_debug(True)
-    h = loop.call_soon(cb, 1)
-    line = h_line = _lineno()  # noqa: E702
-    th = loop.call_later(5, cb)
-    t_line = _lineno()  # noqa: E702
-    ta = loop.call_at(99.0, cb)
-    a_line = _lineno()  # noqa: E702
-    assert line == h_line
+    h, h_line = _call_with_line(loop.call_soon, cb, 1)
+    th, t_line = _call_with_line(loop.call_later, 5, cb)
+    ta, a_line = _call_with_line(loop.call_at, 99.0, cb)
+    assert h_line == t_line == a_line
     src = f"cb(1) at {HERE}:{CB_LINE}"
     assert repr(h) == f"<Handle {src} created at {HERE}:{h_line}>"
     assert (
