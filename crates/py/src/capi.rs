@@ -22,6 +22,14 @@ pub fn run_in_context<'py>(
     args: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = context.py();
+    if !is_exact_context(context) {
+        // Not a Context: do what asyncio's Handle._run does, `context.run(callable, *args)`,
+        // so the error (or a duck-typed context's behaviour) is asyncio's.
+        let mut call_args = Vec::with_capacity(args.len() + 1);
+        call_args.push(callable.clone());
+        call_args.extend(args.iter());
+        return context.call_method1(pyo3::intern!(py, "run"), PyTuple::new(py, call_args)?);
+    }
     // SAFETY: `context` is a live object (borrowed for the call); with the GIL held,
     // PyContext_Enter either enters it or fails with an exception set (e.g. not a Context).
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
@@ -98,4 +106,39 @@ pub fn thread_ident() -> u64 {
     // SAFETY: pthread_self has no preconditions. CPython's PyThread_get_thread_ident returns
     // the same value converted to unsigned long.
     unsafe { libc::pthread_self() as u64 }
+}
+
+/// Takes `obj` out of the cyclic garbage collector's lists (`PyObject_GC_UnTrack`): it will not
+/// be traversed by collections. Only for objects that can never be part of a reference cycle.
+pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
+    // SAFETY: `obj` is a live object of a GC type (every #[pyclass] is); untracking a tracked
+    // object is allowed at any time, and CPython's untrack ignores objects already untracked.
+    unsafe {
+        if ffi::PyType_IS_GC(ffi::Py_TYPE(obj.as_ptr())) != 0 {
+            ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
+        }
+    }
+}
+
+/// Runs `f` with a Python token inside a `__traverse__` implementation, where PyO3 hands out
+/// none although the collecting thread holds the GIL. `f` may only read Rust-side state
+/// (borrow flags, reference counts, stored pointers): no Python API call, no allocation of
+/// Python objects.
+pub fn in_traverse<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
+    // SAFETY: tp_traverse is only called by CPython's garbage collector, which runs on a thread
+    // attached to the interpreter; the token is used only for borrow and refcount reads.
+    let py = unsafe { Python::assume_attached() };
+    f(py)
+}
+
+/// True if `obj` is exactly a `contextvars.Context`.
+pub fn is_exact_context(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is a live object; PyContext_CheckExact only compares its type pointer.
+    unsafe { ffi::PyContext_CheckExact(obj.as_ptr()) != 0 }
+}
+
+/// `obj`'s reference count (`Py_REFCNT`).
+pub fn refcount(obj: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: `obj` is a live object; Py_REFCNT reads its reference count field.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
 }

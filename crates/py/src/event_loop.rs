@@ -109,6 +109,23 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
 
+/// An OSError as Python raises it for a failed system call: `OSError(errno, strerror)`, which
+/// picks the matching subclass (PermissionError for EPERM, ...).
+pub(crate) fn os_error(e: std::io::Error) -> PyErr {
+    match e.raw_os_error() {
+        Some(code) => Python::attach(|py| {
+            let message = py
+                .import("os")
+                .and_then(|os| os.getattr("strerror"))
+                .and_then(|f| f.call1((code,)))
+                .and_then(|m| m.extract::<String>())
+                .unwrap_or_else(|_| e.to_string());
+            pyo3::exceptions::PyOSError::new_err((code, message))
+        }),
+        None => PyErr::from(e),
+    }
+}
+
 fn repr_of(obj: &Bound<'_, PyAny>) -> String {
     obj.repr()
         .map(|r| r.to_string())
@@ -154,6 +171,31 @@ impl LoopCore {
             context.map(|c| c.clone().unbind()),
             slf.get().is_debug(),
         )
+    }
+
+    /// A handle for call_soon/call_later/call_at: released once it has run.
+    fn new_oneshot(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Handle> {
+        let mut h = Self::new_handle(slf, callback, args, context)?;
+        h.oneshot = true;
+        Ok(h)
+    }
+
+    /// A one-shot Handle object, untracked by the garbage collector: it drops its references
+    /// when it runs or is cancelled, so it cannot hold a cycle together for long.
+    fn new_oneshot_object(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let handle = Bound::new(slf.py(), Self::new_oneshot(slf, callback, args, context)?)?;
+        capi::gc_untrack(handle.as_any());
+        Ok(handle.unbind())
     }
 
     fn push_ready(&self, item: Ready) {
@@ -219,7 +261,7 @@ impl LoopCore {
             this.check_thread()?;
             Self::check_callback(callback, "call_at")?;
         }
-        let base = Self::new_handle(slf, callback, args, context)?;
+        let base = Self::new_oneshot(slf, callback, args, context)?;
         let timer = Bound::new(
             py,
             PyClassInitializer::from(base).add_subclass(TimerHandle {
@@ -227,6 +269,7 @@ impl LoopCore {
                 scheduled: false,
             }),
         )?;
+        capi::gc_untrack(timer.as_any());
         this.schedule_timer(py, &timer);
         Ok(timer.unbind())
     }
@@ -298,7 +341,7 @@ impl LoopCore {
                     // asyncio.Runner's SIGINT handler, surfaces here).
                     capi::check_signals(py)?;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(os_error(e)),
             }
         }
 
@@ -402,6 +445,15 @@ impl LoopCore {
         if h.borrow().cancelled {
             return Ok(());
         }
+        // Keep the references a one-shot handle drops when it runs, to describe it if slow.
+        let (callback, args, context) = {
+            let b = h.borrow();
+            (
+                b.callback.as_ref().map(|c| c.clone_ref(py)),
+                b.args.as_ref().map(|a| a.clone_ref(py)),
+                b.context.as_ref().map(|c| c.clone_ref(py)),
+            )
+        };
         *lock(&this.current_handle) = Some(h.clone().into_any().unbind());
         let t0 = clock::monotonic();
         let result = run_handle(py, h);
@@ -410,7 +462,16 @@ impl LoopCore {
         drop(prev);
         result?;
         if dt >= f64::from_bits(this.slow_callback_duration.load(Ordering::Relaxed)) {
-            let described = Self::format_handle(h)?;
+            let described = match (callback, args, context) {
+                (Some(cb), Some(args), Some(ctx)) => crate::handle::with_references(
+                    h,
+                    cb.bind(py),
+                    args.bind(py),
+                    ctx.bind(py),
+                    || Self::format_handle(h).map(Bound::unbind),
+                )?,
+                _ => Self::format_handle(h)?.unbind(),
+            };
             stdlib::asyncio_logger(py)?.call_method1(
                 intern!(py, "warning"),
                 ("Executing %s took %.3f seconds", described, dt),
@@ -466,7 +527,7 @@ impl LoopCore {
     fn with_poller<R>(&self, f: impl FnOnce(&Poller) -> std::io::Result<R>) -> PyResult<R> {
         let guard = self.poller.read().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
-            Some(p) => f(p).map_err(PyErr::from),
+            Some(p) => f(p).map_err(os_error),
             None => Err(PyRuntimeError::new_err("Event loop is closed")),
         }
     }
@@ -577,9 +638,11 @@ impl LoopCore {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let poller = Poller::new()?;
-        let waker = Waker::new()?;
-        poller.add(waker.read_fd(), Interest::READ)?;
+        let poller = Poller::new().map_err(os_error)?;
+        let waker = Waker::new().map_err(os_error)?;
+        poller
+            .add(waker.read_fd(), Interest::READ)
+            .map_err(os_error)?;
         Ok(LoopCore {
             sched: Mutex::new(Sched::default()),
             io: Mutex::new(HashMap::new()),
@@ -620,7 +683,7 @@ impl LoopCore {
             this.check_thread()?;
             Self::check_callback(callback, "call_soon")?;
         }
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context)?)?;
+        let handle = Self::new_oneshot_object(slf, callback, args, context)?;
         this.push_ready(Ready::Handle(handle.clone_ref(slf.py())));
         Ok(handle)
     }
@@ -637,7 +700,7 @@ impl LoopCore {
         if this.is_debug() {
             Self::check_callback(callback, "call_soon_threadsafe")?;
         }
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context)?)?;
+        let handle = Self::new_oneshot_object(slf, callback, args, context)?;
         this.push_ready(Ready::Handle(handle.clone_ref(slf.py())));
         this.wake();
         Ok(handle)
@@ -654,8 +717,20 @@ impl LoopCore {
         if delay.is_none() {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
-        let delay: f64 = delay.extract()?;
-        Self::call_at_impl(slf, clock::monotonic() + delay, callback, args, context)
+        // `self.time() + delay`, as asyncio computes it (so a bad delay fails the same way).
+        let now = clock::monotonic();
+        let when = match delay.extract::<f64>() {
+            Ok(d)
+                if delay.is_exact_instance_of::<pyo3::types::PyFloat>()
+                    || delay.is_instance_of::<pyo3::types::PyInt>() =>
+            {
+                now + d
+            }
+            _ => pyo3::types::PyFloat::new(slf.py(), now)
+                .add(delay)?
+                .extract::<f64>()?,
+        };
+        Self::call_at_impl(slf, when, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -997,17 +1072,27 @@ impl LoopCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // try_lock: the collector may run while this thread holds a lock (it never waits).
-        if let Ok(s) = self.sched.try_lock() {
-            for item in s.ready.iter() {
-                match item {
-                    Ready::Handle(h) => visit.call(h)?,
+        // Handles are not tracked by the collector (see handle.rs), so only the other objects
+        // the loop holds are visited. try_lock: the collector may run while this thread holds
+        // a lock (it never waits). Readers and writers are tracked handles: visit them.
+        // Queued one-shot handles are untracked; when the loop holds the only reference to
+        // one, what the handle references is reported as the loop's own (that keeps a cycle
+        // loop -> handle -> callback -> loop collectable, e.g. an unclosed loop dropped with
+        // callbacks pending). A handle someone else also holds is left out: its contents are
+        // reachable from there.
+        crate::capi::in_traverse(|py| -> Result<(), PyTraverseError> {
+            if let Ok(s) = self.sched.try_lock() {
+                for item in s.ready.iter() {
+                    match item {
+                        Ready::Handle(h) => visit_sole_handle(h.bind(py), &visit)?,
+                    }
+                }
+                for (_, t) in s.timers.iter() {
+                    visit_sole_handle(t.bind(py).as_super(), &visit)?;
                 }
             }
-            for (_, t) in s.timers.iter() {
-                visit.call(t)?;
-            }
-        }
+            Ok(())
+        })?;
         if let Ok(io) = self.io.try_lock() {
             for w in io.values() {
                 visit.call(&w.reader)?;
@@ -1036,6 +1121,21 @@ impl LoopCore {
         let f = self.task_factory.try_lock().ok().and_then(|mut f| f.take());
         drop((taken, io, f));
     }
+}
+
+/// Visits what a queued handle references, if the loop holds the only reference to it.
+fn visit_sole_handle(h: &Bound<'_, Handle>, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    if capi::refcount(h.as_any()) != 1 {
+        return Ok(());
+    }
+    if let Ok(b) = h.try_borrow() {
+        visit.call(&b.callback)?;
+        visit.call(&b.args)?;
+        visit.call(&b.context)?;
+        visit.call(&b.loop_)?;
+        visit.call(&b.source_traceback)?;
+    }
+    Ok(())
 }
 
 /// `BaseEventLoop._set_coroutine_origin_tracking`

@@ -2,12 +2,19 @@
 //!
 //! Behaviour, attributes and repr follow asyncio's `events.Handle` and `events.TimerHandle`.
 //! A handle owns its callback, its argument tuple and the contextvars.Context it runs in.
+//!
+//! Handles are not tracked by the cyclic garbage collector (a loop scheduling many callbacks
+//! would otherwise pay for collections that traverse every queued handle). To keep reference
+//! cycles through a handle impossible, a one-shot handle (call_soon, call_later, call_at,
+//! call_soon_threadsafe) drops its callback, arguments and context once it has run, as
+//! cancel() drops them; only handles that run repeatedly (readers, writers, signal handlers)
+//! keep them, and the loop releases those when they are removed or cancelled.
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::{capi, stdlib};
 
@@ -19,6 +26,8 @@ pub struct Handle {
     pub(crate) context: Option<Py<PyAny>>,
     pub(crate) loop_: Option<Py<PyAny>>,
     pub(crate) cancelled: bool,
+    /// Runs at most once: its references are released after running.
+    pub(crate) oneshot: bool,
     pub(crate) source_traceback: Option<Py<PyAny>>,
     repr: Option<Py<PyAny>>,
 }
@@ -48,6 +57,7 @@ impl Handle {
             context: Some(context),
             loop_: Some(loop_),
             cancelled: false,
+            oneshot: false,
             source_traceback,
             repr: None,
         })
@@ -65,17 +75,26 @@ pub(crate) fn capture_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
 /// "Exception in callback ...".
 pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult<()> {
     let (callback, args, context) = {
-        let h = handle.borrow();
+        let mut h = handle.borrow_mut();
         if h.cancelled {
             return Ok(());
         }
-        match (&h.callback, &h.args, &h.context) {
-            (Some(cb), Some(args), Some(ctx)) => (
-                cb.clone_ref(py).into_bound(py),
-                args.clone_ref(py).into_bound(py),
-                ctx.clone_ref(py).into_bound(py),
-            ),
-            _ => return Ok(()),
+        if h.oneshot {
+            match (h.callback.take(), h.args.take(), h.context.take()) {
+                (Some(cb), Some(args), Some(ctx)) => {
+                    (cb.into_bound(py), args.into_bound(py), ctx.into_bound(py))
+                }
+                _ => return Ok(()),
+            }
+        } else {
+            match (&h.callback, &h.args, &h.context) {
+                (Some(cb), Some(args), Some(ctx)) => (
+                    cb.clone_ref(py).into_bound(py),
+                    args.clone_ref(py).into_bound(py),
+                    ctx.clone_ref(py).into_bound(py),
+                ),
+                _ => return Ok(()),
+            }
         }
     };
     match capi::run_in_context(&context, &callback, &args) {
@@ -105,14 +124,45 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
             if let Some(tb) = tb {
                 ctx.set_item(intern!(py, "source_traceback"), tb)?;
             }
-            if let Some(loop_) = loop_ {
-                loop_
+            // The handler sees the handle as it was (its repr names the callback); a one-shot
+            // handle lets go of its references again afterwards.
+            with_references(handle, &callback, &args, &context, || match &loop_ {
+                Some(l) => l
                     .bind(py)
-                    .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-            }
-            Ok(())
+                    .call_method1(intern!(py, "call_exception_handler"), (ctx,))
+                    .map(|_| ()),
+                None => Ok(()),
+            })
         }
     }
+}
+
+/// Runs `f` with a one-shot handle's references put back (for reporting), then releases them.
+pub(crate) fn with_references<R>(
+    handle: &Bound<'_, Handle>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    context: &Bound<'_, PyAny>,
+    f: impl FnOnce() -> PyResult<R>,
+) -> PyResult<R> {
+    let oneshot = handle.borrow().oneshot;
+    if oneshot {
+        let mut h = handle.borrow_mut();
+        if !h.cancelled {
+            h.callback = Some(callback.clone().unbind());
+            h.args = Some(args.clone().unbind());
+            h.context = Some(context.clone().unbind());
+        }
+    }
+    let result = f();
+    if oneshot {
+        let taken = {
+            let mut h = handle.borrow_mut();
+            (h.callback.take(), h.args.take(), h.context.take())
+        };
+        drop(taken);
+    }
+    result
 }
 
 fn loop_debug(py: Python<'_>, loop_: &Option<Py<PyAny>>) -> PyResult<bool> {
@@ -256,25 +306,6 @@ impl Handle {
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.source_traceback.as_ref().map(|c| c.clone_ref(py))
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.callback)?;
-        visit.call(&self.args)?;
-        visit.call(&self.context)?;
-        visit.call(&self.loop_)?;
-        visit.call(&self.source_traceback)?;
-        visit.call(&self.repr)?;
-        Ok(())
-    }
-
-    fn __clear__(&mut self) {
-        self.callback = None;
-        self.args = None;
-        self.context = None;
-        self.loop_ = None;
-        self.source_traceback = None;
-        self.repr = None;
     }
 }
 
