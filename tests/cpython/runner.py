@@ -6,6 +6,7 @@ Without ``--isolate`` the modules run in this process with unittest and OUT gets
 outcomes: pass, fail, error, skip, xfail, unexpected-success, plus hang (the per-test watchdog
 fired) and crash (the process died in the test). A live progress log (OUT + ".jsonl") is
 appended as tests run, so a parent process can recover the results of a run that was killed.
+A hang ends such a run (exit status 3) once OUT is written; later tests and modules do not run.
 
 With ``--isolate`` each module runs in child runner processes (see ``run_isolated``): a hang or
 crash ends only that child, and the module resumes in a fresh child after the offending test,
@@ -168,7 +169,7 @@ class Watchdog:
         faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
         frame = sys._current_frames().get(threading.main_thread().ident)
         stack = "".join(traceback.format_stack(frame)) if frame else "(no main thread)"
-        detail = f"hung: no result after {self.timeout:.0f}s; main thread at:\n{stack}"
+        detail = f"{stack}hung: no result after {self.timeout:.0f}s (main thread's stack above)"
         self._progress.emit(
             event="result",
             id=test_id,
@@ -221,6 +222,9 @@ class RecordingResult(unittest.TestResult):
             self._watchdog.disarm()
 
     def _err(self, test, err) -> str:
+        # With buffer set this includes the test's captured output, so it need not also be
+        # echoed to the real stdout/stderr (unittest's default for failing tests).
+        self._mirrorOutput = False
         return self._exc_info_to_string(err, test)
 
     def addSuccess(self, test):
@@ -489,11 +493,11 @@ def run_isolated(
                 break
             tail = _dump_head(log.read_text(encoding="utf-8", errors="replace"))
             if killed:
-                why, detail = "hang", f"module budget ({budget:.0f}s) ran out in this test\n{tail}"
+                why, detail = "hang", f"{tail}\nhung: module budget ({budget:.0f}s) ran out here"
             elif proc.returncode == HANG_EXIT or "Timeout (" in tail:
-                why, detail = "hang", tail
+                why, detail = "hang", f"{tail}\nhung: no result after {test_timeout:.0f}s"
             else:
-                why, detail = "crash", f"runner exited with {proc.returncode}\n{tail}"
+                why, detail = "crash", f"{tail}\nrunner died: exit status {proc.returncode}"
             status = _worst(status, "timeout" if killed else why)
             if current is not None:
                 tests[current] = {"outcome": why, "time": 0.0, "detail": short_traceback(detail)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -54,9 +55,12 @@ def first_line(detail: str) -> str:
         return ""
     pick = lines[-1]
     for ln in lines:  # hangs and crashes: the headline says more than the last frame
-        if ln.startswith(("hung:", "Fatal Python error", "Timeout (", "runner exited")):
-            pick = ln
+        if ln.startswith(("Fatal Python error", "Timeout (")):
+            pick = f"{lines[-1]}: {ln}"
             break
+    if pick.startswith("hung:") and len(lines) >= 3 and lines[-3].startswith("File "):
+        where = lines[-3].split("/")[-1].replace('", line ', ":").split(",")[0]
+        pick = f"{pick.split(' (')[0][len('hung: ') :]} at {where}: {lines[-2]}"
     pick = pick.replace("|", "\\|")
     return pick if len(pick) <= 160 else pick[:157] + "..."
 
@@ -69,7 +73,12 @@ def cell(loop_result: dict | None) -> list[str]:
 
 
 def render(
-    results: dict, loops: tuple[str, ...], elapsed: dict[str, float], wall: float, jobs: int
+    results: dict,
+    loops: tuple[str, ...],
+    elapsed: dict[str, float],
+    wall: float,
+    jobs: int,
+    commit: str = "unknown",
 ) -> str:
     modules = sorted(results)
     lines = [
@@ -127,7 +136,8 @@ def render(
     lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append(
-        f"Run time: {wall:.0f}s wall with {jobs} jobs; per loop, summed over modules: "
+        f"Commit {commit}. Run time: {wall:.0f}s wall with {jobs} jobs; "
+        "per loop, summed over modules: "
         + ", ".join(f"{loop} {elapsed.get(loop, 0.0):.0f}s" for loop in loops)
         + "."
     )
@@ -149,6 +159,20 @@ def render(
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _commit() -> str:
+    """The repository's HEAD (and whether the tree had changes), for the table's header."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(runner.REPO_ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.cpython.table",
@@ -161,7 +185,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--module-budget", type=float, default=300.0, help="seconds per module")
     parser.add_argument("--test-timeout", type=float, default=60.0, help="seconds per test")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where TABLE.md goes")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite TABLE.md from the results.json already in --out (no test runs)",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        data = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
+        loops = tuple(data["loops"])
+        elapsed = {
+            loop: sum(m[loop]["duration"] for m in data["modules"].values() if loop in m)
+            for loop in loops
+        }
+        table = render(
+            data["modules"],
+            loops,
+            elapsed,
+            data["wall_seconds"],
+            data.get("jobs", 2),
+            data.get("commit", "unknown"),
+        )
+        (args.out / "TABLE.md").write_text(table, encoding="utf-8")
+        return 0
     modules = [runner.qualify(m) for m in args.modules] if args.modules else None
     modules = modules or runner.discover_modules()
     loops = tuple(args.loops)
@@ -195,14 +241,16 @@ def main(argv: list[str] | None = None) -> int:
 
     wall = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    table = render(results, loops, elapsed, wall, args.jobs)
-    (args.out / "TABLE.md").write_text(table, encoding="utf-8")
     data = {
         "python": sys.version,
         "loops": list(loops),
+        "jobs": args.jobs,
+        "commit": _commit(),
         "wall_seconds": round(wall, 1),
         "modules": results,
     }
+    table = render(results, loops, elapsed, wall, args.jobs, data["commit"])
+    (args.out / "TABLE.md").write_text(table, encoding="utf-8")
     (args.out / "results.json").write_text(
         json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )
