@@ -1,4 +1,6 @@
-"""Explicit-loop substitution for the CPython conformance harness (owns tests/cpython/explicit_loop.py).
+"""Explicit-loop substitution for the CPython conformance harness.
+
+Owns tests/cpython/explicit_loop.py.
 
 Some ``test.test_asyncio`` modules never ask the policy for a loop: their test classes build
 one themselves (``asyncio.SelectorEventLoop(selectors.EpollSelector())`` in

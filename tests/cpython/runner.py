@@ -1,4 +1,6 @@
-"""Runs CPython's own test.test_asyncio modules on asyncio or ferroloop (owns tests/cpython/runner.py).
+"""Runs CPython's own test.test_asyncio modules on asyncio or ferroloop.
+
+Owns tests/cpython/runner.py.
 
     python -m tests.cpython.runner --loop {asyncio,ferroloop} MODULE... --json OUT [--isolate]
 
