@@ -68,9 +68,8 @@ async def main() -> None:
     await queue.join()
     print("three workers, twenty items:")
     print(f"  queue empty after join(): {queue.empty()}")
-    print(
-        f"  sum of squares computed: {sum(totals.values())} (expected {sum(n * n for n in range(1, 21))})"
-    )
+    expected = sum(n * n for n in range(1, 21))
+    print(f"  sum of squares computed: {sum(totals.values())} (expected {expected})")
     # The workers loop forever; cancel them and wait for the cancellations to finish.
     for w in workers:
         w.cancel()

@@ -262,7 +262,7 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         agens = list(self._asyncgens)
         self._asyncgens.clear()
         results = await tasks.gather(*[ag.aclose() for ag in agens], return_exceptions=True)
-        for result, agen in zip(results, agens):
+        for result, agen in zip(results, agens, strict=True):
             if isinstance(result, Exception):
                 self.call_exception_handler(
                     {
