@@ -8,5 +8,9 @@ source scripts/setup.sh
 echo "== cargo test (ferroloop-core)"
 cargo test -q -p ferroloop-core 2>&1 | grep -E "^(test result|running|error|warning)" || true
 cargo test -q -p ferroloop-core >/dev/null 2>&1
+echo "== lint (cargo fmt, clippy, ruff)"
+cargo fmt --all -- --check
+cargo clippy -q --all-targets -- -D warnings
+"$ROOT/.venv/bin/ruff" check -q python scripts bench tests examples
 echo "== pytest"
 "$PY" -m pytest -q -p no:cacheprovider tests "$@"
