@@ -16,9 +16,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import ferroloop
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,6 +109,7 @@ def run_python(args, *, input=None, timeout=60, cwd=None, env=None):
         timeout=timeout,
         cwd=cwd,
         env=full_env,
+        check=False,
     )
 
 

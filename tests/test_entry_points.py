@@ -7,9 +7,8 @@ import re
 import signal
 import textwrap
 
-import pytest
-
 import ferroloop
+import pytest
 from conftest import run_python
 
 SCRIPT_OK = """\
@@ -116,9 +115,7 @@ def test_script_ok_same_output(tmp_path, args):
     script = _write(tmp_path, "prog.py", SCRIPT_OK)
     direct, via = _both(tmp_path, str(script), args)
     assert direct.returncode == 0, direct.stderr
-    assert direct.stdout == (
-        f"argv {list(args)}\nname __main__\npath0 True\nresult [0, 1, 4]\n"
-    )
+    assert direct.stdout == (f"argv {list(args)}\nname __main__\npath0 True\nresult [0, 1, 4]\n")
     assert (via.returncode, via.stdout, via.stderr) == (
         direct.returncode,
         direct.stdout,
@@ -133,12 +130,6 @@ def test_script_exit_code(tmp_path):
     assert (via.returncode, via.stdout, via.stderr) == (3, "in main\n", "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferroloop bug: python -m ferroloop prints the runner's own frames (__main__.py, "
-    "<frozen runpy>) in an uncaught exception's traceback: sys.excepthook uses "
-    "exc.__traceback__, not the stripped tb argument",
-)
 def test_uncaught_exception_same_traceback(tmp_path):
     script = _write(tmp_path, "fail.py", SCRIPT_RAISE_TOP)
     direct, via = _both(tmp_path, str(script))
@@ -157,17 +148,12 @@ def test_uncaught_exception_exit_code_and_last_line(tmp_path):
     direct, via = _both(tmp_path, str(script))
     assert (direct.returncode, direct.stdout) == (1, "1\n")
     assert (via.returncode, via.stdout) == (1, "1\n")
-    assert direct.stderr.splitlines()[-1] == via.stderr.splitlines()[-1] == (
-        "ValueError: top level 5"
+    assert (
+        direct.stderr.splitlines()[-1] == via.stderr.splitlines()[-1] == ("ValueError: top level 5")
     )
     assert via.stderr.startswith("Traceback (most recent call last):\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferroloop bug: python -m ferroloop shows __main__.py and <frozen runpy> frames "
-    "at the top of the traceback of an exception raised inside asyncio.run()",
-)
 def test_exception_in_coroutine_same_traceback(tmp_path):
     script = _write(tmp_path, "coro_fail.py", SCRIPT_RAISE_IN_CORO)
     direct, via = _both(tmp_path, str(script))
@@ -177,12 +163,6 @@ def test_exception_in_coroutine_same_traceback(tmp_path):
     assert _normalize_loop_frame(via.stderr) == _normalize_loop_frame(direct.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferroloop bug: python -m ferroloop runs a relative script path as given, so "
-    "__file__ and traceback paths are relative ('prog.py') where python makes them "
-    "absolute ('/tmp/.../prog.py')",
-)
 def test_relative_script_path_file(tmp_path):
     _write(tmp_path, "rel.py", SCRIPT_FILE)
     direct, via = _both(tmp_path, "rel.py", ("x",))
@@ -378,10 +358,12 @@ def test_import_changes_nothing():
     proc = run_python(
         [
             "-c",
-            "import asyncio, ferroloop\n"
-            "loop = asyncio.new_event_loop()\n"
-            "print(isinstance(loop, ferroloop.Loop))\n"
-            "loop.close()\n",
+            (
+                "import asyncio, ferroloop\n"
+                "loop = asyncio.new_event_loop()\n"
+                "print(isinstance(loop, ferroloop.Loop))\n"
+                "loop.close()\n"
+            ),
         ]
     )
     assert (proc.returncode, proc.stdout) == (0, "False\n"), proc.stderr

@@ -92,7 +92,7 @@ def test_reader_waits_for_data(loop, pair):
 
 
 def test_writer_called_while_writable(loop, pair):
-    a, b = pair
+    a, _b = pair
     calls = []
 
     def on_writable():
@@ -120,7 +120,7 @@ def test_replacing_reader(loop, pair):
 
 
 def test_remove_reader_writer_return_values(loop, pair):
-    a, b = pair
+    a, _b = pair
     assert loop.remove_reader(a) is False
     assert loop.remove_writer(a) is False
     loop.add_reader(a, print)
@@ -276,10 +276,6 @@ def test_closed_fd_number_type(loop, method):
     assert getattr(loop, method.replace("add", "remove"))(fd) is False
 
 
-@pytest.mark.ferroloop_xfail(
-    reason="ferroloop bug: OSError from epoll has no errno and message "
-    "'Bad file descriptor (os error 9)' instead of '[Errno 9] Bad file descriptor'"
-)
 @pytest.mark.parametrize("method", ["add_reader", "add_writer"])
 def test_closed_fd_number_errno(loop, method):
     fd = closed_fd_number()
@@ -311,7 +307,7 @@ def test_fd_closed_after_socket_close(loop):
 )
 @pytest.mark.parametrize("convert", [str, float], ids=["str", "float"])
 def test_fileno_converted_with_int(loop, pair, convert):
-    a, b = pair
+    a, _b = pair
     wrapper = FileLike(convert(a.fileno()))
     loop.add_reader(wrapper, print)
     assert loop.remove_reader(a.fileno()) is True
@@ -343,7 +339,7 @@ def test_fd_too_large(loop, big):
 
 
 def test_io_on_closed_loop(loop, pair):
-    a, b = pair
+    a, _b = pair
     loop.close()
     with pytest.raises(RuntimeError, match="^Event loop is closed$"):
         loop.add_reader(a, print)

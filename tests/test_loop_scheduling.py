@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import run_python
 
 HERE = __file__
@@ -89,10 +88,11 @@ def test_call_at_ordered_by_deadline_ties_in_scheduling_order(loop):
 
 def test_call_later_ordered_by_delay(loop):
     order = []
-    loop.call_later(0.03, order.append, 3)
-    loop.call_later(0.01, order.append, 1)
-    loop.call_later(0.02, order.append, 2)
-    loop.call_later(0.05, loop.stop)
+    # Gaps of 0.1 s: scheduling the three calls never takes that long, even on a loaded machine.
+    loop.call_later(0.3, order.append, 3)
+    loop.call_later(0.1, order.append, 1)
+    loop.call_later(0.2, order.append, 2)
+    loop.call_later(0.35, loop.stop)
     loop.run_forever()
     assert order == [1, 2, 3]
 

@@ -199,7 +199,11 @@ def test_closing_loop_removes_signal_handlers(loop_kind):
     env = dict(os.environ)
     env.pop("PYTHONASYNCIODEBUG", None)
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=30,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
         env=env,
     )
     assert (proc.returncode, proc.stdout) == (0, "True True True -1\n"), proc.stderr

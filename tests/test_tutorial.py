@@ -11,6 +11,16 @@ import asyncio
 import pytest
 
 MS = 0.01  # the tutorial's "1 second"
+LONG = 10.0  # never reached: whatever sleeps this long is cancelled or timed out first
+
+
+async def sleep_until(when):
+    """Sleep until an absolute loop time: deadlines then order completions exactly, however
+    late each task starts on a loaded machine."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.call_at(when, fut.set_result, None)
+    await fut
 
 
 def run(loop, coro):
@@ -20,31 +30,41 @@ def run(loop, coro):
 def test_two_tasks_in_parallel(loop):
     log = []
 
+    start = []
+
     async def task(name, delay):
         log.append(f"{name} starting...")
-        await asyncio.sleep(delay * MS)
+        await sleep_until(start[0] + delay * MS)
         log.append(f"{name} finished!")
 
     async def main():
+        start.append(asyncio.get_running_loop().time())
         task1 = asyncio.create_task(task("Task 1", 2))
         task2 = asyncio.create_task(task("Task 2", 1))
         await task1
         await task2
 
     run(loop, main())
-    assert log == ["Task 1 starting...", "Task 2 starting...", "Task 2 finished!",
-                   "Task 1 finished!"]
+    assert log == [
+        "Task 1 starting...",
+        "Task 2 starting...",
+        "Task 2 finished!",
+        "Task 1 finished!",
+    ]
 
 
 def test_gather_keeps_argument_order(loop):
     finished = []
 
+    start = []
+
     async def task(name, delay):
-        await asyncio.sleep(delay * MS)
+        await sleep_until(start[0] + delay * MS)
         finished.append(name)
         return f"{name} completed"
 
     async def main():
+        start.append(asyncio.get_running_loop().time())
         return await asyncio.gather(task("Task 1", 2), task("Task 2", 1), task("Task 3", 3))
 
     assert run(loop, main()) == ["Task 1 completed", "Task 2 completed", "Task 3 completed"]
@@ -108,7 +128,7 @@ def test_wait_first_completed(loop):
 
     async def main():
         fast = asyncio.create_task(task("fast", 1))
-        slow = asyncio.create_task(task("slow", 50))
+        slow = asyncio.create_task(task("slow", LONG / MS))
         done, pending = await asyncio.wait({fast, slow}, return_when=asyncio.FIRST_COMPLETED)
         result = ([t.result() for t in done], [t is slow for t in pending])
         slow.cancel()
@@ -120,7 +140,7 @@ def test_wait_first_completed(loop):
 
 def test_wait_first_exception(loop):
     async def ok():
-        await asyncio.sleep(50 * MS)
+        await asyncio.sleep(LONG)
 
     async def bad():
         await asyncio.sleep(MS)
@@ -139,9 +159,9 @@ def test_wait_first_exception(loop):
 
 def test_wait_timeout(loop):
     async def main():
-        slow = asyncio.create_task(asyncio.sleep(50 * MS, "slow"))
+        slow = asyncio.create_task(asyncio.sleep(LONG, "slow"))
         fast = asyncio.create_task(asyncio.sleep(0, "fast"))
-        done, pending = await asyncio.wait({slow, fast}, timeout=2 * MS)
+        done, pending = await asyncio.wait({slow, fast}, timeout=0.2)
         result = ([t.result() for t in done], pending == {slow}, slow.done())
         slow.cancel()
         await asyncio.gather(slow, return_exceptions=True)
@@ -155,7 +175,7 @@ def test_wait_for_timeout(loop):
 
     async def slow():
         try:
-            await asyncio.sleep(50 * MS)
+            await asyncio.sleep(LONG)
         except asyncio.CancelledError:
             cancelled.append(True)
             raise
@@ -163,7 +183,7 @@ def test_wait_for_timeout(loop):
     async def main():
         try:
             await asyncio.wait_for(slow(), timeout=MS)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             return type(exc).__name__
         return "no timeout"
 
@@ -173,7 +193,7 @@ def test_wait_for_timeout(loop):
 
 def test_wait_for_in_time(loop):
     async def main():
-        return await asyncio.wait_for(asyncio.sleep(0, "value"), timeout=50 * MS)
+        return await asyncio.wait_for(asyncio.sleep(0, "value"), timeout=LONG)
 
     assert run(loop, main()) == "value"
 
@@ -183,10 +203,10 @@ def test_asyncio_timeout(loop):
         log = []
         try:
             async with asyncio.timeout(MS) as cm:
-                await asyncio.sleep(50 * MS)
+                await asyncio.sleep(LONG)
         except TimeoutError:
             log.append(("timed out", cm.expired()))
-        async with asyncio.timeout(50 * MS) as cm2:
+        async with asyncio.timeout(LONG) as cm2:
             await asyncio.sleep(0)
         log.append(("in time", cm2.expired()))
         return log
@@ -202,7 +222,7 @@ def test_asyncio_timeout_reschedule(loop):
             log.append(cm.when())
             cm.reschedule(asyncio.get_running_loop().time() + MS)
             try:
-                await asyncio.sleep(50 * MS)
+                await asyncio.sleep(LONG)
             except asyncio.CancelledError:
                 log.append("cancelled inside")
                 raise
@@ -232,7 +252,7 @@ def test_task_group_error_cancels_siblings(loop):
 
     async def sibling():
         try:
-            await asyncio.sleep(50 * MS)
+            await asyncio.sleep(LONG)
         except asyncio.CancelledError:
             cancelled.append("sibling")
             raise
@@ -258,7 +278,7 @@ def test_task_group_error_cancels_siblings(loop):
 def test_cancel_task(loop):
     async def worker(log):
         try:
-            await asyncio.sleep(50 * MS)
+            await asyncio.sleep(LONG)
         except asyncio.CancelledError:
             log.append("cleanup")
             raise
@@ -296,11 +316,14 @@ def test_sleep_is_a_coroutine_not_future(loop):
 
 
 def test_as_completed_order(loop):
+    start = []
+
     async def task(name, delay):
-        await asyncio.sleep(delay * MS)
+        await sleep_until(start[0] + delay * MS)
         return name
 
     async def main():
+        start.append(asyncio.get_running_loop().time())
         coros = [task("c", 3), task("a", 1), task("b", 2)]
         return [await f for f in asyncio.as_completed(coros)]
 
