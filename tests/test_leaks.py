@@ -112,10 +112,6 @@ CYCLE_MAKERS = {
         lambda lp, coro, h=holder: asyncio.Task(coro, loop=lp)
     ),
 }
-GC_BUG = (
-    "ferroloop bug: a reader/writer handle registered with add_reader is not reported to the "
-    "cycle collector, so an unclosed loop kept in a cycle through it is never collected"
-)
 
 
 @pytest.mark.parametrize(
@@ -125,7 +121,7 @@ GC_BUG = (
         "call_soon",
         "call_later",
         "call_soon-loop.stop",
-        pytest.param("add_reader", marks=pytest.mark.ferroloop_xfail(reason=GC_BUG)),
+        "add_reader",
         "task_factory",
     ],
 )

@@ -301,10 +301,6 @@ def test_fd_closed_after_socket_close(loop):
     assert type(exc.value) is OSError
 
 
-@pytest.mark.ferroloop_xfail(
-    reason="ferroloop bug: fileno() returning a str/float is rejected (ValueError) where "
-    "selectors accepts int(fileno())"
-)
 @pytest.mark.parametrize("convert", [str, float], ids=["str", "float"])
 def test_fileno_converted_with_int(loop, pair, convert):
     a, _b = pair
@@ -313,10 +309,6 @@ def test_fileno_converted_with_int(loop, pair, convert):
     assert loop.remove_reader(a.fileno()) is True
 
 
-@pytest.mark.ferroloop_xfail(
-    reason="ferroloop bug: an exception from fileno() other than AttributeError/TypeError/"
-    "ValueError is turned into ValueError('Invalid file object') instead of propagating"
-)
 @pytest.mark.parametrize(
     "error", [RuntimeError("rt"), OSError("os")], ids=["RuntimeError", "OSError"]
 )
@@ -326,10 +318,6 @@ def test_fileno_other_errors_propagate(loop, error):
     assert exc.value is error
 
 
-@pytest.mark.ferroloop_xfail(
-    reason="ferroloop bug: an fd too large for a C int raises ValueError('Invalid file "
-    "descriptor'/'Invalid file object') instead of OverflowError"
-)
 @pytest.mark.parametrize("big", [2**40, 2**70], ids=["2**40", "2**70"])
 def test_fd_too_large(loop, big):
     with pytest.raises(OverflowError) as exc:

@@ -84,29 +84,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `selectors._fileobj_to_fd`: an int, or an object with fileno().
-fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    let fd: i64 = if let Ok(fd) = obj.extract::<i64>() {
-        fd
+/// The first half of `selectors._fileobj_to_fd`: an int, or `int(obj.fileno())`, as a Python int
+/// (checked by [`fd_as_c_int`] once the loop is known to be open).
+fn fileobj_to_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let fd = if obj.is_instance_of::<pyo3::types::PyInt>() {
+        obj.clone()
     } else {
-        match obj.call_method0(intern!(obj.py(), "fileno")) {
-            Ok(v) => v.extract::<i64>().map_err(|_| {
-                PyValueError::new_err(format!("Invalid file object: {}", repr_of(obj)))
-            })?,
-            Err(_) => {
+        let int_type = py.get_type::<pyo3::types::PyInt>();
+        match obj
+            .call_method0(intern!(py, "fileno"))
+            .and_then(|v| int_type.call1((v,)))
+        {
+            Ok(fd) => fd,
+            Err(e)
+                if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
+                    || e.is_instance_of::<PyTypeError>(py)
+                    || e.is_instance_of::<PyValueError>(py) =>
+            {
                 return Err(PyValueError::new_err(format!(
                     "Invalid file object: {}",
                     repr_of(obj)
-                )))
+                )));
             }
+            Err(e) => return Err(e),
         }
     };
-    if fd < 0 {
+    Ok(fd)
+}
+
+/// The fd as a C int: ValueError for a negative one (as `selectors._fileobj_to_fd`), the error
+/// CPython's `_PyLong_AsInt` gives for one too large (what `epoll.register` raises).
+fn fd_as_c_int(fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    if fd.lt(0)? {
         return Err(PyValueError::new_err(format!(
             "Invalid file descriptor: {fd}"
         )));
     }
-    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+    fd.extract::<i64>()
+        .ok()
+        .and_then(|v| RawFd::try_from(v).ok())
+        .ok_or_else(|| {
+            pyo3::exceptions::PyOverflowError::new_err("Python int too large to convert to C int")
+        })
 }
 
 /// An OSError as Python raises it for a failed system call: `OSError(errno, strerror)`, which
@@ -544,6 +564,7 @@ impl LoopCore {
         let this = slf.get();
         let fd = fileobj_to_fd(fd)?;
         this.check_closed()?;
+        let fd = fd_as_c_int(&fd)?;
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
         let previous = {
             let mut io = lock(&this.io);
@@ -596,6 +617,14 @@ impl LoopCore {
         if this.closed.load(Ordering::Acquire) {
             return Ok(false);
         }
+        // An fd no C int can hold is not registered (asyncio: the selector has no key for it).
+        let fd = match fd_as_c_int(&fd) {
+            Ok(fd) => fd,
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(slf.py()) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        };
         let removed = {
             let mut io = lock(&this.io);
             let Some(w) = io.get_mut(&fd) else {

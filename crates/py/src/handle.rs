@@ -11,15 +11,18 @@
 //! keep them, and the loop releases those when they are removed or cancelled.
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::{capi, stdlib};
 
 /// A callback scheduled on a loop (asyncio's `events.Handle`).
-#[pyclass(module = "ferroloop", subclass, weakref, freelist = 256)]
+///
+/// No PyO3 freelist: an object reused from one would come back untracked by the collector,
+/// and handles that live on (readers, writers, signal handlers) must be tracked.
+#[pyclass(module = "ferroloop", subclass, weakref)]
 pub struct Handle {
     pub(crate) callback: Option<Py<PyAny>>,
     pub(crate) args: Option<Py<PyTuple>>,
@@ -306,6 +309,27 @@ impl Handle {
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.source_traceback.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    /// Only tracked handles are traversed: readers, writers, signal handlers and handles made
+    /// from Python. One-shot handles are untracked (see the module comment).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)?;
+        visit.call(&self.args)?;
+        visit.call(&self.context)?;
+        visit.call(&self.loop_)?;
+        visit.call(&self.source_traceback)?;
+        visit.call(&self.repr)?;
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.callback = None;
+        self.args = None;
+        self.context = None;
+        self.loop_ = None;
+        self.source_traceback = None;
+        self.repr = None;
     }
 }
 
