@@ -233,7 +233,7 @@ impl LoopCore {
         }
     }
 
-    fn schedule_timer(&self, py: Python<'_>, timer: &Bound<'_, TimerHandle>) {
+    fn schedule_timer(&self, timer: &Bound<'_, TimerHandle>) {
         let when = {
             let mut t = timer.borrow_mut();
             t.scheduled = true;
@@ -241,7 +241,6 @@ impl LoopCore {
         };
         let item = timer.clone().unbind();
         lock(&self.sched).timers.push(when, item);
-        let _ = py;
     }
 
     /// `BaseEventLoop._check_callback`, used in debug mode.
@@ -290,7 +289,7 @@ impl LoopCore {
             }),
         )?;
         capi::gc_untrack(timer.as_any());
-        this.schedule_timer(py, &timer);
+        this.schedule_timer(&timer);
         Ok(timer.unbind())
     }
 
@@ -652,13 +651,6 @@ impl LoopCore {
             }
             None => Ok(false),
         }
-    }
-}
-
-impl Handle {
-    /// `handle.cancel()` through Python, so subclasses and TimerHandle behave as declared.
-    pub(crate) fn cancel_handle(h: &Bound<'_, Handle>) -> PyResult<()> {
-        h.call_method0(intern!(h.py(), "cancel")).map(|_| ())
     }
 }
 

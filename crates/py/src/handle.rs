@@ -67,6 +67,13 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// `handle.cancel()` through Python, so subclasses and TimerHandle behave as declared.
+    pub(crate) fn cancel_handle(h: &Bound<'_, Handle>) -> PyResult<()> {
+        h.call_method0(intern!(h.py(), "cancel")).map(|_| ())
+    }
+}
+
 /// The Python stack of whoever is calling into the loop, as asyncio records it in debug mode.
 pub(crate) fn capture_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let frame = stdlib::getframe(py)?.call0()?;
