@@ -218,6 +218,29 @@ impl LoopCore {
         Ok(handle.unbind())
     }
 
+    /// call_soon and call_soon_threadsafe (`BaseEventLoop.call_soon`): checks, then a one-shot
+    /// handle at the end of the ready queue. Only call_soon is checked for the calling thread.
+    fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+        method: &str,
+        thread_checked: bool,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_closed()?;
+        if this.is_debug() {
+            if thread_checked {
+                this.check_thread()?;
+            }
+            Self::check_callback(callback, method)?;
+        }
+        let handle = Self::new_oneshot_object(slf, callback, args, context)?;
+        this.push_ready(Ready::Handle(handle.clone_ref(slf.py())));
+        Ok(handle)
+    }
+
     fn push_ready(&self, item: Ready) {
         lock(&self.sched).ready.push(item);
     }
@@ -698,15 +721,7 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let this = slf.get();
-        this.check_closed()?;
-        if this.is_debug() {
-            this.check_thread()?;
-            Self::check_callback(callback, "call_soon")?;
-        }
-        let handle = Self::new_oneshot_object(slf, callback, args, context)?;
-        this.push_ready(Ready::Handle(handle.clone_ref(slf.py())));
-        Ok(handle)
+        Self::schedule_soon(slf, callback, args, context, "call_soon", true)
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
@@ -716,14 +731,9 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let this = slf.get();
-        this.check_closed()?;
-        if this.is_debug() {
-            Self::check_callback(callback, "call_soon_threadsafe")?;
-        }
-        let handle = Self::new_oneshot_object(slf, callback, args, context)?;
-        this.push_ready(Ready::Handle(handle.clone_ref(slf.py())));
-        this.wake();
+        let handle =
+            Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe", false)?;
+        slf.get().wake();
         Ok(handle)
     }
 
