@@ -10,6 +10,18 @@ import time
 import pytest
 
 
+def run_loop_with_threads(loop, *threads):
+    """Start the threads, run the loop until one of them stops it (a 20 s safety timer stops
+    it otherwise), then join them."""
+    for t in threads:
+        t.start()
+    safety = loop.call_later(20, loop.stop)
+    loop.run_forever()
+    safety.cancel()
+    for t in threads:
+        t.join()
+
+
 def test_call_soon_threadsafe_wakes_idle_loop(loop):
     woke = []
 
@@ -61,20 +73,12 @@ def test_call_soon_threadsafe_many_threads_order_per_thread(loop):
         done.wait()
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
-    for t in threads:
-        t.start()
 
     def finish():
         done.wait()
         loop.call_soon_threadsafe(loop.stop)
 
-    finisher = threading.Thread(target=finish)
-    finisher.start()
-    safety = loop.call_later(20, loop.stop)
-    loop.run_forever()
-    safety.cancel()
-    for t in (*threads, finisher):
-        t.join()
+    run_loop_with_threads(loop, *threads, threading.Thread(target=finish))
     # One more iteration for anything queued with the stop.
     loop.call_soon(loop.stop)
     loop.run_forever()
@@ -97,12 +101,7 @@ def test_call_soon_threadsafe_context_and_handle(loop):
             loop.call_soon_threadsafe(lambda: (seen.append(var.get()), loop.stop()), context=ctx)
         )
 
-    thread = threading.Thread(target=from_thread)
-    thread.start()
-    safety = loop.call_later(20, loop.stop)
-    loop.run_forever()
-    safety.cancel()
-    thread.join()
+    run_loop_with_threads(loop, threading.Thread(target=from_thread))
     assert seen == ["from-ctx"]
     assert type(handle[0]).__name__ == "Handle"
 
@@ -138,12 +137,7 @@ def test_run_coroutine_threadsafe(loop):
         finally:
             loop.call_soon_threadsafe(loop.stop)
 
-    thread = threading.Thread(target=from_thread)
-    thread.start()
-    safety = loop.call_later(20, loop.stop)
-    loop.run_forever()
-    safety.cancel()
-    thread.join()
+    run_loop_with_threads(loop, threading.Thread(target=from_thread))
     assert results == [42, ("KeyError", ("bad",))]
 
 
@@ -169,12 +163,7 @@ def test_run_coroutine_threadsafe_cancel_from_thread(loop):
             outcome.append("future-cancelled")
         loop.call_soon_threadsafe(loop.stop)
 
-    thread = threading.Thread(target=from_thread)
-    thread.start()
-    safety = loop.call_later(20, loop.stop)
-    loop.run_forever()
-    safety.cancel()
-    thread.join()
+    run_loop_with_threads(loop, threading.Thread(target=from_thread))
     loop.run_until_complete(asyncio.sleep(0))
     assert sorted(outcome) == ["cancelled", "future-cancelled"]
 
@@ -261,12 +250,7 @@ def test_threadsafe_stress_no_lost_wakeups(loop, n):
                 break
         loop.call_soon_threadsafe(loop.stop)
 
-    thread = threading.Thread(target=from_thread)
     t0 = time.monotonic()
-    thread.start()
-    safety = loop.call_later(20, loop.stop)
-    loop.run_forever()
-    safety.cancel()
-    thread.join()
+    run_loop_with_threads(loop, threading.Thread(target=from_thread))
     assert count[0] == n
     assert time.monotonic() - t0 < 15

@@ -989,7 +989,7 @@ impl LoopCore {
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let cls = stdlib::future_class(py)?;
-        Ok(capi::call_with_kwnames(cls, &[slf.as_any()], kwnames(py, KwNames::Loop))?.unbind())
+        Ok(capi::call_with_kwnames(cls, &[slf.as_any()], kwnames(py, KwNames::Loop)?)?.unbind())
     }
 
     /// `BaseEventLoop.create_task`
@@ -1013,7 +1013,7 @@ impl LoopCore {
                 let task = capi::call_with_kwnames(
                     cls,
                     &[coro, slf.as_any(), name, context],
-                    kwnames(py, KwNames::LoopNameContext),
+                    kwnames(py, KwNames::LoopNameContext)?,
                 )?;
                 if this.is_debug() {
                     // As asyncio: the task's creation traceback ends at the caller, not here.
@@ -1033,7 +1033,7 @@ impl LoopCore {
                     capi::call_with_kwnames(
                         factory,
                         &[slf.as_any(), coro, context],
-                        kwnames(py, KwNames::Context),
+                        kwnames(py, KwNames::Context)?,
                     )?
                 };
                 if !name.is_none() {

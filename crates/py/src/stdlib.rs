@@ -61,7 +61,7 @@ pub fn asyncio_logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 }
 
 /// The keyword names `("loop",)`, `("loop", "name", "context")`, `("context",)` as interned tuples.
-pub fn kwnames<'py>(py: Python<'py>, which: KwNames) -> &'py Bound<'py, PyTuple> {
+pub fn kwnames<'py>(py: Python<'py>, which: KwNames) -> PyResult<&'py Bound<'py, PyTuple>> {
     static LOOP: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     static LOOP_NAME_CONTEXT: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     static CONTEXT: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
@@ -70,14 +70,14 @@ pub fn kwnames<'py>(py: Python<'py>, which: KwNames) -> &'py Bound<'py, PyTuple>
         KwNames::LoopNameContext => (&LOOP_NAME_CONTEXT, &["loop", "name", "context"]),
         KwNames::Context => (&CONTEXT, &["context"]),
     };
-    cell.get_or_init(py, || {
+    cell.get_or_try_init(py, || {
         let items: Vec<_> = names
             .iter()
             .map(|n| pyo3::types::PyString::intern(py, n))
             .collect();
-        PyTuple::new(py, items).expect("a tuple of str").unbind()
+        PyTuple::new(py, items).map(Bound::unbind)
     })
-    .bind(py)
+    .map(|t| t.bind(py))
 }
 
 #[derive(Clone, Copy)]
