@@ -94,33 +94,64 @@ def wl_call_soon_batch(loop: asyncio.AbstractEventLoop, n: int) -> tuple[float, 
     return elapsed, n
 
 
-def _tree(loop: asyncio.AbstractEventLoop, depth: int, suspend: bool) -> tuple[float, int]:
-    """gather() over a tree of coroutines, `depth` levels deep, TREE_FANOUT branches per node.
+def _tree(
+    loop: asyncio.AbstractEventLoop,
+    depth: int,
+    suspend: bool,
+    spawn: str = "gather",
+    leaf_delay: float = 0.0,
+) -> tuple[float, int]:
+    """A tree of coroutines, `depth` levels deep, TREE_FANOUT branches per node.
 
-    Same shape as pyperformance's async_tree: every inner node gathers TREE_FANOUT children
-    (so each child becomes a Task); a leaf either returns at once (suspend=False, like the
-    "none" variant) or does `await asyncio.sleep(0)` (suspend=True, one extra loop round-trip
-    per leaf).
+    Same shape as pyperformance's async_tree: every inner node runs TREE_FANOUT children as
+    Tasks. `spawn` says how: "gather" (`asyncio.gather` of the child coroutines), "taskgroup"
+    (`asyncio.TaskGroup` + `tg.create_task`) or "create_task" (`asyncio.create_task` for each
+    child, then await the tasks one by one). A leaf either returns at once (suspend=False, like
+    the "none" variant) or does `await asyncio.sleep(leaf_delay)` (suspend=True: with delay 0
+    that is one extra loop round-trip per leaf; with delay > 0 every leaf waits on a timer).
     """
     leaves = 0
+    n_leaves = TREE_FANOUT**depth
 
     async def leaf() -> None:
         nonlocal leaves
         if suspend:
-            await asyncio.sleep(0)
+            await asyncio.sleep(leaf_delay)
         leaves += 1
 
-    async def node(level: int) -> None:
+    async def node_gather(level: int) -> None:
         if level == 0:
             await leaf()
             return
-        await asyncio.gather(*[node(level - 1) for _ in range(TREE_FANOUT)])
+        await asyncio.gather(*[node_gather(level - 1) for _ in range(TREE_FANOUT)])
 
+    async def node_taskgroup(level: int) -> None:
+        if level == 0:
+            await leaf()
+            return
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(TREE_FANOUT):
+                tg.create_task(node_taskgroup(level - 1))
+
+    async def node_create_task(level: int) -> None:
+        if level == 0:
+            await leaf()
+            return
+        create_task = asyncio.create_task
+        tasks = [create_task(node_create_task(level - 1)) for _ in range(TREE_FANOUT)]
+        for t in tasks:
+            await t
+
+    node = {"gather": node_gather, "taskgroup": node_taskgroup, "create_task": node_create_task}
     t0 = time.perf_counter()
-    loop.run_until_complete(node(depth))
+    loop.run_until_complete(node[spawn](depth))
     elapsed = time.perf_counter() - t0
-    if leaves != TREE_FANOUT**depth:
-        raise WrongResult(f"tree: {leaves} of {TREE_FANOUT**depth} leaves ran")
+    if leaves != n_leaves:
+        raise WrongResult(f"tree: {leaves} of {n_leaves} leaves ran")
+    if leaf_delay and elapsed < leaf_delay * 0.5:
+        raise WrongResult(
+            f"tree: took {elapsed * 1e3:.3f} ms, but each leaf sleeps {leaf_delay * 1e3:g} ms"
+        )
     return elapsed, 1
 
 
@@ -130,6 +161,70 @@ def wl_tree_none(loop: asyncio.AbstractEventLoop, depth: int) -> tuple[float, in
 
 def wl_tree_sleep0(loop: asyncio.AbstractEventLoop, depth: int) -> tuple[float, int]:
     return _tree(loop, depth, suspend=True)
+
+
+def wl_tree_taskgroup(loop: asyncio.AbstractEventLoop, depth: int) -> tuple[float, int]:
+    return _tree(loop, depth, suspend=False, spawn="taskgroup")
+
+
+def wl_tree_create_task(loop: asyncio.AbstractEventLoop, depth: int) -> tuple[float, int]:
+    return _tree(loop, depth, suspend=False, spawn="create_task")
+
+
+def wl_tree_sleep1ms(loop: asyncio.AbstractEventLoop, depth: int) -> tuple[float, int]:
+    return _tree(loop, depth, suspend=True, leaf_delay=0.001)
+
+
+def wl_future_roundtrip(loop: asyncio.AbstractEventLoop, n: int) -> tuple[float, int]:
+    """One coroutine, n times: create a future, call_soon(fut.set_result, i), await it."""
+
+    async def main() -> int:
+        total = 0
+        create_future = loop.create_future
+        call_soon = loop.call_soon
+        for i in range(n):
+            fut = create_future()
+            call_soon(fut.set_result, i)
+            total += await fut
+        return total
+
+    t0 = time.perf_counter()
+    total = loop.run_until_complete(main())
+    elapsed = time.perf_counter() - t0
+    if total != n * (n - 1) // 2:
+        raise WrongResult(f"future_roundtrip: sum of results {total}, expected {n * (n - 1) // 2}")
+    return elapsed, n
+
+
+SLEEP_MANY_ROUNDS = 10
+SLEEP_MANY_DELAY = 0.001
+
+
+def wl_sleep_many(loop: asyncio.AbstractEventLoop, n: int) -> tuple[float, int]:
+    """n tasks, each doing `await asyncio.sleep(0.001)` SLEEP_MANY_ROUNDS times in a row."""
+    slept = 0
+
+    async def sleeper() -> None:
+        nonlocal slept
+        for _ in range(SLEEP_MANY_ROUNDS):
+            await asyncio.sleep(SLEEP_MANY_DELAY)
+            slept += 1
+
+    async def main() -> None:
+        await asyncio.gather(*[sleeper() for _ in range(n)])
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    elapsed = time.perf_counter() - t0
+    if slept != n * SLEEP_MANY_ROUNDS:
+        raise WrongResult(f"sleep_many: {slept} of {n * SLEEP_MANY_ROUNDS} sleeps finished")
+    minimum = SLEEP_MANY_ROUNDS * SLEEP_MANY_DELAY * 0.5
+    if elapsed < minimum:
+        raise WrongResult(
+            f"sleep_many: took {elapsed * 1e3:.3f} ms for {SLEEP_MANY_ROUNDS} sequential "
+            f"{SLEEP_MANY_DELAY * 1e3:g} ms sleeps"
+        )
+    return elapsed, 1
 
 
 def wl_timers(loop: asyncio.AbstractEventLoop, n: int) -> tuple[float, int]:
@@ -162,6 +257,18 @@ WORKLOADS: dict[str, tuple] = {
     "tree_none": (wl_tree_none, 6, 4, "ms/tree", 1e3, "6^{}"),
     "tree_sleep0": (wl_tree_sleep0, 6, 4, "ms/tree", 1e3, "6^{}"),
     "timers": (wl_timers, 100_000, 10_000, "ns/timer", 1e9, "N={:,}"),
+    "tree_taskgroup": (wl_tree_taskgroup, 6, 4, "ms/tree", 1e3, "6^{}"),
+    "tree_create_task": (wl_tree_create_task, 6, 4, "ms/tree", 1e3, "6^{}"),
+    "tree_sleep1ms": (wl_tree_sleep1ms, 5, 3, "ms/tree", 1e3, "6^{}"),
+    "future_roundtrip": (wl_future_roundtrip, 50_000, 5_000, "ns/roundtrip", 1e9, "N={:,}"),
+    "sleep_many": (
+        wl_sleep_many,
+        10_000,
+        1_000,
+        "ms total",
+        1e3,
+        f"{{:,}} tasks × {SLEEP_MANY_ROUNDS} sleeps",
+    ),
 }
 
 
