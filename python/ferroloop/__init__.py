@@ -14,16 +14,28 @@ from __future__ import annotations
 import asyncio
 from asyncio import events as _events
 
-from ._ferroloop import Handle, TimerHandle
+from ._ferroloop import Future, Handle, TimerHandle
 from ._loop import Loop
 
-__all__ = ["Loop", "Handle", "TimerHandle", "EventLoopPolicy", "new_event_loop", "install", "run"]
+__all__ = [
+    "EventLoopPolicy",
+    "Future",
+    "Handle",
+    "Loop",
+    "TimerHandle",
+    "install",
+    "new_event_loop",
+    "run",
+]
 __version__ = "0.1.0"
 
 
-def new_event_loop() -> Loop:
-    """A new ferroloop event loop (not set as the current loop)."""
-    return Loop()
+def new_event_loop(*, native_futures: bool = False) -> Loop:
+    """A new ferroloop event loop (not set as the current loop).
+
+    ``native_futures=True`` makes ``loop.create_future()`` return ferroloop's native Future
+    instead of asyncio's (tasks are still asyncio's own for now)."""
+    return Loop(native_futures=native_futures)
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):

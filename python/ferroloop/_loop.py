@@ -38,7 +38,8 @@ def _sighandler_noop(signum, frame):
 class Loop(LoopCore, asyncio.AbstractEventLoop):
     """An asyncio event loop implemented in Rust."""
 
-    def __init__(self):
+    def __init__(self, *, native_futures=False):
+        self._set_native_futures(bool(native_futures))
         self._exception_handler = None
         self._default_executor = None
         self._executor_shutdown_called = False

@@ -142,3 +142,80 @@ pub fn refcount(obj: &Bound<'_, PyAny>) -> isize {
     // SAFETY: `obj` is a live object; Py_REFCNT reads its reference count field.
     unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
 }
+
+/// A Python type whose instances have a finalizer written in Rust (PyO3 has no `__del__`):
+/// `tp_finalize` runs it, and the type's dealloc calls the finalizer first, as CPython's own
+/// types with finalizers do.
+pub trait Finalized {
+    /// The finalizer; an error is reported as unraisable.
+    fn finalize(obj: &Bound<'_, PyAny>) -> PyResult<()>;
+    /// Where the type's original dealloc function is kept.
+    fn original_dealloc() -> &'static std::sync::OnceLock<usize>;
+}
+
+unsafe extern "C" fn finalize_trampoline<T: Finalized>(obj: *mut ffi::PyObject) {
+    // SAFETY: CPython calls tp_finalize with the GIL held and `obj` alive; the current
+    // exception is saved and restored around the finalizer, as tp_finalize must.
+    unsafe {
+        let py = Python::assume_attached();
+        let (mut ptype, mut pvalue, mut ptb) = (
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        ffi::PyErr_Fetch(&mut ptype, &mut pvalue, &mut ptb);
+        let bound = Bound::from_borrowed_ptr(py, obj);
+        if let Err(err) = T::finalize(&bound) {
+            err.write_unraisable(py, Some(&bound));
+        }
+        drop(bound);
+        ffi::PyErr_Restore(ptype, pvalue, ptb);
+    }
+}
+
+unsafe extern "C" fn dealloc_trampoline<T: Finalized>(obj: *mut ffi::PyObject) {
+    // SAFETY: called as tp_dealloc (refcount zero, GIL held). PyObject_CallFinalizerFromDealloc
+    // runs tp_finalize once and reports resurrection (< 0), in which case the object lives on.
+    // Otherwise the original dealloc, stored by `install_finalizer` from the same type's slot,
+    // frees it.
+    unsafe {
+        if ffi::PyObject_CallFinalizerFromDealloc(obj) < 0 {
+            return;
+        }
+        if let Some(&orig) = T::original_dealloc().get() {
+            let orig: unsafe extern "C" fn(*mut ffi::PyObject) = std::mem::transmute(orig);
+            orig(obj);
+        }
+    }
+}
+
+/// Gives the type `ty` (a `#[pyclass]` type object) the finalizer `T::finalize`.
+pub fn install_finalizer<T: Finalized>(ty: &Bound<'_, pyo3::types::PyType>) {
+    // SAFETY: `ty` is a heap type object created by PyO3 and not yet instantiated; its slots
+    // may be changed, after which PyType_Modified invalidates method caches. The original
+    // dealloc is stored before the slot is replaced, so the trampoline always finds it.
+    unsafe {
+        let tp = ty.as_type_ptr();
+        if let Some(dealloc) = (*tp).tp_dealloc {
+            let _ = T::original_dealloc().set(dealloc as usize);
+        }
+        (*tp).tp_finalize = Some(finalize_trampoline::<T>);
+        (*tp).tp_dealloc = Some(dealloc_trampoline::<T>);
+        ffi::PyType_Modified(tp);
+    }
+}
+
+/// Gives a subclass made in Python the finalizer of `T` (CPython copies `tp_finalize` to such
+/// subclasses only from bases flagged in a way PyO3 types are not). A subclass that defines its
+/// own `__del__` keeps it.
+pub fn inherit_finalizer<T: Finalized>(subclass: &Bound<'_, pyo3::types::PyType>) {
+    // SAFETY: `subclass` is a fully created heap type (called from __init_subclass__); setting
+    // an empty tp_finalize slot and then PyType_Modified is how slots are changed after creation.
+    unsafe {
+        let tp = subclass.as_type_ptr();
+        if (*tp).tp_finalize.is_none() {
+            (*tp).tp_finalize = Some(finalize_trampoline::<T>);
+            ffi::PyType_Modified(tp);
+        }
+    }
+}

@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::future::Future;
 use crate::handle::{run_handle, Handle, TimerHandle};
 use crate::stdlib::{self, KwNames};
 use crate::{capi, stdlib::kwnames};
@@ -74,6 +75,8 @@ pub struct LoopCore {
     debug: AtomicBool,
     slow_callback_duration: AtomicU64,
     task_factory: Mutex<Option<Py<PyAny>>>,
+    /// create_future() makes ferroloop's native Future (else asyncio's).
+    native_futures: AtomicBool,
     current_handle: Mutex<Option<Py<PyAny>>>,
     clock_resolution: f64,
 }
@@ -699,6 +702,7 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
             task_factory: Mutex::new(None),
+            native_futures: AtomicBool::new(false),
             current_handle: Mutex::new(None),
             clock_resolution: clock::resolution(),
         })
@@ -986,8 +990,17 @@ impl LoopCore {
         Ok(())
     }
 
+    fn _set_native_futures(&self, enabled: bool) {
+        self.native_futures.store(enabled, Ordering::Relaxed);
+    }
+
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
+        let this = slf.get();
+        if this.native_futures.load(Ordering::Relaxed) {
+            let fut = Future::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
+            return Ok(Py::new(py, fut)?.into_any());
+        }
         let cls = stdlib::future_class(py)?;
         Ok(capi::call_with_kwnames(cls, &[slf.as_any()], kwnames(py, KwNames::Loop)?)?.unbind())
     }

@@ -55,6 +55,28 @@ cached_attr!(
     /// `asyncio.constants.DEBUG_STACK_DEPTH`
     debug_stack_depth, "asyncio.constants", "DEBUG_STACK_DEPTH");
 
+cached_attr!(
+    /// `asyncio.events._get_event_loop`
+    get_event_loop, "asyncio.events", "_get_event_loop");
+cached_attr!(
+    /// `asyncio.exceptions.CancelledError`
+    cancelled_error, "asyncio.exceptions", "CancelledError");
+cached_attr!(
+    /// `asyncio.exceptions.InvalidStateError`
+    invalid_state_error_class, "asyncio.exceptions", "InvalidStateError");
+cached_attr!(
+    /// `asyncio.base_futures._future_repr_info`
+    future_repr_info, "asyncio.base_futures", "_future_repr_info");
+
+/// `asyncio.InvalidStateError(message)`.
+pub fn invalid_state_error(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    let message: String = message.into();
+    match invalid_state_error_class(py).and_then(|cls| cls.call1((message.clone(),))) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
 /// `asyncio.base_events.logger`, looked up at each use so that tests patching it are honoured.
 pub fn asyncio_logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     py.import("asyncio.base_events")?.getattr("logger")

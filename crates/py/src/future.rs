@@ -1,0 +1,652 @@
+//! ferroloop.Future: asyncio's Future, native. Behaviour, messages and private attributes follow
+//! asyncio's `futures.Future` (and its C twin `_asyncio.Future`): result/exception/set_*,
+//! cancel(msg), done callbacks run through the loop's call_soon with their contexts, `await`
+//! through [`FutureIter`], and "exception was never retrieved" reported by a finalizer through
+//! the loop's exception handler.
+
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::{capi, handle, stdlib};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum State {
+    Pending,
+    Cancelled,
+    Finished,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Pending => "PENDING",
+            State::Cancelled => "CANCELLED",
+            State::Finished => "FINISHED",
+        }
+    }
+}
+
+/// A result that will arrive later (asyncio's `Future`).
+#[pyclass(module = "ferroloop", name = "Future", subclass, weakref, dict)]
+pub struct Future {
+    pub(crate) loop_: Option<Py<PyAny>>,
+    pub(crate) state: State,
+    result: Option<Py<PyAny>>,
+    exception: Option<Py<PyAny>>,
+    exception_tb: Option<Py<PyAny>>,
+    /// Done callbacks with the context each runs in.
+    callbacks: Vec<(Py<PyAny>, Py<PyAny>)>,
+    log_traceback: bool,
+    blocking: bool,
+    cancel_message: Option<Py<PyAny>>,
+    cancelled_exc: Option<Py<PyAny>>,
+    source_traceback: Option<Py<PyAny>>,
+}
+
+impl Future {
+    pub(crate) fn for_loop(py: Python<'_>, loop_: Py<PyAny>, debug: bool) -> PyResult<Self> {
+        let source_traceback = if debug {
+            Some(handle::capture_stack(py)?)
+        } else {
+            None
+        };
+        Ok(Future {
+            loop_: Some(loop_),
+            state: State::Pending,
+            result: None,
+            exception: None,
+            exception_tb: None,
+            callbacks: Vec::new(),
+            log_traceback: false,
+            blocking: false,
+            cancel_message: None,
+            cancelled_exc: None,
+            source_traceback,
+        })
+    }
+
+    fn loop_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        match &slf.borrow().loop_ {
+            Some(l) => Ok(l.bind(slf.py()).clone()),
+            None => Err(PyRuntimeError::new_err("Future object is not initialized.")),
+        }
+    }
+
+    /// `Future.__schedule_callbacks`: every callback goes to the loop with its context.
+    fn schedule_callbacks(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let callbacks = std::mem::take(&mut slf.borrow_mut().callbacks);
+        if callbacks.is_empty() {
+            return Ok(());
+        }
+        let loop_ = Self::loop_of(slf)?;
+        let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
+        let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
+        for (callback, context) in callbacks {
+            capi::call_with_kwnames(
+                &call_soon,
+                &[callback.bind(py), slf.as_any(), context.bind(py)],
+                kwnames,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `Future._make_cancelled_error`
+    fn make_cancelled_error<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if let Some(exc) = slf.borrow_mut().cancelled_exc.take() {
+            return Ok(exc.into_bound(py));
+        }
+        let cls = stdlib::cancelled_error(py)?;
+        let message = slf
+            .borrow()
+            .cancel_message
+            .as_ref()
+            .map(|m| m.clone_ref(py));
+        let exc = match message {
+            Some(m) => cls.call1((m,))?,
+            None => cls.call0()?,
+        };
+        Ok(exc)
+    }
+
+    /// The C Future's ENSURE_FUTURE_ALIVE: methods that need the loop refuse an uninitialized
+    /// future.
+    fn ensure_alive(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.borrow().loop_.is_none() {
+            return Err(PyRuntimeError::new_err("Future object is not initialized."));
+        }
+        Ok(())
+    }
+
+    fn check_state_pending(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::ensure_alive(slf)?;
+        let state = slf.borrow().state;
+        if state != State::Pending {
+            let repr = slf.repr()?;
+            return Err(stdlib::invalid_state_error(
+                slf.py(),
+                format!("{}: {}", state.name(), repr),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn result_impl<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let state = slf.borrow().state;
+        match state {
+            State::Cancelled => Err(PyErr::from_value(Self::make_cancelled_error(slf)?)),
+            State::Pending => Err(stdlib::invalid_state_error(py, "Result is not ready.")),
+            State::Finished => {
+                let mut f = slf.borrow_mut();
+                f.log_traceback = false;
+                if let Some(exc) = &f.exception {
+                    let exc = exc.bind(py).clone();
+                    let tb = f.exception_tb.as_ref().map(|t| t.bind(py).clone());
+                    drop(f);
+                    if let Some(tb) = tb {
+                        exc.call_method1(intern!(py, "with_traceback"), (tb,))?;
+                    }
+                    return Err(PyErr::from_value(exc));
+                }
+                Ok(match &f.result {
+                    Some(r) => r.bind(py).clone(),
+                    None => py.None().into_bound(py),
+                })
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Future {
+    /// A Future not yet initialized: `__init__` binds it to a loop (as the C Future, so that
+    /// a subclass skipping `super().__init__()` gets clear errors, not a crash).
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Future {
+            loop_: None,
+            state: State::Pending,
+            result: None,
+            exception: None,
+            exception_tb: None,
+            callbacks: Vec::new(),
+            log_traceback: false,
+            blocking: false,
+            cancel_message: None,
+            cancelled_exc: None,
+            source_traceback: None,
+        }
+    }
+
+    #[pyo3(signature = (*, r#loop=None))]
+    fn __init__(slf: &Bound<'_, Self>, r#loop: Option<Py<PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let loop_ = match r#loop {
+            Some(l) if !l.is_none(py) => l,
+            _ => stdlib::get_event_loop(py)?.call0()?.unbind(),
+        };
+        let debug = loop_
+            .bind(py)
+            .call_method0(intern!(py, "get_debug"))?
+            .is_truthy()?;
+        let fresh = Future::for_loop(py, loop_, debug)?;
+        let old = std::mem::replace(&mut *slf.borrow_mut(), fresh);
+        drop(old);
+        Ok(())
+    }
+
+    fn result<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        Self::result_impl(slf)
+    }
+
+    fn exception<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = slf.py();
+        let state = slf.borrow().state;
+        match state {
+            State::Cancelled => Err(PyErr::from_value(Self::make_cancelled_error(slf)?)),
+            State::Pending => Err(stdlib::invalid_state_error(py, "Exception is not set.")),
+            State::Finished => {
+                let mut f = slf.borrow_mut();
+                f.log_traceback = false;
+                Ok(f.exception.as_ref().map(|e| e.bind(py).clone()))
+            }
+        }
+    }
+
+    fn set_result(slf: &Bound<'_, Self>, result: Py<PyAny>) -> PyResult<()> {
+        Self::check_state_pending(slf)?;
+        {
+            let mut f = slf.borrow_mut();
+            f.result = Some(result);
+            f.state = State::Finished;
+        }
+        Self::schedule_callbacks(slf)
+    }
+
+    fn set_exception(slf: &Bound<'_, Self>, exception: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        Self::check_state_pending(slf)?;
+        let exception = if exception.is_instance_of::<PyType>() {
+            exception.call0()?
+        } else {
+            exception.clone()
+        };
+        if !exception.is_instance(&py.get_type::<pyo3::exceptions::PyBaseException>())? {
+            return Err(PyTypeError::new_err("invalid exception object"));
+        }
+        if exception.get_type().is(py.get_type::<PyStopIteration>()) {
+            return Err(PyTypeError::new_err(
+                "StopIteration interacts badly with generators and cannot be raised into a Future",
+            ));
+        }
+        let tb = exception.getattr(intern!(py, "__traceback__"))?;
+        {
+            let mut f = slf.borrow_mut();
+            f.exception = Some(exception.unbind());
+            f.exception_tb = if tb.is_none() {
+                None
+            } else {
+                Some(tb.unbind())
+            };
+            f.state = State::Finished;
+        }
+        Self::schedule_callbacks(slf)?;
+        slf.borrow_mut().log_traceback = true;
+        Ok(())
+    }
+
+    #[pyo3(signature = (msg=None))]
+    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        Self::ensure_alive(slf)?;
+        {
+            let mut f = slf.borrow_mut();
+            f.log_traceback = false;
+            if f.state != State::Pending {
+                return Ok(false);
+            }
+            f.state = State::Cancelled;
+            f.cancel_message = msg;
+        }
+        Self::schedule_callbacks(slf)?;
+        Ok(true)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.state == State::Cancelled
+    }
+
+    fn done(&self) -> bool {
+        self.state != State::Pending
+    }
+
+    fn get_loop<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        Self::loop_of(slf)
+    }
+
+    #[pyo3(signature = (r#fn, *, context=None))]
+    fn add_done_callback(
+        slf: &Bound<'_, Self>,
+        r#fn: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        Self::ensure_alive(slf)?;
+        let context = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => capi::copy_context(py)?,
+        };
+        if slf.borrow().state != State::Pending {
+            let loop_ = Self::loop_of(slf)?;
+            let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
+            capi::call_with_kwnames(
+                &call_soon,
+                &[r#fn.bind(py), slf.as_any(), context.bind(py)],
+                stdlib::kwnames(py, stdlib::KwNames::Context)?,
+            )?;
+        } else {
+            slf.borrow_mut().callbacks.push((r#fn, context));
+        }
+        Ok(())
+    }
+
+    /// Removes every registration of `fn`; returns how many there were.
+    fn remove_done_callback(slf: &Bound<'_, Self>, r#fn: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let py = slf.py();
+        Self::ensure_alive(slf)?;
+        let callbacks = std::mem::take(&mut slf.borrow_mut().callbacks);
+        let mut kept = Vec::with_capacity(callbacks.len());
+        let mut removed = Vec::new();
+        let mut error = None;
+        for (cb, ctx) in callbacks {
+            let matches = if error.is_some() {
+                Ok(false)
+            } else {
+                cb.bind(py).eq(r#fn)
+            };
+            match matches {
+                Ok(true) => removed.push((cb, ctx)),
+                Ok(false) => kept.push((cb, ctx)),
+                Err(e) => {
+                    error = Some(e);
+                    kept.push((cb, ctx));
+                }
+            }
+        }
+        // Callbacks added while comparing (a custom __eq__) stay, after the kept ones.
+        {
+            let mut f = slf.borrow_mut();
+            let added = std::mem::take(&mut f.callbacks);
+            kept.extend(added);
+            f.callbacks = kept;
+        }
+        let count = removed.len();
+        drop(removed);
+        match error {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
+    }
+
+    fn _make_cancelled_error<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        Self::make_cancelled_error(slf)
+    }
+
+    fn __await__(slf: &Bound<'_, Self>) -> PyResult<FutureIter> {
+        Self::ensure_alive(slf)?;
+        Ok(FutureIter {
+            future: Some(slf.clone().unbind()),
+        })
+    }
+
+    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<FutureIter> {
+        Self::__await__(slf)
+    }
+
+    fn _repr_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        stdlib::future_repr_info(slf.py())?.call1((slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        Self::ensure_alive(slf)?;
+        let info = slf.call_method0(intern!(py, "_repr_info"))?;
+        let joined = PyString::new(py, " ").call_method1(intern!(py, "join"), (info,))?;
+        Ok(format!("<{} {}>", slf.get_type().name()?, joined.str()?))
+    }
+
+    /// Subclasses keep the "exception was never retrieved" report.
+    #[classmethod]
+    #[pyo3(signature = (**kwargs))]
+    fn __init_subclass__(
+        cls: &Bound<'_, PyType>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        if kwargs.is_some_and(|k| !k.is_empty()) {
+            return Err(PyTypeError::new_err(
+                "Future.__init_subclass__() takes no keyword arguments",
+            ));
+        }
+        capi::inherit_finalizer::<Future>(cls);
+        Ok(())
+    }
+
+    #[classmethod]
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        py.import(intern!(py, "types"))?
+            .getattr(intern!(py, "GenericAlias"))?
+            .call1((cls, item))
+    }
+
+    #[getter]
+    fn _state(&self) -> &'static str {
+        self.state.name()
+    }
+
+    #[getter]
+    fn _result(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.result.as_ref().map(|r| r.clone_ref(py))
+    }
+
+    #[getter]
+    fn _exception(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.exception.as_ref().map(|r| r.clone_ref(py))
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_.as_ref().map(|r| r.clone_ref(py))
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|r| r.clone_ref(py))
+    }
+
+    /// As the C Future: None when there are no callbacks, else a list of (callback, context).
+    #[getter]
+    fn _callbacks<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        if self.callbacks.is_empty() {
+            return Ok(None);
+        }
+        let items = self
+            .callbacks
+            .iter()
+            .map(|(cb, ctx)| PyTuple::new(py, [cb.clone_ref(py), ctx.clone_ref(py)]))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Some(PyList::new(py, items)?))
+    }
+
+    #[getter(_log_traceback)]
+    fn get_log_traceback(&self) -> bool {
+        self.log_traceback
+    }
+
+    #[setter(_log_traceback)]
+    fn set_log_traceback(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        if value.is_truthy()? {
+            return Err(PyValueError::new_err(
+                "_log_traceback can only be set to False",
+            ));
+        }
+        self.log_traceback = false;
+        Ok(())
+    }
+
+    #[getter(_asyncio_future_blocking)]
+    fn get_asyncio_future_blocking(&self) -> bool {
+        self.blocking
+    }
+
+    #[setter(_asyncio_future_blocking)]
+    fn set_asyncio_future_blocking(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.blocking = value.is_truthy()?;
+        Ok(())
+    }
+
+    #[getter(_cancel_message)]
+    fn get_cancel_message(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.cancel_message.as_ref().map(|r| r.clone_ref(py))
+    }
+
+    #[setter(_cancel_message)]
+    fn set_cancel_message(&mut self, value: Option<Py<PyAny>>) {
+        self.cancel_message = value;
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.result)?;
+        visit.call(&self.exception)?;
+        visit.call(&self.exception_tb)?;
+        for (cb, ctx) in &self.callbacks {
+            visit.call(cb)?;
+            visit.call(ctx)?;
+        }
+        visit.call(&self.cancel_message)?;
+        visit.call(&self.cancelled_exc)?;
+        visit.call(&self.source_traceback)?;
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.loop_ = None;
+        self.result = None;
+        self.exception = None;
+        self.exception_tb = None;
+        self.callbacks.clear();
+        self.cancel_message = None;
+        self.cancelled_exc = None;
+        self.source_traceback = None;
+    }
+}
+
+/// The finalizer of Future objects: asyncio's "exception was never retrieved" report
+/// (`Future.__del__`), through the loop's exception handler.
+pub(crate) fn finalize_future(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = obj.py();
+    let Ok(fut) = obj.cast::<Future>() else {
+        return Ok(());
+    };
+    let (log, loop_, exc, tb) = {
+        let Ok(f) = fut.try_borrow() else {
+            return Ok(());
+        };
+        (
+            f.log_traceback,
+            f.loop_.as_ref().map(|l| l.clone_ref(py)),
+            f.exception.as_ref().map(|e| e.clone_ref(py)),
+            f.source_traceback.as_ref().map(|t| t.clone_ref(py)),
+        )
+    };
+    let (true, Some(loop_)) = (log, loop_) else {
+        return Ok(());
+    };
+    let context = PyDict::new(py);
+    context.set_item(
+        intern!(py, "message"),
+        format!("{} exception was never retrieved", obj.get_type().name()?),
+    )?;
+    context.set_item(intern!(py, "exception"), exc)?;
+    context.set_item(intern!(py, "future"), obj)?;
+    if let Some(tb) = tb {
+        if tb.bind(py).is_truthy()? {
+            context.set_item(intern!(py, "source_traceback"), tb)?;
+        }
+    }
+    loop_
+        .bind(py)
+        .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    Ok(())
+}
+
+/// The iterator `await future` drives (asyncio's `Future.__await__` generator): yields the
+/// future while it is pending, then returns its result.
+#[pyclass(module = "ferroloop", name = "FutureIter")]
+pub struct FutureIter {
+    future: Option<Py<Future>>,
+}
+
+#[pymethods]
+impl FutureIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let Some(fut) = self.future.as_ref().map(|f| f.clone_ref(py).into_bound(py)) else {
+            return Err(PyStopIteration::new_err(()));
+        };
+        {
+            let mut f = fut.borrow_mut();
+            if f.state == State::Pending {
+                if !f.blocking {
+                    f.blocking = true;
+                    drop(f);
+                    return Ok(fut.into_any().unbind());
+                }
+                return Err(PyRuntimeError::new_err("await wasn't used with future"));
+            }
+        }
+        self.future = None;
+        let result = Future::result_impl(&fut)?;
+        Err(PyStopIteration::new_err((result.unbind(),)))
+    }
+
+    fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if !value.is_none() {
+            return Err(PyTypeError::new_err(
+                "can't send non-None value to a FutureIter",
+            ));
+        }
+        self.__next__(py)
+    }
+
+    #[pyo3(signature = (r#type, value=None, traceback=None))]
+    fn throw(
+        &mut self,
+        py: Python<'_>,
+        r#type: &Bound<'_, PyAny>,
+        value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.future = None;
+        let value = value.filter(|v| !v.is_none());
+        let exc = if r#type.is_instance_of::<PyType>() {
+            match value {
+                Some(v) if v.is_instance(r#type)? => v.clone(),
+                Some(v) if v.is_instance_of::<PyTuple>() => r#type.call1(v.cast::<PyTuple>()?)?,
+                Some(v) => r#type.call1((v,))?,
+                None => r#type.call0()?,
+            }
+        } else {
+            if value.is_some() {
+                return Err(PyTypeError::new_err(
+                    "instance exception may not have a separate value",
+                ));
+            }
+            r#type.clone()
+        };
+        if !exc.is_instance(&py.get_type::<pyo3::exceptions::PyBaseException>())? {
+            return Err(PyTypeError::new_err(
+                "exceptions must be classes deriving BaseException or instances of such a class",
+            ));
+        }
+        if let Some(tb) = traceback.filter(|t| !t.is_none()) {
+            exc.call_method1(intern!(py, "with_traceback"), (tb,))?;
+        }
+        Err(PyErr::from_value(exc))
+    }
+
+    fn close(&mut self) {
+        self.future = None;
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.future)
+    }
+
+    fn __clear__(&mut self) {
+        self.future = None;
+    }
+}
+
+impl capi::Finalized for Future {
+    fn finalize(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        finalize_future(obj)
+    }
+
+    fn original_dealloc() -> &'static std::sync::OnceLock<usize> {
+        static ORIGINAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        &ORIGINAL
+    }
+}
