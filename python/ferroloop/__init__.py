@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from asyncio import events as _events
 
-from ._ferroloop import Future, Handle, TimerHandle
+from ._ferroloop import Future, Handle, Task, TimerHandle
 from ._loop import Loop
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Future",
     "Handle",
     "Loop",
+    "Task",
     "TimerHandle",
     "install",
     "new_event_loop",
@@ -30,12 +31,12 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def new_event_loop(*, native_futures: bool = False) -> Loop:
+def new_event_loop(*, native_tasks: bool = False) -> Loop:
     """A new ferroloop event loop (not set as the current loop).
 
-    ``native_futures=True`` makes ``loop.create_future()`` return ferroloop's native Future
-    instead of asyncio's (tasks are still asyncio's own for now)."""
-    return Loop(native_futures=native_futures)
+    ``native_tasks=True`` makes ``loop.create_future()`` and ``loop.create_task()`` return
+    ferroloop's native Future and Task instead of asyncio's."""
+    return Loop(native_tasks=native_tasks)
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):

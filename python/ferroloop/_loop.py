@@ -38,8 +38,8 @@ def _sighandler_noop(signum, frame):
 class Loop(LoopCore, asyncio.AbstractEventLoop):
     """An asyncio event loop implemented in Rust."""
 
-    def __init__(self, *, native_futures=False):
-        self._set_native_futures(bool(native_futures))
+    def __init__(self, *, native_tasks=False):
+        self._set_native_tasks(bool(native_tasks))
         self._exception_handler = None
         self._default_executor = None
         self._executor_shutdown_called = False

@@ -2,6 +2,7 @@
 //!
 //! Everything else in the crate uses PyO3's safe API and these functions.
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -218,4 +219,61 @@ pub fn inherit_finalizer<T: Finalized>(subclass: &Bound<'_, pyo3::types::PyType>
             ffi::PyType_Modified(tp);
         }
     }
+}
+
+/// What one `send` into a coroutine gave.
+pub enum SendResult<'py> {
+    /// It suspended, yielding this value.
+    Yielded(Bound<'py, PyAny>),
+    /// It finished, returning this value.
+    Returned(Bound<'py, PyAny>),
+}
+
+/// `coro.send(None)` through `PyIter_Send`: no StopIteration object on return.
+pub fn iter_send_none<'py>(coro: &Bound<'py, PyAny>) -> PyResult<SendResult<'py>> {
+    let py = coro.py();
+    let mut result: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: `coro` is alive; PyIter_Send stores a new reference in `result` for
+    // PYGEN_RETURN and PYGEN_NEXT, and sets an exception for PYGEN_ERROR.
+    let status = unsafe { ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut result) };
+    match status {
+        ffi::PySendResult::PYGEN_RETURN => {
+            // SAFETY: a new reference per the contract above.
+            Ok(SendResult::Returned(unsafe {
+                Bound::from_owned_ptr(py, result)
+            }))
+        }
+        ffi::PySendResult::PYGEN_NEXT => {
+            // SAFETY: a new reference per the contract above.
+            Ok(SendResult::Yielded(unsafe {
+                Bound::from_owned_ptr(py, result)
+            }))
+        }
+        _ => Err(PyErr::fetch(py)),
+    }
+}
+
+/// True if `obj` is exactly a native coroutine object (`async def` result).
+pub fn is_native_coroutine(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is alive; PyCoro_CheckExact compares its type pointer.
+    unsafe { ffi::PyCoro_CheckExact(obj.as_ptr()) != 0 }
+}
+
+/// Runs `f` inside `context` (a `contextvars.Context`), as `context.run` would.
+pub fn with_context<R>(context: &Bound<'_, PyAny>, f: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
+    let py = context.py();
+    if !is_exact_context(context) {
+        return Err(PyTypeError::new_err("an instance of Context was expected"));
+    }
+    // SAFETY: `context` is an alive Context; PyContext_Enter fails with an exception set if
+    // it is already entered.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = f();
+    // SAFETY: entered above on this thread.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    result
 }

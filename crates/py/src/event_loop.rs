@@ -23,6 +23,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::future::Future;
 use crate::handle::{run_handle, Handle, TimerHandle};
 use crate::stdlib::{self, KwNames};
+use crate::task::Task;
 use crate::{capi, stdlib::kwnames};
 
 /// asyncio's `base_events.MAXIMUM_SELECT_TIMEOUT`: the poller never sleeps longer than a day.
@@ -35,6 +36,10 @@ const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
 /// An entry of the ready queue.
 pub(crate) enum Ready {
     Handle(Py<Handle>),
+    /// `task.__step(exc)`, run in the task's context.
+    TaskStep(Py<Task>, Option<Py<PyAny>>),
+    /// `task.__wakeup(future)`, run in the task's context.
+    TaskWakeup(Py<Task>, Py<PyAny>),
 }
 
 #[derive(Default)]
@@ -75,8 +80,8 @@ pub struct LoopCore {
     debug: AtomicBool,
     slow_callback_duration: AtomicU64,
     task_factory: Mutex<Option<Py<PyAny>>>,
-    /// create_future() makes ferroloop's native Future (else asyncio's).
-    native_futures: AtomicBool,
+    /// create_future()/create_task() make ferroloop's native Future/Task (else asyncio's).
+    native_tasks: AtomicBool,
     current_handle: Mutex<Option<Py<PyAny>>>,
     clock_resolution: f64,
 }
@@ -242,6 +247,86 @@ impl LoopCore {
         let handle = Self::new_oneshot_object(slf, callback, args, context)?;
         this.push_ready(Ready::Handle(handle.clone_ref(slf.py())));
         Ok(handle)
+    }
+
+    /// `loop.call_soon(callback, arg, context=context)` from Rust (a future's done callback).
+    pub(crate) fn schedule_callback(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        arg: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let args = PyTuple::new(slf.py(), [arg])?;
+        Self::schedule_soon(slf, callback, &args, context, "call_soon", true).map(drop)
+    }
+
+    /// Checks done by call_soon for a step or wake-up queued as the task itself.
+    fn check_soon(&self) -> PyResult<()> {
+        self.check_closed()?;
+        if self.is_debug() {
+            self.check_thread()?;
+        }
+        Ok(())
+    }
+
+    /// `loop.call_soon(task.__step, exc, context=task._context)`, without a Handle.
+    pub(crate) fn schedule_task_step(
+        slf: &Bound<'_, Self>,
+        task: Py<Task>,
+        exc: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        this.check_soon()?;
+        this.push_ready(Ready::TaskStep(task, exc));
+        Ok(())
+    }
+
+    /// `loop.call_soon(task.__wakeup, future, context=task._context)`, without a Handle.
+    pub(crate) fn schedule_task_wakeup(
+        slf: &Bound<'_, Self>,
+        task: Py<Task>,
+        future: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        this.check_soon()?;
+        this.push_ready(Ready::TaskWakeup(task, future.unbind()));
+        Ok(())
+    }
+
+    /// Runs a queued task step or wake-up in the task's context. Errors other than
+    /// SystemExit/KeyboardInterrupt go to the exception handler, as a Handle's would.
+    fn run_task_item(
+        slf: &Bound<'_, Self>,
+        task: Bound<'_, Task>,
+        arg: Option<Bound<'_, PyAny>>,
+        wakeup: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let context = task.borrow().context_object(py);
+        let result = capi::with_context(&context, || match (&arg, wakeup) {
+            (Some(fut), true) => Task::wakeup(&task, fut),
+            _ => Task::step(&task, arg.clone()),
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(err)
+                if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+                    || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) =>
+            {
+                Err(err)
+            }
+            Err(err) => {
+                let ctx = PyDict::new(py);
+                let what = if wakeup { "__wakeup" } else { "__step" };
+                ctx.set_item(
+                    intern!(py, "message"),
+                    format!("Exception in callback Task.{what}() of {}", task.repr()?),
+                )?;
+                ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &err))?;
+                slf.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+                Ok(())
+            }
+        }
     }
 
     fn push_ready(&self, item: Ready) {
@@ -477,6 +562,15 @@ impl LoopCore {
                         run_handle(py, &h)?;
                     }
                 }
+                Ready::TaskStep(task, exc) => {
+                    let task = task.into_bound(py);
+                    let exc = exc.map(|e| e.into_bound(py));
+                    Self::run_task_timed(slf, task, exc, false, debug)?;
+                }
+                Ready::TaskWakeup(task, fut) => {
+                    let task = task.into_bound(py);
+                    Self::run_task_timed(slf, task, Some(fut.into_bound(py)), true, debug)?;
+                }
             }
         }
         Ok(())
@@ -520,6 +614,31 @@ impl LoopCore {
             stdlib::asyncio_logger(py)?.call_method1(
                 intern!(py, "warning"),
                 ("Executing %s took %.3f seconds", described, dt),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A task item, timed in debug mode (slow steps are logged as the task).
+    fn run_task_timed(
+        slf: &Bound<'_, Self>,
+        task: Bound<'_, Task>,
+        arg: Option<Bound<'_, PyAny>>,
+        wakeup: bool,
+        debug: bool,
+    ) -> PyResult<()> {
+        if !debug {
+            return Self::run_task_item(slf, task, arg, wakeup);
+        }
+        let py = slf.py();
+        let this = slf.get();
+        let t0 = clock::monotonic();
+        Self::run_task_item(slf, task.clone(), arg, wakeup)?;
+        let dt = clock::monotonic() - t0;
+        if dt >= f64::from_bits(this.slow_callback_duration.load(Ordering::Relaxed)) {
+            stdlib::asyncio_logger(py)?.call_method1(
+                intern!(py, "warning"),
+                ("Executing %s took %.3f seconds", task.repr()?, dt),
             )?;
         }
         Ok(())
@@ -702,7 +821,7 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
             task_factory: Mutex::new(None),
-            native_futures: AtomicBool::new(false),
+            native_tasks: AtomicBool::new(false),
             current_handle: Mutex::new(None),
             clock_resolution: clock::resolution(),
         })
@@ -990,14 +1109,14 @@ impl LoopCore {
         Ok(())
     }
 
-    fn _set_native_futures(&self, enabled: bool) {
-        self.native_futures.store(enabled, Ordering::Relaxed);
+    fn _set_native_tasks(&self, enabled: bool) {
+        self.native_tasks.store(enabled, Ordering::Relaxed);
     }
 
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
-        if this.native_futures.load(Ordering::Relaxed) {
+        if this.native_tasks.load(Ordering::Relaxed) {
             let fut = Future::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
             return Ok(Py::new(py, fut)?.into_any());
         }
@@ -1021,6 +1140,15 @@ impl LoopCore {
         let name = name.unwrap_or(&none);
         let context = context.unwrap_or(&none);
         match factory {
+            None if this.native_tasks.load(Ordering::Relaxed) => {
+                let fut = Future::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
+                let task = Bound::new(
+                    py,
+                    PyClassInitializer::from(fut).add_subclass(Task::blank()),
+                )?;
+                Task::start(&task, coro, Some(name), Some(context))?;
+                Ok(task.into_any().unbind())
+            }
             None => {
                 let cls = stdlib::task_class(py)?;
                 let task = capi::call_with_kwnames(
@@ -1129,6 +1257,14 @@ impl LoopCore {
                 for item in s.ready.iter() {
                     match item {
                         Ready::Handle(h) => visit_sole_handle(h.bind(py), &visit)?,
+                        Ready::TaskStep(task, exc) => {
+                            visit.call(task)?;
+                            visit.call(exc)?;
+                        }
+                        Ready::TaskWakeup(task, fut) => {
+                            visit.call(task)?;
+                            visit.call(fut)?;
+                        }
                     }
                 }
                 for (_, t) in s.timers.iter() {

@@ -9,7 +9,37 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::event_loop::LoopCore;
+use crate::task::{Task, TaskWakeupMethod};
 use crate::{capi, handle, stdlib};
+
+/// A done callback: a Python callable with the context it runs in, or the wake-up of a native
+/// Task waiting on this future (no Python object needed until someone looks at `_callbacks`).
+pub(crate) enum Callback {
+    Python { func: Py<PyAny>, context: Py<PyAny> },
+    TaskWakeup(Py<Task>),
+}
+
+impl Callback {
+    /// The `(callback, context)` pair asyncio would show for this entry.
+    fn as_pair<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        match self {
+            Callback::Python { func, context } => {
+                Ok((func.bind(py).clone(), context.bind(py).clone()))
+            }
+            Callback::TaskWakeup(task) => Ok((
+                Bound::new(
+                    py,
+                    TaskWakeupMethod {
+                        task: task.clone_ref(py),
+                    },
+                )?
+                .into_any(),
+                task.bind(py).borrow().context_object(py),
+            )),
+        }
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum State {
@@ -33,16 +63,16 @@ impl State {
 pub struct Future {
     pub(crate) loop_: Option<Py<PyAny>>,
     pub(crate) state: State,
-    result: Option<Py<PyAny>>,
-    exception: Option<Py<PyAny>>,
+    pub(crate) result: Option<Py<PyAny>>,
+    pub(crate) exception: Option<Py<PyAny>>,
     exception_tb: Option<Py<PyAny>>,
-    /// Done callbacks with the context each runs in.
-    callbacks: Vec<(Py<PyAny>, Py<PyAny>)>,
-    log_traceback: bool,
-    blocking: bool,
-    cancel_message: Option<Py<PyAny>>,
-    cancelled_exc: Option<Py<PyAny>>,
-    source_traceback: Option<Py<PyAny>>,
+    /// Done callbacks, in registration order.
+    pub(crate) callbacks: Vec<Callback>,
+    pub(crate) log_traceback: bool,
+    pub(crate) blocking: bool,
+    pub(crate) cancel_message: Option<Py<PyAny>>,
+    pub(crate) cancelled_exc: Option<Py<PyAny>>,
+    pub(crate) source_traceback: Option<Py<PyAny>>,
 }
 
 impl Future {
@@ -67,35 +97,73 @@ impl Future {
         })
     }
 
-    fn loop_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn loop_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         match &slf.borrow().loop_ {
             Some(l) => Ok(l.bind(slf.py()).clone()),
             None => Err(PyRuntimeError::new_err("Future object is not initialized.")),
         }
     }
 
-    /// `Future.__schedule_callbacks`: every callback goes to the loop with its context.
-    fn schedule_callbacks(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// `Future.__schedule_callbacks`: every callback goes to the loop with its context. On a
+    /// ferroloop loop this is direct: no call_soon lookup, and a waiting native Task is queued
+    /// itself.
+    pub(crate) fn schedule_callbacks(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let callbacks = std::mem::take(&mut slf.borrow_mut().callbacks);
         if callbacks.is_empty() {
             return Ok(());
         }
         let loop_ = Self::loop_of(slf)?;
+        if let Ok(native) = loop_.cast::<LoopCore>() {
+            for cb in callbacks {
+                match cb {
+                    Callback::Python { func, context } => {
+                        LoopCore::schedule_callback(
+                            native,
+                            func.bind(py),
+                            slf.as_any(),
+                            Some(context.bind(py)),
+                        )?;
+                    }
+                    Callback::TaskWakeup(task) => {
+                        LoopCore::schedule_task_wakeup(native, task, slf.clone().into_any())?;
+                    }
+                }
+            }
+            return Ok(());
+        }
         let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
         let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
-        for (callback, context) in callbacks {
-            capi::call_with_kwnames(
-                &call_soon,
-                &[callback.bind(py), slf.as_any(), context.bind(py)],
-                kwnames,
-            )?;
+        for cb in callbacks {
+            let (func, context) = cb.as_pair(py)?;
+            capi::call_with_kwnames(&call_soon, &[&func, slf.as_any(), &context], kwnames)?;
         }
         Ok(())
     }
 
+    /// Registers a native Task's wake-up (what `add_done_callback(task.__wakeup)` does).
+    pub(crate) fn add_task_wakeup(slf: &Bound<'_, Self>, task: &Bound<'_, Task>) -> PyResult<()> {
+        Self::ensure_alive(slf)?;
+        if slf.borrow().state != State::Pending {
+            let loop_ = Self::loop_of(slf)?;
+            if let Ok(native) = loop_.cast::<LoopCore>() {
+                return LoopCore::schedule_task_wakeup(
+                    native,
+                    task.clone().unbind(),
+                    slf.clone().into_any(),
+                );
+            }
+            let (func, context) = Callback::TaskWakeup(task.clone().unbind()).as_pair(slf.py())?;
+            return Self::add_done_callback(slf, func.unbind(), Some(context.unbind()));
+        }
+        slf.borrow_mut()
+            .callbacks
+            .push(Callback::TaskWakeup(task.clone().unbind()));
+        Ok(())
+    }
+
     /// `Future._make_cancelled_error`
-    fn make_cancelled_error<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn make_cancelled_error<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         if let Some(exc) = slf.borrow_mut().cancelled_exc.take() {
             return Ok(exc.into_bound(py));
@@ -113,9 +181,43 @@ impl Future {
         Ok(exc)
     }
 
+    /// A Future not bound to a loop yet (`Future.__new__` without `__init__`).
+    pub(crate) fn py_new_uninit(_py: Python<'_>) -> Self {
+        Future {
+            loop_: None,
+            state: State::Pending,
+            result: None,
+            exception: None,
+            exception_tb: None,
+            callbacks: Vec::new(),
+            log_traceback: false,
+            blocking: false,
+            cancel_message: None,
+            cancelled_exc: None,
+            source_traceback: None,
+        }
+    }
+
+    /// `Future.__init__(*, loop=None)`: (re)binds the future to a loop, fresh.
+    pub(crate) fn init_impl(slf: &Bound<'_, Self>, r#loop: Option<Py<PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let loop_ = match r#loop {
+            Some(l) if !l.is_none(py) => l,
+            _ => stdlib::get_event_loop(py)?.call0()?.unbind(),
+        };
+        let debug = loop_
+            .bind(py)
+            .call_method0(intern!(py, "get_debug"))?
+            .is_truthy()?;
+        let fresh = Future::for_loop(py, loop_, debug)?;
+        let old = std::mem::replace(&mut *slf.borrow_mut(), fresh);
+        drop(old);
+        Ok(())
+    }
+
     /// The C Future's ENSURE_FUTURE_ALIVE: methods that need the loop refuse an uninitialized
     /// future.
-    fn ensure_alive(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn ensure_alive(slf: &Bound<'_, Self>) -> PyResult<()> {
         if slf.borrow().loop_.is_none() {
             return Err(PyRuntimeError::new_err("Future object is not initialized."));
         }
@@ -133,6 +235,66 @@ impl Future {
             ));
         }
         Ok(())
+    }
+
+    pub(crate) fn set_result_impl(slf: &Bound<'_, Self>, result: Py<PyAny>) -> PyResult<()> {
+        Self::check_state_pending(slf)?;
+        {
+            let mut f = slf.borrow_mut();
+            f.result = Some(result);
+            f.state = State::Finished;
+        }
+        Self::schedule_callbacks(slf)
+    }
+
+    pub(crate) fn set_exception_impl(
+        slf: &Bound<'_, Self>,
+        exception: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        Self::check_state_pending(slf)?;
+        let exception = if exception.is_instance_of::<PyType>() {
+            exception.call0()?
+        } else {
+            exception.clone()
+        };
+        if !exception.is_instance(&py.get_type::<pyo3::exceptions::PyBaseException>())? {
+            return Err(PyTypeError::new_err("invalid exception object"));
+        }
+        if exception.get_type().is(py.get_type::<PyStopIteration>()) {
+            return Err(PyTypeError::new_err(
+                "StopIteration interacts badly with generators and cannot be raised into a Future",
+            ));
+        }
+        let tb = exception.getattr(intern!(py, "__traceback__"))?;
+        {
+            let mut f = slf.borrow_mut();
+            f.exception = Some(exception.unbind());
+            f.exception_tb = if tb.is_none() {
+                None
+            } else {
+                Some(tb.unbind())
+            };
+            f.state = State::Finished;
+        }
+        Self::schedule_callbacks(slf)?;
+        slf.borrow_mut().log_traceback = true;
+        Ok(())
+    }
+
+    pub(crate) fn cancel_impl(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        Self::ensure_alive(slf)?;
+        {
+            let mut f = slf.borrow_mut();
+            f.log_traceback = false;
+            if f.state != State::Pending {
+                return Ok(false);
+            }
+            f.state = State::Cancelled;
+            f.cancel_message = msg;
+        }
+        Self::schedule_callbacks(slf)?;
+        Ok(true)
     }
 
     pub(crate) fn result_impl<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
@@ -168,37 +330,23 @@ impl Future {
     /// a subclass skipping `super().__init__()` gets clear errors, not a crash).
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
-        Future {
-            loop_: None,
-            state: State::Pending,
-            result: None,
-            exception: None,
-            exception_tb: None,
-            callbacks: Vec::new(),
-            log_traceback: false,
-            blocking: false,
-            cancel_message: None,
-            cancelled_exc: None,
-            source_traceback: None,
-        }
+    fn py_new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Self {
+        Future::py_new_uninit(py)
     }
 
     #[pyo3(signature = (*, r#loop=None))]
     fn __init__(slf: &Bound<'_, Self>, r#loop: Option<Py<PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let loop_ = match r#loop {
-            Some(l) if !l.is_none(py) => l,
-            _ => stdlib::get_event_loop(py)?.call0()?.unbind(),
-        };
-        let debug = loop_
-            .bind(py)
-            .call_method0(intern!(py, "get_debug"))?
-            .is_truthy()?;
-        let fresh = Future::for_loop(py, loop_, debug)?;
-        let old = std::mem::replace(&mut *slf.borrow_mut(), fresh);
-        drop(old);
-        Ok(())
+        Future::init_impl(slf, r#loop)
+    }
+
+    /// As the C Future's `__del__`, for subclasses that define their own and call super().
+    #[pyo3(name = "__del__")]
+    fn py_del(slf: &Bound<'_, Self>) -> PyResult<()> {
+        finalize_future(slf.as_any())
     }
 
     fn result<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
@@ -220,61 +368,16 @@ impl Future {
     }
 
     fn set_result(slf: &Bound<'_, Self>, result: Py<PyAny>) -> PyResult<()> {
-        Self::check_state_pending(slf)?;
-        {
-            let mut f = slf.borrow_mut();
-            f.result = Some(result);
-            f.state = State::Finished;
-        }
-        Self::schedule_callbacks(slf)
+        Self::set_result_impl(slf, result)
     }
 
     fn set_exception(slf: &Bound<'_, Self>, exception: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        Self::check_state_pending(slf)?;
-        let exception = if exception.is_instance_of::<PyType>() {
-            exception.call0()?
-        } else {
-            exception.clone()
-        };
-        if !exception.is_instance(&py.get_type::<pyo3::exceptions::PyBaseException>())? {
-            return Err(PyTypeError::new_err("invalid exception object"));
-        }
-        if exception.get_type().is(py.get_type::<PyStopIteration>()) {
-            return Err(PyTypeError::new_err(
-                "StopIteration interacts badly with generators and cannot be raised into a Future",
-            ));
-        }
-        let tb = exception.getattr(intern!(py, "__traceback__"))?;
-        {
-            let mut f = slf.borrow_mut();
-            f.exception = Some(exception.unbind());
-            f.exception_tb = if tb.is_none() {
-                None
-            } else {
-                Some(tb.unbind())
-            };
-            f.state = State::Finished;
-        }
-        Self::schedule_callbacks(slf)?;
-        slf.borrow_mut().log_traceback = true;
-        Ok(())
+        Self::set_exception_impl(slf, exception)
     }
 
     #[pyo3(signature = (msg=None))]
     fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
-        Self::ensure_alive(slf)?;
-        {
-            let mut f = slf.borrow_mut();
-            f.log_traceback = false;
-            if f.state != State::Pending {
-                return Ok(false);
-            }
-            f.state = State::Cancelled;
-            f.cancel_message = msg;
-        }
-        Self::schedule_callbacks(slf)?;
-        Ok(true)
+        Self::cancel_impl(slf, msg)
     }
 
     fn cancelled(&self) -> bool {
@@ -310,7 +413,10 @@ impl Future {
                 stdlib::kwnames(py, stdlib::KwNames::Context)?,
             )?;
         } else {
-            slf.borrow_mut().callbacks.push((r#fn, context));
+            slf.borrow_mut().callbacks.push(Callback::Python {
+                func: r#fn,
+                context,
+            });
         }
         Ok(())
     }
@@ -323,18 +429,18 @@ impl Future {
         let mut kept = Vec::with_capacity(callbacks.len());
         let mut removed = Vec::new();
         let mut error = None;
-        for (cb, ctx) in callbacks {
+        for cb in callbacks {
             let matches = if error.is_some() {
                 Ok(false)
             } else {
-                cb.bind(py).eq(r#fn)
+                cb.as_pair(py).and_then(|(func, _)| func.eq(r#fn))
             };
             match matches {
-                Ok(true) => removed.push((cb, ctx)),
-                Ok(false) => kept.push((cb, ctx)),
+                Ok(true) => removed.push(cb),
+                Ok(false) => kept.push(cb),
                 Err(e) => {
                     error = Some(e);
-                    kept.push((cb, ctx));
+                    kept.push(cb);
                 }
             }
         }
@@ -441,7 +547,7 @@ impl Future {
         let items = self
             .callbacks
             .iter()
-            .map(|(cb, ctx)| PyTuple::new(py, [cb.clone_ref(py), ctx.clone_ref(py)]))
+            .map(|cb| cb.as_pair(py).and_then(|(f, c)| PyTuple::new(py, [f, c])))
             .collect::<PyResult<Vec<_>>>()?;
         Ok(Some(PyList::new(py, items)?))
     }
@@ -488,9 +594,14 @@ impl Future {
         visit.call(&self.result)?;
         visit.call(&self.exception)?;
         visit.call(&self.exception_tb)?;
-        for (cb, ctx) in &self.callbacks {
-            visit.call(cb)?;
-            visit.call(ctx)?;
+        for cb in &self.callbacks {
+            match cb {
+                Callback::Python { func, context } => {
+                    visit.call(func)?;
+                    visit.call(context)?;
+                }
+                Callback::TaskWakeup(task) => visit.call(task)?,
+            }
         }
         visit.call(&self.cancel_message)?;
         visit.call(&self.cancelled_exc)?;

@@ -122,7 +122,7 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
                 intern!(py, "message"),
                 format!("Exception in callback {}", source.str()?),
             )?;
-            ctx.set_item(intern!(py, "exception"), err.value(py))?;
+            ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &err))?;
             ctx.set_item(intern!(py, "handle"), handle)?;
             let (loop_, tb) = {
                 let h = handle.borrow();

@@ -2,6 +2,7 @@
 //! - [`event_loop`]: LoopCore, the run loop and scheduling;
 //! - [`handle`]: Handle and TimerHandle;
 //! - [`future`]: Future and the iterator `await` drives;
+//! - [`task`]: Task, driving a coroutine;
 //! - [`stdlib`]: cached references into asyncio and sys;
 //! - [`capi`]: the raw CPython C-API calls, behind safe wrappers.
 
@@ -12,6 +13,7 @@ mod event_loop;
 mod future;
 mod handle;
 mod stdlib;
+mod task;
 
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -20,6 +22,8 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<future::Future>()?;
     m.add_class::<future::FutureIter>()?;
+    m.add_class::<task::Task>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
+    capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
     Ok(())
 }

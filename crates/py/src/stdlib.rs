@@ -68,6 +68,46 @@ cached_attr!(
     /// `asyncio.base_futures._future_repr_info`
     future_repr_info, "asyncio.base_futures", "_future_repr_info");
 
+cached_attr!(
+    /// `asyncio.tasks._task_name_counter`
+    task_name_counter, "asyncio.tasks", "_task_name_counter");
+cached_attr!(
+    /// `asyncio.tasks._register_task`
+    register_task, "asyncio.tasks", "_register_task");
+cached_attr!(
+    /// `asyncio.futures._get_loop`
+    futures_get_loop, "asyncio.futures", "_get_loop");
+cached_attr!(
+    /// `inspect.isgenerator`
+    is_generator, "inspect", "isgenerator");
+cached_attr!(
+    /// `asyncio.coroutines.iscoroutine`
+    iscoroutine, "asyncio.coroutines", "iscoroutine");
+cached_attr!(
+    /// `asyncio.base_tasks._task_get_stack`
+    task_get_stack, "asyncio.base_tasks", "_task_get_stack");
+cached_attr!(
+    /// `asyncio.base_tasks._task_print_stack`
+    task_print_stack, "asyncio.base_tasks", "_task_print_stack");
+cached_attr!(
+    /// `asyncio.base_tasks._task_repr_info`
+    task_repr_info, "asyncio.base_tasks", "_task_repr_info");
+
+/// `asyncio.tasks._current_tasks`: asyncio's {loop: running task} dict, which
+/// `asyncio.current_task()` reads.
+pub fn current_tasks(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyDict>> {
+    static CELL: PyOnceLock<Py<pyo3::types::PyDict>> = PyOnceLock::new();
+    CELL.get_or_try_init(py, || {
+        Ok::<_, PyErr>(
+            py.import("asyncio.tasks")?
+                .getattr("_current_tasks")?
+                .cast_into::<pyo3::types::PyDict>()?
+                .unbind(),
+        )
+    })
+    .map(|d| d.bind(py))
+}
+
 /// `asyncio.InvalidStateError(message)`.
 pub fn invalid_state_error(py: Python<'_>, message: impl Into<String>) -> PyErr {
     let message: String = message.into();
@@ -107,4 +147,10 @@ pub enum KwNames {
     Loop,
     LoopNameContext,
     Context,
+}
+
+/// The exception object of `err` with its traceback attached (`__traceback__`), as Python code
+/// catching it would see it.
+pub fn exception_value<'py>(py: Python<'py>, err: &PyErr) -> Bound<'py, PyAny> {
+    err.clone_ref(py).into_value(py).into_bound(py).into_any()
 }

@@ -1,0 +1,751 @@
+//! ferroloop.Task: asyncio's Task, native. A Task is a Future that drives a coroutine: each
+//! step sends into (or throws into) the coroutine with `PyIter_Send`, and when the coroutine
+//! awaits a future the task registers its wake-up on it. On a ferroloop loop a step or wake-up
+//! is queued as the task itself (no Handle, no bound method); on another loop it goes through
+//! `loop.call_soon` with small callable objects. Behaviour and messages follow asyncio's
+//! `tasks.Task` (`__step`, `__wakeup`, cancel/uncancel, naming, repr, the
+//! "Task was destroyed but it is pending!" report).
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::event_loop::LoopCore;
+use crate::future::{Future, State};
+use crate::{capi, stdlib};
+
+/// A coroutine wrapped in a Future (asyncio's `Task`).
+#[pyclass(module = "ferroloop", name = "Task", extends = Future, subclass)]
+pub struct Task {
+    pub(crate) coro: Option<Py<PyAny>>,
+    pub(crate) context: Option<Py<PyAny>>,
+    name: Option<Py<PyAny>>,
+    /// The Task-N number when no name was given (formatted on first use).
+    number: u64,
+    must_cancel: bool,
+    fut_waiter: Option<Py<PyAny>>,
+    num_cancels_requested: u64,
+    log_destroy_pending: bool,
+}
+
+impl Task {
+    pub(crate) fn blank() -> Self {
+        Task {
+            coro: None,
+            context: None,
+            name: None,
+            number: 0,
+            must_cancel: false,
+            fut_waiter: None,
+            num_cancels_requested: 0,
+            log_destroy_pending: true,
+        }
+    }
+
+    pub(crate) fn context_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match &self.context {
+            Some(c) => c.bind(py).clone(),
+            None => py.None().into_bound(py),
+        }
+    }
+
+    /// `Task.__init__` after the Future part: checks the coroutine, names the task, schedules
+    /// its first step and registers it with asyncio.
+    pub(crate) fn start(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        {
+            // As asyncio: the creation traceback ends at the caller of Task().
+            let fut = slf.as_super().borrow();
+            if let Some(tb) = &fut.source_traceback {
+                let tb = tb.bind(py);
+                if tb.is_truthy()? {
+                    tb.del_item(-1)?;
+                }
+            }
+        }
+        if !is_coroutine(coro)? {
+            slf.borrow_mut().log_destroy_pending = false;
+            return Err(PyTypeError::new_err(format!(
+                "a coroutine was expected, got {}",
+                coro.repr()?
+            )));
+        }
+        let (name, number) = match name {
+            Some(n) if !n.is_none() => (Some(n.str()?.into_any().unbind()), 0),
+            _ => (
+                None,
+                stdlib::task_name_counter(py)?.call0()?.extract::<u64>()?,
+            ),
+        };
+        let context = match context {
+            Some(c) if !c.is_none() => c.clone().unbind(),
+            _ => capi::copy_context(py)?,
+        };
+        {
+            let mut t = slf.borrow_mut();
+            t.name = name;
+            t.number = number;
+            t.num_cancels_requested = 0;
+            t.must_cancel = false;
+            t.fut_waiter = None;
+            t.coro = Some(coro.clone().unbind());
+            t.context = Some(context);
+        }
+        Self::schedule_step(slf, None)?;
+        stdlib::register_task(py)?.call1((slf,))?;
+        Ok(())
+    }
+
+    fn loop_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        Future::loop_of(slf.as_super())
+    }
+
+    /// `loop.call_soon(self.__step, exc, context=self._context)`.
+    fn schedule_step(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let loop_ = Self::loop_of(slf)?;
+        if let Ok(native) = loop_.cast::<LoopCore>() {
+            return LoopCore::schedule_task_step(
+                native,
+                slf.clone().unbind(),
+                exc.map(Bound::unbind),
+            );
+        }
+        let step = Bound::new(
+            py,
+            TaskStepMethod {
+                task: slf.clone().unbind(),
+            },
+        )?;
+        let context = slf.borrow().context_object(py);
+        let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
+        let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
+        match exc {
+            Some(e) => {
+                capi::call_with_kwnames(&call_soon, &[step.as_any(), &e, &context], kwnames)?
+            }
+            None => capi::call_with_kwnames(&call_soon, &[step.as_any(), &context], kwnames)?,
+        };
+        Ok(())
+    }
+
+    /// `Task.__step`, run in the task's context by the caller.
+    pub(crate) fn step(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.as_super().borrow().state != State::Pending {
+            let exc_repr = match &exc {
+                Some(e) => e.repr()?.to_string(),
+                None => "None".to_string(),
+            };
+            return Err(stdlib::invalid_state_error(
+                py,
+                format!("_step(): already done: {}, {}", slf.repr()?, exc_repr),
+            ));
+        }
+        let mut exc = exc;
+        if slf.borrow().must_cancel {
+            let is_cancelled = match &exc {
+                Some(e) => e.is_instance(stdlib::cancelled_error(py)?)?,
+                None => false,
+            };
+            if !is_cancelled {
+                exc = Some(Future::make_cancelled_error(slf.as_super())?);
+            }
+            slf.borrow_mut().must_cancel = false;
+        }
+        let (coro, waiter) = {
+            let mut t = slf.borrow_mut();
+            (
+                t.coro.as_ref().map(|c| c.clone_ref(py)),
+                t.fut_waiter.take(),
+            )
+        };
+        drop(waiter);
+        let Some(coro) = coro else {
+            return Err(PyRuntimeError::new_err("Task object is not initialized."));
+        };
+        let coro = coro.into_bound(py);
+        let loop_ = Self::loop_of(slf)?;
+        enter_task(&loop_, slf.as_any())?;
+        let outcome = match &exc {
+            None => capi::iter_send_none(&coro),
+            Some(e) => match coro.call_method1(intern!(py, "throw"), (e,)) {
+                Ok(v) => Ok(capi::SendResult::Yielded(v)),
+                Err(err) if err.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                    let value = err.value(py).getattr(intern!(py, "value"))?;
+                    Ok(capi::SendResult::Returned(value))
+                }
+                Err(err) => Err(err),
+            },
+        };
+        let result = Self::after_send(slf, outcome);
+        let left = leave_task(&loop_, slf.as_any());
+        result.and(left)
+    }
+
+    /// The second half of `Task.__step`: what the coroutine's send/throw produced.
+    fn after_send(slf: &Bound<'_, Self>, outcome: PyResult<capi::SendResult<'_>>) -> PyResult<()> {
+        let py = slf.py();
+        let fut = slf.as_super();
+        match outcome {
+            Ok(capi::SendResult::Returned(value)) => {
+                if slf.borrow().must_cancel {
+                    slf.borrow_mut().must_cancel = false;
+                    let msg = fut
+                        .borrow()
+                        .cancel_message
+                        .as_ref()
+                        .map(|m| m.clone_ref(py));
+                    Future::cancel_impl(fut, msg)?;
+                } else {
+                    Future::set_result_impl(fut, value.unbind())?;
+                }
+                Ok(())
+            }
+            Err(err) if err.is_instance(py, stdlib::cancelled_error(py)?) => {
+                fut.borrow_mut().cancelled_exc = Some(stdlib::exception_value(py, &err).unbind());
+                Future::cancel_impl(fut, None)?;
+                Ok(())
+            }
+            Err(err)
+                if err.is_instance_of::<PyKeyboardInterrupt>(py)
+                    || err.is_instance_of::<PySystemExit>(py) =>
+            {
+                Future::set_exception_impl(fut, &stdlib::exception_value(py, &err))?;
+                Err(err)
+            }
+            Err(err) => {
+                Future::set_exception_impl(fut, &stdlib::exception_value(py, &err))?;
+                Ok(())
+            }
+            Ok(capi::SendResult::Yielded(result)) => Self::handle_yield(slf, result),
+        }
+    }
+
+    /// The coroutine yielded `result`: wait on it if it is a future of this loop, else
+    /// reschedule with asyncio's RuntimeError for the misuse.
+    fn handle_yield(slf: &Bound<'_, Self>, result: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if let Ok(native) = result.cast::<Future>() {
+            return Self::wait_on_native(slf, native);
+        }
+        let blocking = match result.getattr(intern!(py, "_asyncio_future_blocking")) {
+            Ok(b) => Some(b),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => None,
+            Err(e) => return Err(e),
+        };
+        match blocking {
+            Some(b) if !b.is_none() => {
+                let loop_ = Self::loop_of(slf)?;
+                let result_loop = stdlib::futures_get_loop(py)?.call1((&result,))?;
+                if !result_loop.is(&loop_) {
+                    let msg = format!(
+                        "Task {} got Future {} attached to a different loop",
+                        slf.repr()?,
+                        result.repr()?
+                    );
+                    return Self::schedule_step(slf, Some(runtime_error(py, msg)?));
+                }
+                if b.is_truthy()? {
+                    if result.is(slf) {
+                        let msg = format!("Task cannot await on itself: {}", slf.repr()?);
+                        return Self::schedule_step(slf, Some(runtime_error(py, msg)?));
+                    }
+                    result.setattr(intern!(py, "_asyncio_future_blocking"), false)?;
+                    let wakeup = Bound::new(
+                        py,
+                        TaskWakeupMethod {
+                            task: slf.clone().unbind(),
+                        },
+                    )?;
+                    let context = slf.borrow().context_object(py);
+                    let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
+                    capi::call_with_kwnames(
+                        &result.getattr(intern!(py, "add_done_callback"))?,
+                        &[wakeup.as_any(), &context],
+                        kwnames,
+                    )?;
+                    Self::set_waiter(slf, result)
+                } else {
+                    let msg = format!(
+                        "yield was used instead of yield from in task {} with {}",
+                        slf.repr()?,
+                        result.repr()?
+                    );
+                    Self::schedule_step(slf, Some(runtime_error(py, msg)?))
+                }
+            }
+            _ if result.is_none() => Self::schedule_step(slf, None),
+            _ => {
+                let msg = if stdlib::is_generator(py)?.call1((&result,))?.is_truthy()? {
+                    format!(
+                        "yield was used instead of yield from for generator in task {} with {}",
+                        slf.repr()?,
+                        result.repr()?
+                    )
+                } else {
+                    format!("Task got bad yield: {}", result.repr()?)
+                };
+                Self::schedule_step(slf, Some(runtime_error(py, msg)?))
+            }
+        }
+    }
+
+    /// Waiting on a ferroloop Future: the same checks, and a native wake-up registration.
+    fn wait_on_native(slf: &Bound<'_, Self>, result: &Bound<'_, Future>) -> PyResult<()> {
+        let py = slf.py();
+        let (blocking, same_loop) = {
+            let f = result.borrow();
+            let same = match (&f.loop_, &slf.as_super().borrow().loop_) {
+                (Some(a), Some(b)) => a.is(b),
+                _ => false,
+            };
+            (f.blocking, same)
+        };
+        if !same_loop {
+            let msg = format!(
+                "Task {} got Future {} attached to a different loop",
+                slf.repr()?,
+                result.repr()?
+            );
+            return Self::schedule_step(slf, Some(runtime_error(py, msg)?));
+        }
+        if !blocking {
+            let msg = format!(
+                "yield was used instead of yield from in task {} with {}",
+                slf.repr()?,
+                result.repr()?
+            );
+            return Self::schedule_step(slf, Some(runtime_error(py, msg)?));
+        }
+        if result.as_any().is(slf) {
+            let msg = format!("Task cannot await on itself: {}", slf.repr()?);
+            return Self::schedule_step(slf, Some(runtime_error(py, msg)?));
+        }
+        result.borrow_mut().blocking = false;
+        Future::add_task_wakeup(result, slf)?;
+        Self::set_waiter(slf, result.clone().into_any())
+    }
+
+    /// Remembers what the task waits on; a cancel() that came while stepping is passed on.
+    fn set_waiter(slf: &Bound<'_, Self>, waiter: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        slf.borrow_mut().fut_waiter = Some(waiter.clone().unbind());
+        if slf.borrow().must_cancel {
+            let msg = slf
+                .as_super()
+                .borrow()
+                .cancel_message
+                .as_ref()
+                .map(|m| m.clone_ref(py));
+            let cancelled = cancel_other(&waiter, msg)?;
+            if cancelled {
+                slf.borrow_mut().must_cancel = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// `Task.__wakeup(future)`: step with the future's exception, or plainly.
+    pub(crate) fn wakeup(slf: &Bound<'_, Self>, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let outcome = if let Ok(native) = future.cast::<Future>() {
+            Future::result_impl(native).map(|_| ())
+        } else {
+            future.call_method0(intern!(py, "result")).map(|_| ())
+        };
+        match outcome {
+            Ok(()) => Self::step(slf, None),
+            Err(err) => Self::step(slf, Some(stdlib::exception_value(py, &err))),
+        }
+    }
+}
+
+/// `fut.cancel(msg=msg)` on any future, natively for ferroloop's.
+fn cancel_other(fut: &Bound<'_, PyAny>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+    let py = fut.py();
+    if let Ok(task) = fut.cast::<Task>() {
+        return Task::cancel_impl(task, msg);
+    }
+    if let Ok(native) = fut.cast::<Future>() {
+        if native.get_type().is(py.get_type::<Future>()) {
+            return Future::cancel_impl(native, msg);
+        }
+    }
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "msg"), msg)?;
+    fut.call_method(intern!(py, "cancel"), (), Some(&kwargs))?
+        .is_truthy()
+}
+
+fn runtime_error<'py>(py: Python<'py>, msg: String) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyRuntimeError::new_err(msg).value(py).clone().into_any())
+}
+
+/// `asyncio.coroutines.iscoroutine`, with the common case decided without a call.
+fn is_coroutine(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if capi::is_native_coroutine(obj) {
+        return Ok(true);
+    }
+    stdlib::iscoroutine(obj.py())?.call1((obj,))?.is_truthy()
+}
+
+/// `asyncio.tasks._enter_task`, on asyncio's own `_current_tasks` dict.
+fn enter_task(loop_: &Bound<'_, PyAny>, task: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = task.py();
+    let current = stdlib::current_tasks(py)?;
+    if let Some(other) = current.get_item(loop_)? {
+        if !other.is_none() {
+            return Err(PyRuntimeError::new_err(format!(
+                "Cannot enter into task {} while another task {} is being executed.",
+                task.repr()?,
+                other.repr()?
+            )));
+        }
+    }
+    current.set_item(loop_, task)
+}
+
+/// `asyncio.tasks._leave_task`
+fn leave_task(loop_: &Bound<'_, PyAny>, task: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = task.py();
+    let current = stdlib::current_tasks(py)?;
+    let now = current.get_item(loop_)?;
+    match now {
+        Some(t) if t.is(task) => current.del_item(loop_),
+        other => Err(PyRuntimeError::new_err(format!(
+            "Leaving task {} does not match the current task {}.",
+            task.repr()?,
+            match other {
+                Some(o) => o.repr()?.to_string(),
+                None => "None".to_string(),
+            }
+        ))),
+    }
+}
+
+impl Task {
+    /// `Task.cancel`
+    pub(crate) fn cancel_impl(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        let py = slf.py();
+        Future::ensure_alive(slf.as_super())?;
+        slf.as_super().borrow_mut().log_traceback = false;
+        if slf.as_super().borrow().state != State::Pending {
+            return Ok(false);
+        }
+        slf.borrow_mut().num_cancels_requested += 1;
+        let waiter = slf.borrow().fut_waiter.as_ref().map(|w| w.clone_ref(py));
+        if let Some(w) = waiter {
+            let msg2 = msg.as_ref().map(|m| m.clone_ref(py));
+            if cancel_other(w.bind(py), msg2)? {
+                // Leave self._fut_waiter; it may be a Task that catches and ignores the
+                // cancellation so we may have to cancel it again later.
+                return Ok(true);
+            }
+        }
+        slf.borrow_mut().must_cancel = true;
+        slf.as_super().borrow_mut().cancel_message = msg;
+        Ok(true)
+    }
+}
+
+#[pymethods]
+impl Task {
+    /// A Task not yet initialized; `__init__` starts it (as asyncio's, for subclasses).
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let base = Future::py_new_uninit(py);
+        Ok(PyClassInitializer::from(base).add_subclass(Task::blank()))
+    }
+
+    #[pyo3(signature = (coro, *, r#loop=None, name=None, context=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        r#loop: Option<Py<PyAny>>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        Future::init_impl(slf.as_super(), r#loop)?;
+        Task::start(slf, coro, name, context)
+    }
+
+    #[pyo3(signature = (msg=None))]
+    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        Self::cancel_impl(slf, msg)
+    }
+
+    fn cancelling(&self) -> u64 {
+        self.num_cancels_requested
+    }
+
+    fn uncancel(&mut self) -> u64 {
+        if self.num_cancels_requested > 0 {
+            self.num_cancels_requested -= 1;
+        }
+        self.num_cancels_requested
+    }
+
+    fn set_result(&self, _result: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(PyRuntimeError::new_err(
+            "Task does not support set_result operation",
+        ))
+    }
+
+    fn set_exception(&self, _exception: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(PyRuntimeError::new_err(
+            "Task does not support set_exception operation",
+        ))
+    }
+
+    fn get_coro(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.coro.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn get_name(&mut self, py: Python<'_>) -> Py<PyAny> {
+        if let Some(n) = &self.name {
+            return n.clone_ref(py);
+        }
+        let name = PyString::new(py, &format!("Task-{}", self.number))
+            .into_any()
+            .unbind();
+        self.name = Some(name.clone_ref(py));
+        name
+    }
+
+    fn set_name(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.name = Some(value.str()?.into_any().unbind());
+        Ok(())
+    }
+
+    #[pyo3(signature = (*, limit=None))]
+    fn get_stack<'py>(
+        slf: &Bound<'py, Self>,
+        limit: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let none = py.None().into_bound(py);
+        stdlib::task_get_stack(py)?.call1((slf, limit.unwrap_or(&none)))
+    }
+
+    #[pyo3(signature = (*, limit=None, file=None))]
+    fn print_stack<'py>(
+        slf: &Bound<'py, Self>,
+        limit: Option<&Bound<'py, PyAny>>,
+        file: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let none = py.None().into_bound(py);
+        stdlib::task_print_stack(py)?.call1((slf, limit.unwrap_or(&none), file.unwrap_or(&none)))
+    }
+
+    fn _repr_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        stdlib::task_repr_info(slf.py())?.call1((slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        Future::ensure_alive(slf.as_super())?;
+        let info = slf.call_method0(intern!(py, "_repr_info"))?;
+        let joined = PyString::new(py, " ").call_method1(intern!(py, "join"), (info,))?;
+        Ok(format!("<{} {}>", slf.get_type().name()?, joined.str()?))
+    }
+
+    /// Subclasses keep the destroy-pending report.
+    #[classmethod]
+    #[pyo3(signature = (**kwargs))]
+    fn __init_subclass__(
+        cls: &Bound<'_, pyo3::types::PyType>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        if kwargs.is_some_and(|k| !k.is_empty()) {
+            return Err(PyTypeError::new_err(
+                "Task.__init_subclass__() takes no keyword arguments",
+            ));
+        }
+        capi::inherit_finalizer::<Task>(cls);
+        Ok(())
+    }
+
+    #[getter]
+    fn _coro(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.get_coro(py)
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.get_context(py)
+    }
+
+    #[getter]
+    fn _fut_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.fut_waiter.as_ref().map(|w| w.clone_ref(py))
+    }
+
+    #[getter]
+    fn _must_cancel(&self) -> bool {
+        self.must_cancel
+    }
+
+    #[getter]
+    fn _num_cancels_requested(&self) -> u64 {
+        self.num_cancels_requested
+    }
+
+    #[getter(_log_destroy_pending)]
+    fn get_log_destroy_pending(&self) -> bool {
+        self.log_destroy_pending
+    }
+
+    #[setter(_log_destroy_pending)]
+    fn set_log_destroy_pending(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.log_destroy_pending = value.is_truthy()?;
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.coro)?;
+        visit.call(&self.context)?;
+        visit.call(&self.name)?;
+        visit.call(&self.fut_waiter)?;
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.coro = None;
+        self.context = None;
+        self.name = None;
+        self.fut_waiter = None;
+    }
+}
+
+impl capi::Finalized for Task {
+    /// `Task.__del__`: "Task was destroyed but it is pending!", then the Future's report.
+    fn finalize(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = obj.py();
+        if let Ok(task) = obj.cast::<Task>() {
+            let report = match (task.try_borrow(), task.as_super().try_borrow()) {
+                (Ok(t), Ok(f)) => {
+                    if f.state == State::Pending && t.log_destroy_pending {
+                        f.loop_.as_ref().map(|l| {
+                            (
+                                l.clone_ref(py),
+                                f.source_traceback.as_ref().map(|s| s.clone_ref(py)),
+                            )
+                        })
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            if let Some((loop_, tb)) = report {
+                let context = PyDict::new(py);
+                context.set_item(intern!(py, "task"), obj)?;
+                context.set_item(
+                    intern!(py, "message"),
+                    "Task was destroyed but it is pending!",
+                )?;
+                if let Some(tb) = tb {
+                    if tb.bind(py).is_truthy()? {
+                        context.set_item(intern!(py, "source_traceback"), tb)?;
+                    }
+                }
+                loop_
+                    .bind(py)
+                    .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+            }
+        }
+        crate::future::finalize_future(obj)
+    }
+
+    fn original_dealloc() -> &'static std::sync::OnceLock<usize> {
+        static ORIGINAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        &ORIGINAL
+    }
+}
+
+/// `task.__step` as a callable, for loops other than ferroloop's.
+#[pyclass(module = "ferroloop", name = "TaskStepMethWrapper")]
+pub struct TaskStepMethod {
+    task: Py<Task>,
+}
+
+#[pymethods]
+impl TaskStepMethod {
+    #[pyo3(signature = (exc=None))]
+    fn __call__(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let exc = exc.filter(|e| !e.is_none());
+        Task::step(self.task.bind(py), exc)
+    }
+
+    #[getter]
+    fn __self__(&self, py: Python<'_>) -> Py<Task> {
+        self.task.clone_ref(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "<TaskStepMethWrapper object of {}>",
+            self.task.bind(py).repr()?
+        ))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.task)
+    }
+}
+
+/// `task.__wakeup` as a callable: what `_callbacks` shows, and what other loops call.
+#[pyclass(module = "ferroloop", name = "TaskWakeupMethWrapper")]
+pub struct TaskWakeupMethod {
+    pub(crate) task: Py<Task>,
+}
+
+#[pymethods]
+impl TaskWakeupMethod {
+    fn __call__(&self, py: Python<'_>, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        Task::wakeup(self.task.bind(py), future)
+    }
+
+    #[getter]
+    fn __self__(&self, py: Python<'_>) -> Py<Task> {
+        self.task.clone_ref(py)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<TaskWakeupMethod>()
+            .is_ok_and(|o| o.borrow().task.is(&self.task))
+    }
+
+    fn __hash__(&self) -> isize {
+        self.task.as_ptr() as isize
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "<TaskWakeupMethWrapper object of {}>",
+            self.task.bind(py).repr()?
+        ))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.task)
+    }
+}
