@@ -1156,14 +1156,6 @@ impl LoopCore {
                     &[coro, slf.as_any(), name, context],
                     kwnames(py, KwNames::LoopNameContext)?,
                 )?;
-                if this.is_debug() {
-                    // As asyncio: the task's creation traceback ends at the caller, not here.
-                    if let Ok(tb) = task.getattr(intern!(py, "_source_traceback")) {
-                        if tb.is_truthy()? {
-                            tb.del_item(-1)?;
-                        }
-                    }
-                }
                 Ok(task.unbind())
             }
             Some(factory) => {

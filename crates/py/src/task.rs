@@ -59,16 +59,6 @@ impl Task {
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        {
-            // As asyncio: the creation traceback ends at the caller of Task().
-            let fut = slf.as_super().borrow();
-            if let Some(tb) = &fut.source_traceback {
-                let tb = tb.bind(py);
-                if tb.is_truthy()? {
-                    tb.del_item(-1)?;
-                }
-            }
-        }
         if !is_coroutine(coro)? {
             slf.borrow_mut().log_destroy_pending = false;
             return Err(PyTypeError::new_err(format!(
@@ -232,8 +222,12 @@ impl Task {
     /// reschedule with asyncio's RuntimeError for the misuse.
     fn handle_yield(slf: &Bound<'_, Self>, result: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        if let Ok(native) = result.cast::<Future>() {
-            return Self::wait_on_native(slf, native);
+        // Exactly ferroloop's Future or Task (a subclass may override add_done_callback).
+        let ty = result.get_type();
+        if ty.is(py.get_type::<Future>()) || ty.is(py.get_type::<Task>()) {
+            if let Ok(native) = result.cast::<Future>() {
+                return Self::wait_on_native(slf, native);
+            }
         }
         let blocking = match result.getattr(intern!(py, "_asyncio_future_blocking")) {
             Ok(b) => Some(b),
@@ -566,6 +560,12 @@ impl Task {
         Ok(format!("<{} {}>", slf.get_type().name()?, joined.str()?))
     }
 
+    /// As asyncio's `Task.__del__`, for subclasses (whose finalizer calls `__del__`).
+    #[pyo3(name = "__del__")]
+    fn py_del(slf: &Bound<'_, Self>) -> PyResult<()> {
+        <Task as capi::Finalized>::finalize(slf.as_any())
+    }
+
     /// Subclasses keep the destroy-pending report.
     #[classmethod]
     #[pyo3(signature = (**kwargs))]
@@ -699,11 +699,11 @@ impl TaskStepMethod {
         self.task.clone_ref(py)
     }
 
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "<TaskStepMethWrapper object of {}>",
-            self.task.bind(py).repr()?
-        ))
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        format!(
+            "<TaskStepMethWrapper object at {:#x}>",
+            slf.as_ptr() as usize
+        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -738,11 +738,11 @@ impl TaskWakeupMethod {
         self.task.as_ptr() as isize
     }
 
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "<TaskWakeupMethWrapper object of {}>",
-            self.task.bind(py).repr()?
-        ))
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        format!(
+            "<TaskWakeupMethWrapper object at {:#x}>",
+            slf.as_ptr() as usize
+        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
