@@ -1,0 +1,114 @@
+"""Leak checks for the native Future/Task (ferroloop.new_event_loop(native_tasks=True)).
+
+Owns tests/test_native_leaks.py: a million tasks leave memory flat; reference cycles through a
+Task or Future are collected; finished tasks and futures are freed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import ferroloop
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def _nothing(i):
+    return i
+
+
+async def _batch(n):
+    loop = asyncio.get_running_loop()
+    total = 0
+    for start in range(0, n, 1000):
+        tasks = [loop.create_task(_nothing(i)) for i in range(start, start + 1000)]
+        for t in tasks:
+            total += await t
+    return total
+
+
+def test_million_tasks_memory_flat():
+    loop = ferroloop.new_event_loop(native_tasks=True)
+    try:
+        assert type(loop.create_future()) is ferroloop.Future
+        loop.run_until_complete(_batch(100_000))  # warm up allocator and caches
+        gc.collect()
+        before = rss_kib()
+        for _ in range(9):
+            assert loop.run_until_complete(_batch(100_000)) == sum(range(100_000))
+        gc.collect()
+        grown = rss_kib() - before
+        # A leak of even 16 bytes per task would be ~14 MiB here.
+        assert grown < 4096, f"RSS grew by {grown} KiB over 900k tasks"
+    finally:
+        loop.close()
+
+
+class Holder:
+    pass
+
+
+def test_cycle_through_task_is_collected():
+    loop = ferroloop.new_event_loop(native_tasks=True)
+    try:
+
+        async def keep(holder):
+            holder.me = asyncio.current_task()  # task -> coro -> holder -> task
+            return holder
+
+        holder = Holder()
+        task = loop.create_task(keep(holder))
+        loop.run_until_complete(task)
+        assert type(task) is ferroloop.Task
+        task_ref, holder_ref = weakref.ref(task), weakref.ref(holder)
+        del task, holder
+        gc.collect()
+        assert task_ref() is None
+        assert holder_ref() is None
+    finally:
+        loop.close()
+
+
+def test_cycle_through_future_result_is_collected():
+    loop = ferroloop.new_event_loop(native_tasks=True)
+    try:
+        fut = loop.create_future()
+        holder = Holder()
+        holder.fut = fut
+        fut.set_result(holder)  # future -> holder -> future
+        fut.add_done_callback(lambda f: None)
+        loop.run_until_complete(asyncio.sleep(0))
+        ref = weakref.ref(fut)
+        del fut, holder
+        gc.collect()
+        assert ref() is None
+    finally:
+        loop.close()
+
+
+def test_pending_task_destroyed_is_reported_and_freed():
+    loop = ferroloop.new_event_loop(native_tasks=True)
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(ctx["message"]))
+    try:
+
+        async def wait_forever():
+            await loop.create_future()
+
+        task = loop.create_task(wait_forever())
+        loop.run_until_complete(asyncio.sleep(0))
+        ref = weakref.ref(task)
+        del task
+        gc.collect()
+        assert ref() is None
+        assert seen == ["Task was destroyed but it is pending!"]
+    finally:
+        loop.close()
