@@ -33,7 +33,10 @@ LOOPS: dict[str, tuple[str, str]] = {
     "uvloop": ("uvloop", "new_event_loop"),
     "rloop": ("rloop", "new_event_loop"),
     "ferroloop": ("ferroloop", "new_event_loop"),
+    "ferroloop-native": ("ferroloop", "new_event_loop"),
 }
+# Keyword arguments for a loop's factory (ferroloop with its native Future/Task).
+LOOP_KWARGS: dict[str, dict[str, object]] = {"ferroloop-native": {"native_tasks": True}}
 BASELINE = "asyncio"
 SUBJECT = "ferroloop"
 
@@ -292,7 +295,12 @@ def worker(workload: str, loop_name: str, quick: bool) -> int:
     size = small if quick else full
     try:
         module, attr = LOOPS[loop_name]
-        factory = getattr(importlib.import_module(module), attr)
+        make = getattr(importlib.import_module(module), attr)
+        kwargs = LOOP_KWARGS.get(loop_name, {})
+
+        def factory():
+            return make(**kwargs)
+
     except Exception as exc:  # noqa: BLE001 - any import problem means "n/a"
         print(json.dumps({"error": f"import: {type(exc).__name__}: {exc}", "fatal": True}))
         return 0
