@@ -277,3 +277,69 @@ pub fn with_context<R>(context: &Bound<'_, PyAny>, f: impl FnOnce() -> PyResult<
     }
     result
 }
+
+/// A type whose instances implement `am_send` (the `PyIter_Send` slot PyO3 does not offer):
+/// awaiting them returns a value without raising StopIteration.
+pub trait AmSend {
+    fn am_send<'py>(iter: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>)
+        -> PyResult<SendResult<'py>>;
+}
+
+unsafe extern "C" fn am_send_trampoline<T: AmSend>(
+    iter: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+    presult: *mut *mut ffi::PyObject,
+) -> ffi::PySendResult {
+    // SAFETY: CPython calls am_send with the GIL held, `iter` and `arg` alive (borrowed) and
+    // `presult` writable. We store a new reference for NEXT/RETURN and NULL (with an exception
+    // set) for ERROR. A panic is caught here: unwinding out of an extern "C" function would
+    // abort, and no panic may reach Python as anything but an exception.
+    unsafe {
+        let py = Python::assume_attached();
+        let iter = Bound::from_borrowed_ptr(py, iter);
+        let arg = Bound::from_borrowed_ptr(py, arg);
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::am_send(&iter, &arg)));
+        match outcome {
+            Ok(Ok(SendResult::Yielded(v))) => {
+                *presult = v.into_ptr();
+                ffi::PySendResult::PYGEN_NEXT
+            }
+            Ok(Ok(SendResult::Returned(v))) => {
+                *presult = v.into_ptr();
+                ffi::PySendResult::PYGEN_RETURN
+            }
+            Ok(Err(err)) => {
+                err.restore(py);
+                *presult = std::ptr::null_mut();
+                ffi::PySendResult::PYGEN_ERROR
+            }
+            Err(_) => {
+                pyo3::exceptions::PySystemError::new_err(
+                    "ferroloop: internal error (panic) in am_send",
+                )
+                .restore(py);
+                *presult = std::ptr::null_mut();
+                ffi::PySendResult::PYGEN_ERROR
+            }
+        }
+    }
+}
+
+/// Gives the type `ty` (a `#[pyclass]` type object) the `am_send` slot of `T`.
+pub fn install_am_send<T: AmSend>(ty: &Bound<'_, pyo3::types::PyType>) {
+    // SAFETY: `ty` is a heap type created by PyO3, not yet instantiated. Its async-methods table
+    // (if any) is copied into a new table that lives for the rest of the process (leaked on
+    // purpose: type slots must outlive the type), with am_send set; PyType_Modified follows.
+    unsafe {
+        let tp = ty.as_type_ptr();
+        let mut methods = if (*tp).tp_as_async.is_null() {
+            ffi::PyAsyncMethods::default()
+        } else {
+            std::ptr::read((*tp).tp_as_async)
+        };
+        methods.am_send = Some(am_send_trampoline::<T>);
+        (*tp).tp_as_async = Box::leak(Box::new(methods));
+        ffi::PyType_Modified(tp);
+    }
+}

@@ -674,26 +674,14 @@ impl FutureIter {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let Some(fut) = self.future.as_ref().map(|f| f.clone_ref(py).into_bound(py)) else {
-            return Err(PyStopIteration::new_err(()));
-        };
-        {
-            let mut f = fut.borrow_mut();
-            if f.state == State::Pending {
-                if !f.blocking {
-                    f.blocking = true;
-                    drop(f);
-                    return Ok(fut.into_any().unbind());
-                }
-                return Err(PyRuntimeError::new_err("await wasn't used with future"));
-            }
+        match self.step(py)? {
+            capi::SendResult::Yielded(v) => Ok(v.unbind()),
+            capi::SendResult::Returned(v) => Err(PyStopIteration::new_err((v.unbind(),))),
         }
-        self.future = None;
-        let result = Future::result_impl(&fut)?;
-        Err(PyStopIteration::new_err((result.unbind(),)))
     }
 
     fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        // (PyIter_Send uses the am_send slot below; this is the method form.)
         if !value.is_none() {
             return Err(PyTypeError::new_err(
                 "can't send non-None value to a FutureIter",
@@ -759,5 +747,45 @@ impl capi::Finalized for Future {
     fn original_dealloc() -> &'static std::sync::OnceLock<usize> {
         static ORIGINAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         &ORIGINAL
+    }
+}
+
+impl FutureIter {
+    /// One step of `await future` without StopIteration: the future while it is pending, its
+    /// result once done.
+    fn step<'py>(&mut self, py: Python<'py>) -> PyResult<capi::SendResult<'py>> {
+        let Some(fut) = self.future.as_ref().map(|f| f.clone_ref(py).into_bound(py)) else {
+            return Ok(capi::SendResult::Returned(py.None().into_bound(py)));
+        };
+        {
+            let mut f = fut.borrow_mut();
+            if f.state == State::Pending {
+                if !f.blocking {
+                    f.blocking = true;
+                    drop(f);
+                    return Ok(capi::SendResult::Yielded(fut.into_any()));
+                }
+                return Err(PyRuntimeError::new_err("await wasn't used with future"));
+            }
+        }
+        self.future = None;
+        Ok(capi::SendResult::Returned(Future::result_impl(&fut)?))
+    }
+}
+
+impl capi::AmSend for FutureIter {
+    fn am_send<'py>(
+        iter: &Bound<'py, PyAny>,
+        arg: &Bound<'py, PyAny>,
+    ) -> PyResult<capi::SendResult<'py>> {
+        let py = iter.py();
+        if !arg.is_none() {
+            return Err(PyTypeError::new_err(
+                "can't send non-None value to a FutureIter",
+            ));
+        }
+        let iter = iter.cast::<FutureIter>()?;
+        let mut it = iter.borrow_mut();
+        it.step(py)
     }
 }

@@ -25,5 +25,6 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<task::Task>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
+    capi::install_am_send::<future::FutureIter>(&m.py().get_type::<future::FutureIter>());
     Ok(())
 }
