@@ -9,6 +9,7 @@ errors, so these fail rather than skip.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -51,14 +52,21 @@ def _describe(test_id: str, entry: dict, detailed: bool) -> str:
     return f"{test_id}: {entry['outcome']}\n{indented}"
 
 
+@functools.cache
+def _stock_run(name: str) -> dict:
+    return runner.run_isolated("asyncio", name, budget=MODULE_BUDGET, test_timeout=TEST_TIMEOUT)
+
+
+# "ferroloop-native": the same loop with ferroloop's native Future/Task (native_tasks=True).
+@pytest.mark.parametrize("variant", ["ferroloop", "ferroloop-native"])
 @pytest.mark.parametrize("module", MODULES)
-def test_stock_passing_tests_pass_on_ferroloop(module: str) -> None:
+def test_stock_passing_tests_pass_on_ferroloop(module: str, variant: str) -> None:
     name = runner.qualify(module)
-    stock = runner.run_isolated("asyncio", name, budget=MODULE_BUDGET, test_timeout=TEST_TIMEOUT)
+    stock = _stock_run(name)
     passing = [t for t, e in stock["tests"].items() if e["outcome"] == "pass"]
     assert passing, f"{name} passed no test on stock asyncio: {stock['status']} {stock['notes']}"
 
-    ferro = runner.run_isolated("ferroloop", name, budget=MODULE_BUDGET, test_timeout=TEST_TIMEOUT)
+    ferro = runner.run_isolated(variant, name, budget=MODULE_BUDGET, test_timeout=TEST_TIMEOUT)
     failures = runner.regressions(stock["tests"], ferro["tests"])
     if failures:
         # Errors outside the stock tests (the module or ferroloop failing to import, a hang
@@ -74,6 +82,6 @@ def test_stock_passing_tests_pass_on_ferroloop(module: str) -> None:
         notes = "; ".join(ferro["notes"])
         pytest.fail(
             f"{len(failures)} of {len(passing)} tests that pass on asyncio do not pass on "
-            f"ferroloop (module {ferro['status']}{'; ' + notes if notes else ''}):\n{report}",
+            f"{variant} (module {ferro['status']}{'; ' + notes if notes else ''}):\n{report}",
             pytrace=False,
         )

@@ -69,6 +69,21 @@ def short_traceback(text: str) -> str:
 # --------------------------------------------------------------------------- loop selection
 
 
+LOOPS = ("asyncio", "ferroloop", "ferroloop-native")
+
+
+def ferroloop_factory(loop: str):
+    """The loop factory a ferroloop variant stands for: "ferroloop" is the default loop,
+    "ferroloop-native" the loop with ferroloop's native Future/Task (native_tasks=True)."""
+    import functools
+
+    import ferroloop
+
+    if loop == "ferroloop-native":
+        return functools.partial(ferroloop.new_event_loop, native_tasks=True)
+    return ferroloop.new_event_loop
+
+
 def use_loop(loop: str) -> None:
     """Make ``loop``'s policy the process default, and keep it so across policy resets."""
     if loop == "asyncio":
@@ -77,15 +92,18 @@ def use_loop(loop: str) -> None:
     # Imported only when asked for, so that asyncio runs need no ferroloop build.
     import ferroloop
 
+    class Policy(ferroloop.EventLoopPolicy):
+        _loop_factory = staticmethod(ferroloop_factory(loop))
+
     def _init_ferroloop_policy() -> None:
         # Stands in for asyncio.events._init_event_loop_policy, which lazily creates the
         # default policy after set_event_loop_policy(None): ferroloop's policy instead.
         with asyncio.events._lock:
             if asyncio.events._event_loop_policy is None:
-                asyncio.events._event_loop_policy = ferroloop.EventLoopPolicy()
+                asyncio.events._event_loop_policy = Policy()
 
     asyncio.events._init_event_loop_policy = _init_ferroloop_policy
-    asyncio.set_event_loop_policy(ferroloop.EventLoopPolicy())
+    asyncio.set_event_loop_policy(Policy())
 
 
 def _policy_loop_type() -> str:
@@ -97,11 +115,9 @@ def _policy_loop_type() -> str:
 
 def prepare_module(module, loop: str) -> list[str]:
     """Before a module's tests load: point explicit loop construction at ferroloop."""
-    if loop != "ferroloop" or module.__name__ not in explicit_loop.EXPLICIT_LOOP_MODULES:
+    if loop == "asyncio" or module.__name__ not in explicit_loop.EXPLICIT_LOOP_MODULES:
         return []
-    import ferroloop
-
-    return explicit_loop.substitute(module, ferroloop.new_event_loop)
+    return explicit_loop.substitute(module, ferroloop_factory(loop))
 
 
 # --------------------------------------------------------------------------- progress log
@@ -586,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--loop", choices=("asyncio", "ferroloop"), required=True)
+    parser.add_argument("--loop", choices=LOOPS, required=True)
     parser.add_argument("--json", type=Path, required=True, help="where to write the outcomes")
     parser.add_argument(
         "--test-timeout",
