@@ -14,3 +14,8 @@ cargo clippy -q --all-targets -- -D warnings
 "$ROOT/.venv/bin/ruff" check -q python scripts bench tests examples
 echo "== pytest"
 "$PY" -m pytest -q -p no:cacheprovider tests "$@"
+echo "== pytest, asyncio debug mode (PYTHONASYNCIODEBUG=1): behaviour tests"
+PYTHONASYNCIODEBUG=1 "$PY" -m pytest -q -p no:cacheprovider "$@" \
+    tests/test_loop_scheduling.py tests/test_loop_io.py tests/test_loop_errors.py \
+    tests/test_threadsafe.py tests/test_signals.py tests/test_entry_points.py \
+    tests/test_leaks.py tests/test_tutorial.py

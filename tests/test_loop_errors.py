@@ -94,7 +94,8 @@ def test_closed_loop_still_answers(loop):
     assert not loop.is_running()
     loop.close()
     loop.stop()
-    assert loop.get_debug() is False
+    # The default debug mode: PYTHONASYNCIODEBUG / -X dev, else off.
+    assert loop.get_debug() is asyncio.coroutines._is_debug_mode()
     assert isinstance(loop.time(), float)
     # A future can still be created (asyncio does not check).
     assert isinstance(loop.create_future(), asyncio.Future)
@@ -230,6 +231,7 @@ def test_debug_call_from_other_thread(loop, method):
 
 
 def test_non_debug_call_from_other_thread_not_checked(loop):
+    loop.set_debug(False)  # the behaviour under test is non-debug mode
     results = []
 
     def in_thread():
@@ -293,6 +295,7 @@ def test_debug_coroutine_object_callback(loop, method):
 
 
 def test_non_debug_bad_callback_fails_when_run(loop):
+    loop.set_debug(False)  # the behaviour under test is non-debug mode
     contexts = []
     loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
     loop.call_soon(1)

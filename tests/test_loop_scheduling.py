@@ -181,6 +181,7 @@ def test_handle_get_context(loop):
 
 
 def test_handle_repr(loop):
+    loop.set_debug(False)  # the behaviour under test is non-debug mode
     h = loop.call_soon(cb, 1, "x")
     assert repr(h) == f"<Handle cb(1, 'x') at {HERE}:{CB_LINE}>"
     h.cancel()
@@ -188,6 +189,7 @@ def test_handle_repr(loop):
 
 
 def test_timer_handle_repr(loop):
+    loop.set_debug(False)  # the behaviour under test is non-debug mode
     th = loop.call_at(12345.5, cb, 2)
     assert repr(th) == f"<TimerHandle when=12345.5 cb(2) at {HERE}:{CB_LINE}>"
     th2 = loop.call_later(5, cb)
@@ -551,7 +553,8 @@ def test_time_advances_with_sleep(loop):
 
 
 def test_get_set_debug(loop):
-    assert loop.get_debug() is False
+    # The default debug mode: PYTHONASYNCIODEBUG / -X dev, else off.
+    assert loop.get_debug() is asyncio.coroutines._is_debug_mode()
     loop.set_debug(True)
     assert loop.get_debug() is True
     loop.set_debug(False)
@@ -591,6 +594,7 @@ def test_slow_callback_warning(loop, caplog):
 
 
 def test_no_slow_callback_warning_without_debug(loop, caplog):
+    loop.set_debug(False)
     loop.slow_callback_duration = 0.02
     caplog.set_level(logging.DEBUG, logger="asyncio")
     loop.call_soon(slow_cb)
@@ -625,6 +629,7 @@ def test_exception_handler_get_set(loop):
 
 
 def test_exception_in_callback_reaches_handler(loop):
+    loop.set_debug(False)  # the behaviour under test is non-debug mode
     calls = []
 
     def handler(*args):
