@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import gc
 import logging
 import re
 import threading
 import time
+import weakref
 
 import pytest
 from conftest import run_python
@@ -878,3 +880,27 @@ def test_asyncgen_finalized_by_gc_while_running(loop):
         return list(events)
 
     assert loop.run_until_complete(main()) == ["closed"]
+
+
+def test_handle_kept_by_caller_is_never_reused(loop):
+    ran = []
+    kept = loop.call_soon(ran.append, "first")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    # Many more callbacks after the first handle has run: none may come back as `kept`.
+    later = [loop.call_soon(ran.append, i) for i in range(50)]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert all(h is not kept for h in later)
+    assert not kept.cancelled()
+    assert ran == ["first", *range(50)]
+
+
+def test_weakly_referenced_handle_dies_after_running(loop):
+    ran = []
+    ref = weakref.ref(loop.call_soon(ran.append, 1))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert ran == [1]
+    assert ref() is None

@@ -343,3 +343,18 @@ pub fn install_am_send<T: AmSend>(ty: &Bound<'_, pyo3::types::PyType>) {
         ffi::PyType_Modified(tp);
     }
 }
+
+/// True if some weak reference to `obj` exists (its type's weak-reference list is not empty).
+pub fn has_weakrefs(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is alive. For a type with weak-reference support, tp_weaklistoffset > 0 is
+    // the offset of the object's weak-reference list head (a PyObject* that is NULL when no
+    // weak reference exists); other types have none.
+    unsafe {
+        let offset = (*ffi::Py_TYPE(obj.as_ptr())).tp_weaklistoffset;
+        if offset <= 0 {
+            return false;
+        }
+        let slot = (obj.as_ptr() as *const u8).offset(offset) as *const *mut ffi::PyObject;
+        !(*slot).is_null()
+    }
+}

@@ -80,6 +80,9 @@ pub struct LoopCore {
     debug: AtomicBool,
     slow_callback_duration: AtomicU64,
     task_factory: Mutex<Option<Py<PyAny>>>,
+    /// One-shot Handle objects that have run and that nobody else references, kept for reuse by
+    /// call_soon (saves an allocation and a deallocation per callback). They hold no references.
+    handle_pool: Mutex<Vec<Py<Handle>>>,
     /// create_future()/create_task() make ferroloop's native Future/Task (else asyncio's).
     native_tasks: AtomicBool,
     current_handle: Mutex<Option<Py<PyAny>>>,
@@ -221,9 +224,49 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let handle = Bound::new(slf.py(), Self::new_oneshot(slf, callback, args, context)?)?;
+        let py = slf.py();
+        let fresh = Self::new_oneshot(slf, callback, args, context)?;
+        let pooled = lock(&slf.get().handle_pool).pop();
+        if let Some(handle) = pooled {
+            let old = std::mem::replace(&mut *handle.bind(py).borrow_mut(), fresh);
+            drop(old);
+            return Ok(handle);
+        }
+        let handle = Bound::new(py, fresh)?;
         capi::gc_untrack(handle.as_any());
         Ok(handle.unbind())
+    }
+
+    /// Keeps a one-shot handle that has run for reuse, if nothing else can see it: exactly a
+    /// Handle, referenced only by us, with no weak references.
+    fn recycle_handle(&self, h: Bound<'_, Handle>) {
+        const POOL_MAX: usize = 256;
+        if !h.get_type().is(h.py().get_type::<Handle>())
+            || capi::refcount(h.as_any()) != 1
+            || capi::has_weakrefs(h.as_any())
+        {
+            return;
+        }
+        let emptied = {
+            let Ok(mut b) = h.try_borrow_mut() else {
+                return;
+            };
+            if !b.oneshot {
+                return;
+            }
+            (
+                b.callback.take(),
+                b.args.take(),
+                b.context.take(),
+                b.loop_.take(),
+                b.source_traceback.take(),
+            )
+        };
+        drop(emptied);
+        let mut pool = lock(&self.handle_pool);
+        if pool.len() < POOL_MAX {
+            pool.push(h.unbind());
+        }
     }
 
     /// call_soon and call_soon_threadsafe (`BaseEventLoop.call_soon`): checks, then a one-shot
@@ -561,6 +604,7 @@ impl LoopCore {
                     } else {
                         run_handle(py, &h)?;
                     }
+                    this.recycle_handle(h);
                 }
                 Ready::TaskStep(task, exc) => {
                     let task = task.into_bound(py);
@@ -821,6 +865,7 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
             task_factory: Mutex::new(None),
+            handle_pool: Mutex::new(Vec::new()),
             native_tasks: AtomicBool::new(false),
             current_handle: Mutex::new(None),
             clock_resolution: clock::resolution(),
@@ -1030,6 +1075,8 @@ impl LoopCore {
             (s.ready.take_all(), s.timers.take_all())
         };
         let io: Vec<IoWatch> = lock(&self.io).drain().map(|(_, w)| w).collect();
+        let pool = std::mem::take(&mut *lock(&self.handle_pool));
+        drop(pool);
         self.io_count.store(0, Ordering::Release);
         let poller = self
             .poller
