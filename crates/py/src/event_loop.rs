@@ -184,6 +184,16 @@ impl LoopCore {
         Ok(())
     }
 
+    /// Debug mode (`get_debug()`), for the other classes of this crate.
+    pub(crate) fn debug_enabled(&self) -> bool {
+        self.is_debug()
+    }
+
+    /// A scheduled TimerHandle was cancelled (`_timer_handle_cancelled`).
+    pub(crate) fn timer_cancelled(&self) {
+        lock(&self.sched).cancelled_timers += 1;
+    }
+
     fn is_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
     }
@@ -949,7 +959,7 @@ impl LoopCore {
 
     /// Called by TimerHandle.cancel() for a scheduled timer.
     fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {
-        lock(&self.sched).cancelled_timers += 1;
+        self.timer_cancelled();
     }
 
     /// Queues an existing handle and wakes the loop (`_add_callback_signalsafe`): how signal

@@ -16,6 +16,7 @@ use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::event_loop::LoopCore;
 use crate::{capi, stdlib};
 
 /// A callback scheduled on a loop (asyncio's `events.Handle`).
@@ -175,12 +176,16 @@ pub(crate) fn with_references<R>(
     result
 }
 
+/// `loop.get_debug()`, read directly from a ferroloop loop.
 fn loop_debug(py: Python<'_>, loop_: &Option<Py<PyAny>>) -> PyResult<bool> {
     match loop_ {
-        Some(l) => l
-            .bind(py)
-            .call_method0(intern!(py, "get_debug"))?
-            .is_truthy(),
+        Some(l) => match l.bind(py).cast::<LoopCore>() {
+            Ok(core) => Ok(core.get().debug_enabled()),
+            Err(_) => l
+                .bind(py)
+                .call_method0(intern!(py, "get_debug"))?
+                .is_truthy(),
+        },
         None => Ok(false),
     }
 }
@@ -387,8 +392,13 @@ impl TimerHandle {
         if !base.borrow().cancelled && slf.borrow().scheduled {
             let loop_ = base.borrow().loop_.as_ref().map(|l| l.clone_ref(py));
             if let Some(l) = loop_ {
-                l.bind(py)
-                    .call_method1(intern!(py, "_timer_handle_cancelled"), (slf,))?;
+                match l.bind(py).cast::<LoopCore>() {
+                    Ok(core) => core.get().timer_cancelled(),
+                    Err(_) => {
+                        l.bind(py)
+                            .call_method1(intern!(py, "_timer_handle_cancelled"), (slf,))?;
+                    }
+                }
             }
         }
         Handle::cancel(base)
