@@ -493,13 +493,7 @@ impl Future {
         cls: &Bound<'_, PyType>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        if kwargs.is_some_and(|k| !k.is_empty()) {
-            return Err(PyTypeError::new_err(
-                "Future.__init_subclass__() takes no keyword arguments",
-            ));
-        }
-        capi::inherit_finalizer::<Future>(cls);
-        Ok(())
+        init_subclass::<Future>(cls, kwargs, "Future")
     }
 
     #[classmethod]
@@ -619,6 +613,22 @@ impl Future {
         self.cancelled_exc = None;
         self.source_traceback = None;
     }
+}
+
+/// `__init_subclass__` of Future and Task: a Python subclass keeps the Rust finalizer of `T`
+/// (`object.__init_subclass__` takes no keyword arguments, nor does this).
+pub(crate) fn init_subclass<T: capi::Finalized>(
+    cls: &Bound<'_, PyType>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    owner: &str,
+) -> PyResult<()> {
+    if kwargs.is_some_and(|k| !k.is_empty()) {
+        return Err(PyTypeError::new_err(format!(
+            "{owner}.__init_subclass__() takes no keyword arguments"
+        )));
+    }
+    capi::inherit_finalizer::<T>(cls);
+    Ok(())
 }
 
 /// The finalizer of Future objects: asyncio's "exception was never retrieved" report

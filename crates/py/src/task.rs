@@ -573,13 +573,7 @@ impl Task {
         cls: &Bound<'_, pyo3::types::PyType>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        if kwargs.is_some_and(|k| !k.is_empty()) {
-            return Err(PyTypeError::new_err(
-                "Task.__init_subclass__() takes no keyword arguments",
-            ));
-        }
-        capi::inherit_finalizer::<Task>(cls);
-        Ok(())
+        crate::future::init_subclass::<Task>(cls, kwargs, "Task")
     }
 
     #[getter]
