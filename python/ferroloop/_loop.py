@@ -21,6 +21,9 @@ import weakref
 from asyncio import base_events, coroutines, futures, tasks
 
 from ._ferroloop import Handle, LoopCore
+from ._network import NetworkMixin
+from ._sockops import SockOpsMixin
+from ._subprocess import SubprocessMixin
 
 __all__ = ["Loop"]
 
@@ -35,7 +38,7 @@ def _sighandler_noop(signum, frame):
     when the wakeup fd tells the loop (as asyncio's unix_events does)."""
 
 
-class Loop(LoopCore, asyncio.AbstractEventLoop):
+class Loop(LoopCore, SockOpsMixin, NetworkMixin, SubprocessMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop implemented in Rust."""
 
     def __init__(self, *, native_tasks=False):
@@ -402,5 +405,7 @@ _MISSING = {
     "sock_sendfile": (True, _NETWORK),
 }
 for _name, (_is_coro, _issue) in _MISSING.items():
-    setattr(Loop, _name, _not_implemented(_name, _is_coro, _issue))
+    # Only what no mixin provides yet.
+    if getattr(Loop, _name) is getattr(asyncio.AbstractEventLoop, _name):
+        setattr(Loop, _name, _not_implemented(_name, _is_coro, _issue))
 del _name, _is_coro, _issue
