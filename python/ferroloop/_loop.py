@@ -24,6 +24,7 @@ from ._ferroloop import Handle, LoopCore
 from ._network import NetworkMixin
 from ._sockops import SockOpsMixin
 from ._subprocess import SubprocessMixin
+from ._tls import TlsMixin
 
 __all__ = ["Loop"]
 
@@ -38,7 +39,9 @@ def _sighandler_noop(signum, frame):
     when the wakeup fd tells the loop (as asyncio's unix_events does)."""
 
 
-class Loop(LoopCore, SockOpsMixin, NetworkMixin, SubprocessMixin, asyncio.AbstractEventLoop):
+class Loop(
+    LoopCore, SockOpsMixin, NetworkMixin, SubprocessMixin, TlsMixin, asyncio.AbstractEventLoop
+):
     """An asyncio event loop implemented in Rust."""
 
     def __init__(self, *, native_tasks=False):
