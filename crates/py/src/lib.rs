@@ -3,7 +3,7 @@
 //! - [`handle`]: Handle and TimerHandle;
 //! - [`future`]: Future and the iterator `await` drives;
 //! - [`task`]: Task, driving a coroutine;
-//! - [`stream_transport`]: the Rust core of socket and pipe transports;
+//! - [`transport`]: TransportCore, the Rust core of socket, datagram and pipe transports;
 //! - [`native_io`]: readiness dispatch from the loop to Rust transports;
 //! - [`stdlib`]: cached references into asyncio and sys;
 //! - [`capi`]: the raw CPython C-API calls, behind safe wrappers.
@@ -16,7 +16,7 @@ mod future;
 mod handle;
 mod native_io;
 mod stdlib;
-mod stream_transport;
+mod transport;
 mod task;
 
 #[pymodule]
@@ -27,7 +27,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<future::Future>()?;
     m.add_class::<future::FutureIter>()?;
     m.add_class::<task::Task>()?;
-    m.add_class::<stream_transport::StreamTransport>()?;
+    m.add_class::<transport::TransportCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
     capi::install_am_send::<future::FutureIter>(&m.py().get_type::<future::FutureIter>());
