@@ -777,8 +777,8 @@ impl TransportCore {
             || data.is_instance_of::<PyMemoryView>())
         {
             return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {:?}",
-                data.get_type().name()?.to_string()
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
             )));
         }
         if data.len()? == 0 {
@@ -932,8 +932,8 @@ impl TransportCore {
         if kind == Kind::Socket {
             if !is_bytes_like {
                 return Err(PyTypeError::new_err(format!(
-                    "data argument must be a bytes-like object, not {:?}",
-                    data.get_type().name()?.to_string()
+                    "data argument must be a bytes-like object, not {}",
+                    data.get_type().name()?.repr()?
                 )));
             }
             let st = slf.get().lock();
