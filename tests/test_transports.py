@@ -695,12 +695,12 @@ def test_many_connections_leave_no_fds(loop):
         for _ in range(200):
             c = socket.create_connection(ls.getsockname())
             streams.append(await asyncio.open_connection(sock=c))
-        for reader, writer in streams:
+        for _reader, writer in streams:
             writer.write(b"x" * 100)
         for reader, writer in streams:
             assert await reader.readexactly(100) == b"x" * 100
             writer.close()
-        for reader, writer in streams:
+        for _reader, writer in streams:
             await writer.wait_closed()
         srv.close()
         await srv.wait_closed()
