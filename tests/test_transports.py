@@ -710,3 +710,155 @@ def test_many_connections_leave_no_fds(loop):
         assert open_fds() == fds
 
     run(loop, main())
+
+
+CLIENT_SCRIPT = r"""
+import asyncio, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+
+async def one(i, opened, release):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"%d\n" % i)
+    assert await reader.readline() == b"%d\n" % i
+    opened.append(1)
+    await release.wait()
+    writer.close()
+    await writer.wait_closed()
+
+async def main():
+    opened, release = [], asyncio.Event()
+    sem = asyncio.Semaphore(500)
+    async def guarded(i):
+        async with sem:
+            pass
+        await one(i, opened, release)
+    tasks = [asyncio.create_task(guarded(i)) for i in range(count)]
+    while len(opened) < count:
+        await asyncio.sleep(0.05)
+        if any(t.done() and t.exception() for t in tasks):
+            raise next(t.exception() for t in tasks if t.done() and t.exception())
+    print("all open", flush=True)
+    sys.stdin.readline()
+    release.set()
+    await asyncio.gather(*tasks)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="counts /proc/self/fd")
+def test_ten_thousand_concurrent_connections(loop):
+    import resource
+
+    count = 10_000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count + 200:
+        pytest.skip(f"needs {count + 200} fds, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, count + 200), hard))
+
+    async def main():
+        fds = open_fds()
+        active = []
+        peak = [0]
+
+        async def handler(reader, writer):
+            active.append(writer)
+            peak[0] = max(peak[0], len(active))
+            line = await reader.readline()
+            writer.write(line)
+            await writer.drain()
+            await reader.read()  # until the client closes
+            writer.close()
+            await writer.wait_closed()
+            active.remove(writer)
+
+        srv = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=4096)
+        port = srv.sockets[0].getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            CLIENT_SCRIPT,
+            str(port),
+            str(count),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)),
+        )
+        assert await asyncio.wait_for(proc.stdout.readline(), 120) == b"all open\n"
+        assert len(active) == count
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        assert await proc.wait() == 0
+        while active:
+            await asyncio.sleep(0.01)
+        srv.close()
+        await srv.wait_closed()
+        await asyncio.sleep(0)
+        assert peak[0] == count
+        assert open_fds() == fds
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 300))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_accept_out_of_fds_reports_and_keeps_serving(loop):
+    """EMFILE on accept: the exception handler hears 'socket.accept() out of system resource',
+    accepting pauses, and resumes once fds are free again; nothing leaks."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    messages = []
+
+    async def main():
+        loop.set_exception_handler(lambda lp, ctx: messages.append(ctx["message"]))
+        accepted = []
+
+        class Keep(asyncio.Protocol):
+            def connection_made(self, t):
+                accepted.append(t)
+
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        srv = await loop.create_server(Keep, sock=ls)
+        clients = [socket.socket() for _ in range(8)]
+        for c in clients:
+            c.setblocking(False)
+        fds = open_fds()
+        highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        fillers = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 20, hard))
+        try:
+            # Take every free fd number below the limit, then give back three.
+            try:
+                while True:
+                    fillers.append(os.dup(ls.fileno()))
+            except OSError:
+                pass
+            for _ in range(3):
+                os.close(fillers.pop())
+            for c in clients:
+                try:
+                    c.connect(ls.getsockname())
+                except BlockingIOError:
+                    pass
+            while not messages:
+                await asyncio.sleep(0.01)
+            assert len(accepted) <= 3
+        finally:
+            for fd in fillers:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        while len(accepted) < len(clients):
+            await asyncio.sleep(0.05)
+        for t in accepted:
+            t.abort()
+        for c in clients:
+            c.close()
+        srv.close()
+        await asyncio.sleep(0.01)
+        assert open_fds() == fds - len(clients) - 1
+
+    run(loop, main())
+    assert "socket.accept() out of system resource" in messages
