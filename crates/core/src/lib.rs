@@ -6,9 +6,11 @@
 //! - [`timer_heap`]: deadlines ordered by time, ties in scheduling order;
 //! - [`ready_queue`]: the FIFO of callbacks to run, consumed one loop turn at a time;
 //! - [`waker`]: wakes a loop blocked in the poller from another thread (or a signal handler);
+//! - [`net`]: numeric address checks for name resolution;
 //! - [`clock`]: the `time.monotonic()` clock.
 
 pub mod clock;
+pub mod net;
 pub mod poller;
 pub mod ready_queue;
 pub mod timer_heap;

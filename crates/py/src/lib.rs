@@ -3,6 +3,7 @@
 //! - [`handle`]: Handle and TimerHandle;
 //! - [`future`]: Future and the iterator `await` drives;
 //! - [`task`]: Task, driving a coroutine;
+//! - [`sock_ops`]: the loop's sock_* operations, native sock_sendfile, numeric resolution;
 //! - [`stdlib`]: cached references into asyncio and sys;
 //! - [`capi`]: the raw CPython C-API calls, behind safe wrappers.
 
@@ -12,6 +13,7 @@ mod capi;
 mod event_loop;
 mod future;
 mod handle;
+mod sock_ops;
 mod stdlib;
 mod task;
 
@@ -23,6 +25,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<future::Future>()?;
     m.add_class::<future::FutureIter>()?;
     m.add_class::<task::Task>()?;
+    sock_ops::register(m)?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
     capi::install_am_send::<future::FutureIter>(&m.py().get_type::<future::FutureIter>());
