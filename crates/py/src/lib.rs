@@ -5,6 +5,7 @@
 //! - [`task`]: Task, driving a coroutine;
 //! - [`transport`]: TransportCore, the Rust core of socket, datagram and pipe transports;
 //! - [`native_io`]: readiness dispatch from the loop to Rust transports;
+//! - [`sock_ops`]: the loop's sock_* operations, native sock_sendfile, numeric resolution;
 //! - [`stdlib`]: cached references into asyncio and sys;
 //! - [`capi`]: the raw CPython C-API calls, behind safe wrappers.
 
@@ -15,6 +16,7 @@ mod event_loop;
 mod future;
 mod handle;
 mod native_io;
+mod sock_ops;
 mod stdlib;
 mod transport;
 mod task;
@@ -28,6 +30,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<future::FutureIter>()?;
     m.add_class::<task::Task>()?;
     m.add_class::<transport::TransportCore>()?;
+    sock_ops::register(m)?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
     capi::install_am_send::<future::FutureIter>(&m.py().get_type::<future::FutureIter>());
