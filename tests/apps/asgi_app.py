@@ -21,7 +21,8 @@ async def app(scope, receive, send):
     if path == "/loop":
         loop = asyncio.get_running_loop()
         body = json.dumps({"loop": f"{type(loop).__module__}.{type(loop).__qualname__}"}).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
     elif path == "/echo":
         chunks = []
