@@ -1188,7 +1188,9 @@ def test_ensure_resolved_asks_getaddrinfo(lp, address, kwargs):
         calls.append((host, port, kw))
         return ["answer"]
 
-    got = run(lp, lp._ensure_resolved(address, loop=mock.Mock(getaddrinfo=fake_getaddrinfo), **kwargs))
+    got = run(
+        lp, lp._ensure_resolved(address, loop=mock.Mock(getaddrinfo=fake_getaddrinfo), **kwargs)
+    )
     assert got == ["answer"]
     full = {"family": 0, "type": STREAM, "proto": 0, "flags": 0}
     full.update(kwargs)

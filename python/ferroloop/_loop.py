@@ -44,6 +44,10 @@ class Loop(
 ):
     """An asyncio event loop implemented in Rust."""
 
+    # No `selectors` selector: readiness is Rust's epoll poller. Some code (CPython's tests
+    # among it) reads the attribute for diagnostics.
+    _selector = None
+
     def __init__(self, *, native_tasks=False):
         self._set_native_tasks(bool(native_tasks))
         self._exception_handler = None

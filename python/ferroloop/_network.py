@@ -16,7 +16,7 @@ import os
 import socket
 import stat
 import sys
-from asyncio import constants, events, exceptions, staggered, tasks, trsock
+from asyncio import base_events, constants, events, exceptions, staggered, tasks, trsock
 
 from . import _transports
 
@@ -564,9 +564,12 @@ class NetworkMixin:
             sockets = []
             completed = False
             try:
+                # The socket module as asyncio.base_events sees it: code that patches
+                # asyncio's (CPython's test_events does) patches ours too.
+                socket_module = base_events.socket
                 for af, socktype, proto, _canonname, sa in infos:
                     try:
-                        sock = socket.socket(af, socktype, proto)
+                        sock = socket_module.socket(af, socktype, proto)
                     except OSError:
                         if self.get_debug():
                             _logger().warning(

@@ -275,7 +275,8 @@ def _pipe_repr(self, *, with_bufsize):
     elif closing:
         info.append("closing")
     info.append(f"fd={fd}")
-    if not closed and core._loop is not None:
+    loop = core._loop
+    if not closed and loop is not None and not loop.is_closed():
         polling = writing if with_bufsize else reading
         info.append("polling" if polling else "idle")
         if with_bufsize:
@@ -303,6 +304,10 @@ class ReadPipeTransport(_CoreTransport, _ReadingMixin, transports.ReadTransport)
     @property
     def _pipe(self):
         return self._core._sock
+
+    @_pipe.setter
+    def _pipe(self, value):
+        self._core._sock = value
 
     def __repr__(self):
         return _pipe_repr(self, with_bufsize=False)
@@ -337,6 +342,10 @@ class WritePipeTransport(
     @property
     def _pipe(self):
         return self._core._sock
+
+    @_pipe.setter
+    def _pipe(self, value):
+        self._core._sock = value
 
     def __repr__(self):
         return _pipe_repr(self, with_bufsize=True)

@@ -1483,6 +1483,14 @@ impl TransportCore {
         self.lock().sock.as_ref().map(|s| s.clone_ref(py))
     }
 
+    /// Replacing the socket/pipe object (tests set `transport._pipe = None` to silence the
+    /// unclosed-transport warning).
+    #[setter(_sock)]
+    fn set_sock(&self, sock: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.lock().sock, sock);
+        drop(old);
+    }
+
     #[getter]
     fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.lock()
