@@ -4,6 +4,7 @@
 //! - [`future`]: Future and the iterator `await` drives;
 //! - [`task`]: Task, driving a coroutine;
 //! - [`stdlib`]: cached references into asyncio and sys;
+//! - [`tls`]: SSLProtocolCore, TLS through the ssl module's SSLObject over MemoryBIOs;
 //! - [`capi`]: the raw CPython C-API calls, behind safe wrappers.
 
 use pyo3::prelude::*;
@@ -14,6 +15,7 @@ mod future;
 mod handle;
 mod stdlib;
 mod task;
+mod tls;
 
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -23,6 +25,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<future::Future>()?;
     m.add_class::<future::FutureIter>()?;
     m.add_class::<task::Task>()?;
+    m.add_class::<tls::SslProtocolCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
     capi::install_am_send::<future::FutureIter>(&m.py().get_type::<future::FutureIter>());
