@@ -7,6 +7,7 @@
 //! - [`native_io`]: readiness dispatch from the loop to Rust transports;
 //! - [`sock_ops`]: the loop's sock_* operations, native sock_sendfile, numeric resolution;
 //! - [`stdlib`]: cached references into asyncio and sys;
+//! - [`tls`]: SSLProtocolCore, TLS through the ssl module's SSLObject over MemoryBIOs;
 //! - [`capi`]: the raw CPython C-API calls, behind safe wrappers.
 
 use pyo3::prelude::*;
@@ -20,6 +21,7 @@ mod sock_ops;
 mod stdlib;
 mod transport;
 mod task;
+mod tls;
 
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -31,6 +33,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<task::Task>()?;
     m.add_class::<transport::TransportCore>()?;
     sock_ops::register(m)?;
+    m.add_class::<tls::SslProtocolCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
     capi::install_am_send::<future::FutureIter>(&m.py().get_type::<future::FutureIter>());
