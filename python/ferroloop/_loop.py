@@ -116,6 +116,7 @@ class Loop(
                     self.remove_signal_handler(sig)
         if self.get_debug():
             _logger().debug("Close %r", self)
+        self._close_child_watches()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor
