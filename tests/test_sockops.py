@@ -1188,8 +1188,9 @@ def test_ensure_resolved_asks_getaddrinfo(lp, address, kwargs):
         calls.append((host, port, kw))
         return ["answer"]
 
-    resolver = mock.Mock(getaddrinfo=fake_getaddrinfo)
-    got = run(lp, lp._ensure_resolved(address, loop=resolver, **kwargs))
+    got = run(
+        lp, lp._ensure_resolved(address, loop=mock.Mock(getaddrinfo=fake_getaddrinfo), **kwargs)
+    )
     assert got == ["answer"]
     full = {"family": 0, "type": STREAM, "proto": 0, "flags": 0}
     full.update(kwargs)
