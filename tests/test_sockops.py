@@ -63,7 +63,7 @@ def drive(coro):
         coro.send(None)
     except StopIteration as stop:
         return ("returned", stop.value)
-    except BaseException as exc:  # noqa: BLE001 - the outcome is the point
+    except BaseException as exc:
         return ("raised", type(exc), str(exc))
     coro.close()
     return ("suspended",)
@@ -1195,3 +1195,59 @@ def test_ensure_resolved_asks_getaddrinfo(lp, address, kwargs):
     full = {"family": 0, "type": STREAM, "proto": 0, "flags": 0}
     full.update(kwargs)
     assert calls == [(address[0], address[1], full)]
+
+
+# -- the native sendfile step, called directly (asyncio's private _sock_sendfile_native_impl) -----
+
+
+def test_sendfile_impl_blocked_registers_writer(lp, tcp_pair, datafile):
+    client, _ = tcp_pair
+    fut = mock.Mock()
+    fut.cancelled.return_value = False
+    with mock.patch("os.sendfile", side_effect=BlockingIOError()):
+        lp._sock_sendfile_native_impl(fut, None, client, datafile.fileno(), 0, None, 100, 0)
+    fut.add_done_callback.assert_called_once_with(mock.ANY)
+    assert lp.remove_writer(client) is True
+
+
+def test_sendfile_impl_cancelled_future_unregisters(lp, tcp_pair, datafile):
+    client, _ = tcp_pair
+    fut = lp.create_future()
+    lp._sock_sendfile_native_impl(fut, None, client, datafile.fileno(), 0, None, len(DATA), 0)
+    fut.cancel()
+    lp._sock_sendfile_native_impl(
+        fut, client.fileno(), client, datafile.fileno(), 0, None, len(DATA), 0
+    )
+    assert lp.remove_writer(client) is False
+
+
+def test_sendfile_impl_os_error_on_first_call(lp, tcp_pair, datafile):
+    client, _ = tcp_pair
+    fut = lp.create_future()
+    with mock.patch("os.sendfile", side_effect=OSError()):
+        lp._sock_sendfile_native_impl(fut, None, client, datafile.fileno(), 0, None, 100, 0)
+    assert lp.remove_writer(client) is False
+    assert isinstance(fut.exception(), asyncio.SendfileNotAvailableError)
+    assert datafile.tell() == 0
+
+
+@pytest.mark.parametrize("err", [OSError(), asyncio.SendfileNotAvailableError()])
+def test_sendfile_impl_error_on_next_call(lp, tcp_pair, datafile, err):
+    client, _ = tcp_pair
+    fut = lp.create_future()
+    lp.add_writer(client, lambda: None)  # what the previous step registered
+    with mock.patch("os.sendfile", side_effect=err):
+        lp._sock_sendfile_native_impl(
+            fut, client.fileno(), client, datafile.fileno(), 1000, None, len(DATA), 1000
+        )
+    assert lp.remove_writer(client) is False
+    assert fut.exception() is err
+    assert datafile.tell() == 1000
+
+
+def test_sendfile_impl_count_reached(lp, tcp_pair, datafile):
+    client, _ = tcp_pair
+    fut = lp.create_future()
+    lp._sock_sendfile_native_impl(fut, None, client, datafile.fileno(), 500, 100, 100, 100)
+    assert fut.result() == 100
+    assert datafile.tell() == 500

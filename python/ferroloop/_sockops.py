@@ -28,7 +28,7 @@ from ._ferroloop import (
     _sock_recvfrom_into,
     _sock_sendall,
     _sock_sendfile_check,
-    _sock_sendfile_native,
+    _sock_sendfile_native_impl,
     _sock_sendto,
 )
 
@@ -138,7 +138,18 @@ class SockOpsMixin:
         blocksize = count if count else fsize
         if not blocksize:
             return 0  # an empty file
-        return await _sock_sendfile_native(self, sock, fileno, offset, count, blocksize)
+        fut = self.create_future()
+        self._sock_sendfile_native_impl(fut, None, sock, fileno, offset, count, blocksize, 0)
+        return await fut
+
+    def _sock_sendfile_native_impl(
+        self, fut, registered_fd, sock, fileno, offset, count, blocksize, total_sent
+    ):
+        """One os.sendfile step (asyncio's method of the same name and arguments); the steps
+        after the first run as the socket's writer until ``fut`` is done."""
+        _sock_sendfile_native_impl(
+            self, fut, registered_fd, sock, fileno, offset, count, blocksize, total_sent
+        )
 
     async def _sock_sendfile_fallback(self, sock, file, offset, count):
         """Read blocks of the file in the executor and send them with sock_sendall; the file

@@ -76,8 +76,10 @@ cached_attr!(
 /// The `socket` and `os` modules; their functions are looked up at each call (tests patch them).
 fn socket_module(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    CELL.get_or_try_init(py, || Ok::<_, PyErr>(py.import("socket")?.into_any().unbind()))
-        .map(|o| o.bind(py))
+    CELL.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("socket")?.into_any().unbind())
+    })
+    .map(|o| o.bind(py))
 }
 
 fn os_module(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
@@ -160,32 +162,46 @@ fn unpack2<'py>(value: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound
             return Ok((t.get_item(0)?, t.get_item(1)?));
         }
     }
-    let items: Vec<Bound<'py, PyAny>> = value
-        .try_iter()?
-        .take(3)
-        .collect::<PyResult<Vec<_>>>()?;
-    match items.len() {
-        2 => {
-            let mut it = items.into_iter();
-            Ok((it.next().unwrap_or_else(|| unreachable!()), it.next().unwrap_or_else(|| unreachable!())))
-        }
-        n if n < 2 => Err(PyValueError::new_err(format!(
+    let items: Vec<Bound<'py, PyAny>> = value.try_iter()?.take(3).collect::<PyResult<_>>()?;
+    let n = items.len();
+    match <[Bound<'py, PyAny>; 2]>::try_from(items) {
+        Ok([a, b]) => Ok((a, b)),
+        Err(_) if n < 2 => Err(PyValueError::new_err(format!(
             "not enough values to unpack (expected 2, got {n})"
         ))),
-        _ => Err(PyValueError::new_err("too many values to unpack (expected 2)")),
+        Err(_) => Err(PyValueError::new_err(
+            "too many values to unpack (expected 2)",
+        )),
     }
 }
 
 /// One pending socket operation.
 enum Op {
-    Recv { n: Py<PyAny> },
-    RecvInto { buf: Py<PyAny> },
-    RecvFrom { n: Py<PyAny> },
-    RecvFromInto { buf: Py<PyAny>, nbytes: Py<PyAny> },
+    Recv {
+        n: Py<PyAny>,
+    },
+    RecvInto {
+        buf: Py<PyAny>,
+    },
+    RecvFrom {
+        n: Py<PyAny>,
+    },
+    RecvFromInto {
+        buf: Py<PyAny>,
+        nbytes: Py<PyAny>,
+    },
     /// `view` is `memoryview(data)`; the position sent so far is `SockOp::pos`.
-    SendAll { view: Py<PyAny>, len: usize },
-    SendTo { data: Py<PyAny>, address: Py<PyAny> },
-    Connect { address: Py<PyAny> },
+    SendAll {
+        view: Py<PyAny>,
+        len: usize,
+    },
+    SendTo {
+        data: Py<PyAny>,
+        address: Py<PyAny>,
+    },
+    Connect {
+        address: Py<PyAny>,
+    },
     Accept,
 }
 
@@ -281,12 +297,9 @@ impl SockOp {
             Op::SendAll { view, len } => {
                 // Mirrors selector_events.BaseSelectorEventLoop._sock_sendall.
                 let start = self.pos.load(Ordering::Relaxed);
-                let rest = view.bind(py).get_item(PySlice::new(
-                    py,
-                    start as isize,
-                    *len as isize,
-                    1,
-                ))?;
+                let rest =
+                    view.bind(py)
+                        .get_item(PySlice::new(py, start as isize, *len as isize, 1))?;
                 let n: usize = sock.call_method1(intern!(py, "send"), (rest,))?.extract()?;
                 let start = start + n;
                 if start == *len {
@@ -301,10 +314,8 @@ impl SockOp {
             }
             Op::Connect { address } => {
                 // Mirrors selector_events.BaseSelectorEventLoop._sock_connect_cb.
-                let err = sock.call_method1(
-                    intern!(py, "getsockopt"),
-                    (sol_socket(py)?, so_error(py)?),
-                )?;
+                let err =
+                    sock.call_method1(intern!(py, "getsockopt"), (sol_socket(py)?, so_error(py)?))?;
                 if err.ne(0)? {
                     let msg = format!("Connect call failed {}", address.bind(py).str()?);
                     let exc = py.get_type::<PyOSError>().call1((err, msg))?;
@@ -368,7 +379,12 @@ impl SockOp {
                 registered: AtomicBool::new(true),
             },
         )?;
-        let waiter = Bound::new(py, SockWaiter { op: this.clone().unbind() })?;
+        let waiter = Bound::new(
+            py,
+            SockWaiter {
+                op: this.clone().unbind(),
+            },
+        )?;
         let method = if write {
             intern!(py, "add_writer")
         } else {
@@ -449,10 +465,7 @@ impl SockWaiter {
 
 /// A first attempt made before any waiting: the result, or the error if it is not "would
 /// block".
-fn first_try(
-    py: Python<'_>,
-    r: PyResult<Bound<'_, PyAny>>,
-) -> PyResult<Option<Py<PyAny>>> {
+fn first_try(py: Python<'_>, r: PyResult<Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
     match r {
         Ok(v) => Ok(Some(v.unbind())),
         Err(e) if would_block(py, &e) => Ok(None),
@@ -472,7 +485,9 @@ fn _sock_recv(
     if let Some(v) = first_try(py, sock.call_method1(intern!(py, "recv"), (n,)))? {
         return Ok((None, Some(v)));
     }
-    let op = Op::Recv { n: n.clone().unbind() };
+    let op = Op::Recv {
+        n: n.clone().unbind(),
+    };
     Ok((Some(SockOp::wait(loop_, sock, None, op, 0)?), None))
 }
 
@@ -488,7 +503,9 @@ fn _sock_recv_into(
     if let Some(v) = first_try(py, sock.call_method1(intern!(py, "recv_into"), (buf,)))? {
         return Ok((None, Some(v)));
     }
-    let op = Op::RecvInto { buf: buf.clone().unbind() };
+    let op = Op::RecvInto {
+        buf: buf.clone().unbind(),
+    };
     Ok((Some(SockOp::wait(loop_, sock, None, op, 0)?), None))
 }
 
@@ -504,7 +521,9 @@ fn _sock_recvfrom(
     if let Some(v) = first_try(py, sock.call_method1(intern!(py, "recvfrom"), (bufsize,)))? {
         return Ok((None, Some(v)));
     }
-    let op = Op::RecvFrom { n: bufsize.clone().unbind() };
+    let op = Op::RecvFrom {
+        n: bufsize.clone().unbind(),
+    };
     Ok((Some(SockOp::wait(loop_, sock, None, op, 0)?), None))
 }
 
@@ -554,9 +573,7 @@ fn _sock_sendall(
         return Ok((None, Some(py.None())));
     }
     let sent: usize = sent.extract()?;
-    let view = py
-        .get_type::<pyo3::types::PyMemoryView>()
-        .call1((data,))?;
+    let view = py.get_type::<pyo3::types::PyMemoryView>().call1((data,))?;
     let len = view.len()?;
     let op = Op::SendAll {
         view: view.unbind(),
@@ -698,9 +715,12 @@ impl SendfileOp {
             }
             _ => this.state().blocksize,
         };
-        let sent = os_module(py)?
-            .getattr(intern!(py, "sendfile"))?
-            .call1((&fd, &this.fileno, offset, blocksize));
+        let sent = os_module(py)?.getattr(intern!(py, "sendfile"))?.call1((
+            &fd,
+            &this.fileno,
+            offset,
+            blocksize,
+        ));
         match sent {
             Err(e) if would_block(py, &e) => {
                 if registered.is_none() {
@@ -806,20 +826,24 @@ impl SendfileOp {
     }
 }
 
-/// Starts the native sendfile loop (the part of unix_events' `_sock_sendfile_native` after
-/// its checks): returns the future of the number of bytes sent.
+/// One step of the native sendfile loop, as unix_events._UnixSelectorEventLoop.
+/// _sock_sendfile_native_impl (same arguments): the first call comes from the coroutine with
+/// `registered_fd=None`; the following ones run as the socket's writer.
 #[pyfunction]
-#[pyo3(signature = (loop_, sock, fileno, offset, count, blocksize))]
-fn _sock_sendfile_native(
+#[pyo3(signature = (loop_, fut, registered_fd, sock, fileno, offset, count, blocksize, total_sent))]
+#[allow(clippy::too_many_arguments)]
+fn _sock_sendfile_native_impl(
     loop_: &Bound<'_, PyAny>,
+    fut: &Bound<'_, PyAny>,
+    registered_fd: Option<&Bound<'_, PyAny>>,
     sock: &Bound<'_, PyAny>,
     fileno: &Bound<'_, PyAny>,
     offset: i64,
     count: Option<i64>,
     blocksize: i64,
-) -> PyResult<Py<PyAny>> {
+    total_sent: i64,
+) -> PyResult<()> {
     let py = loop_.py();
-    let fut = loop_.call_method0(intern!(py, "create_future"))?;
     let op = Bound::new(
         py,
         SendfileOp {
@@ -831,13 +855,12 @@ fn _sock_sendfile_native(
             state: Mutex::new(SendfileState {
                 offset,
                 blocksize,
-                total_sent: 0,
-                registered_fd: None,
+                total_sent,
+                registered_fd: registered_fd.map(|f| f.clone().unbind()),
             }),
         },
     )?;
-    SendfileOp::step(&op)?;
-    Ok(fut.unbind())
+    SendfileOp::step(&op)
 }
 
 // -- numeric addresses ---------------------------------------------------------------------------
@@ -907,7 +930,9 @@ fn _ipaddr_info<'py>(
         // A service name like "http" needs getaddrinfo.
         match py.get_type::<PyInt>().call1((port,)) {
             Ok(p) => p,
-            Err(e) if e.is_instance_of::<PyTypeError>(py) || e.is_instance_of::<PyValueError>(py) => {
+            Err(e)
+                if e.is_instance_of::<PyTypeError>(py) || e.is_instance_of::<PyValueError>(py) =>
+            {
                 return Ok(None)
             }
             Err(e) => return Err(e),
@@ -1068,10 +1093,7 @@ fn _getnameinfo_numeric(
         return Ok(None);
     };
     let text = s.to_str()?;
-    if text.contains('%')
-        || text.contains('\0')
-        || !net::is_numeric_any(text)
-    {
+    if text.contains('%') || text.contains('\0') || !net::is_numeric_any(text) {
         return Ok(None);
     }
     let r = socket_module(py)?
@@ -1095,7 +1117,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_sock_sendto, m)?)?;
     m.add_function(wrap_pyfunction!(_sock_connect, m)?)?;
     m.add_function(wrap_pyfunction!(_sock_accept, m)?)?;
-    m.add_function(wrap_pyfunction!(_sock_sendfile_native, m)?)?;
+    m.add_function(wrap_pyfunction!(_sock_sendfile_native_impl, m)?)?;
     m.add_function(wrap_pyfunction!(_ipaddr_info, m)?)?;
     m.add_function(wrap_pyfunction!(_getaddrinfo_numeric, m)?)?;
     m.add_function(wrap_pyfunction!(_getnameinfo_numeric, m)?)?;
