@@ -1251,3 +1251,16 @@ def test_sendfile_impl_count_reached(lp, tcp_pair, datafile):
     lp._sock_sendfile_native_impl(fut, None, client, datafile.fileno(), 500, 100, 100, 100)
     assert fut.result() == 100
     assert datafile.tell() == 500
+
+
+def test_sendfile_without_os_sendfile(lp, tcp_pair, datafile):
+    # asyncio reads os.sendfile through its unix_events module; without it the native path is
+    # unavailable and the fallback sends the file.
+    client, server = tcp_pair
+    with mock.patch("asyncio.unix_events.os", spec=[]):
+        with pytest.raises(
+            asyncio.SendfileNotAvailableError, match=r"^os\.sendfile\(\) is not available$"
+        ):
+            run(lp, lp.sock_sendfile(client, datafile, fallback=False))
+        sent, got = sendfile_and_read(lp, client, server, datafile, 0, 1000)
+    assert (sent, got, datafile.tell()) == (1000, DATA[:1000], 1000)

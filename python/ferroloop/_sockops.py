@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import socket
-from asyncio import constants, exceptions
+from asyncio import constants, exceptions, unix_events
 from asyncio.log import logger
 
 from ._ferroloop import (
@@ -125,7 +125,8 @@ class SockOpsMixin:
     async def _sock_sendfile_native(self, sock, file, offset, count):
         """Mirrors unix_events._UnixSelectorEventLoop._sock_sendfile_native: the cases where
         os.sendfile cannot be used raise SendfileNotAvailableError; the send loop is Rust."""
-        if not hasattr(os, "sendfile"):
+        # The os module as asyncio's unix_events sees it (CPython's tests patch that name).
+        if not hasattr(unix_events.os, "sendfile"):
             raise exceptions.SendfileNotAvailableError("os.sendfile() is not available")
         try:
             fileno = file.fileno()
