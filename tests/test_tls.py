@@ -342,9 +342,7 @@ def test_streams_large_transfer(loop_factory, certs):
         await writer.wait_closed()
 
     async def main():
-        server = await asyncio.start_server(
-            handler, "127.0.0.1", 0, ssl=server_context(certs)
-        )
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_context(certs))
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=client_context(certs), server_hostname="localhost"
@@ -433,9 +431,7 @@ def test_handshake_timeout(loop_factory, certs):
         exc = run(loop, main())
     finally:
         silent.close()
-    assert str(exc) == (
-        "SSL handshake is taking longer than 0.2 seconds: aborting the connection"
-    )
+    assert str(exc) == ("SSL handshake is taking longer than 0.2 seconds: aborting the connection")
     assert errors == []
 
 

@@ -19,9 +19,9 @@ mod handle;
 mod native_io;
 mod sock_ops;
 mod stdlib;
-mod transport;
 mod task;
 mod tls;
+mod transport;
 
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -390,7 +390,10 @@ impl TransportCore {
         let Some(protocol) = protocol else {
             return Ok(());
         };
-        if let Err(e) = protocol.bind(py).call_method0(intern!(py, "resume_writing")) {
+        if let Err(e) = protocol
+            .bind(py)
+            .call_method0(intern!(py, "resume_writing"))
+        {
             if is_fatal_interrupt(py, &e) {
                 return Err(e);
             }
@@ -502,7 +505,9 @@ impl TransportCore {
             .call_method1(intern!(py, "get_buffer"), (-1,))
             .and_then(|buf| {
                 if buf.len()? == 0 {
-                    Err(PyRuntimeError::new_err("get_buffer() returned an empty buffer"))
+                    Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ))
                 } else {
                     Ok(buf)
                 }
@@ -512,7 +517,11 @@ impl TransportCore {
             Err(e) if is_fatal_interrupt(py, &e) => return Err(e),
             Err(e) => {
                 let exc = stdlib::exception_value(py, &e);
-                return Self::fatal_error(slf, &exc, "Fatal error: protocol.get_buffer() call failed.");
+                return Self::fatal_error(
+                    slf,
+                    &exc,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                );
             }
         };
         let nbytes = match recv_into(&buf, fd) {
@@ -557,7 +566,11 @@ impl TransportCore {
             Err(e) if is_fatal_interrupt(py, &e) => return Err(e),
             Err(e) => {
                 let exc = stdlib::exception_value(py, &e);
-                return Self::fatal_error(slf, &exc, "Fatal error: protocol.eof_received() call failed.");
+                return Self::fatal_error(
+                    slf,
+                    &exc,
+                    "Fatal error: protocol.eof_received() call failed.",
+                );
             }
         };
         if keep_open {
@@ -647,9 +660,15 @@ impl TransportCore {
                 let exc = os_error(e).into_value(py).into_bound(py).into_any();
                 let message = format!("Fatal write error on {} transport", Self::name(kind));
                 Self::fatal_error(slf, &exc, &message)?;
-                let waiter = slf.get().lock().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                let waiter = slf
+                    .get()
+                    .lock()
+                    .empty_waiter
+                    .as_ref()
+                    .map(|w| w.clone_ref(py));
                 if let Some(w) = waiter {
-                    w.bind(py).call_method1(intern!(py, "set_exception"), (exc,))?;
+                    w.bind(py)
+                        .call_method1(intern!(py, "set_exception"), (exc,))?;
                 }
                 return Ok(());
             }
@@ -681,7 +700,8 @@ impl TransportCore {
         if empty {
             Self::unwatch(slf, true);
             if let Some(w) = waiter {
-                w.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
+                w.bind(py)
+                    .call_method1(intern!(py, "set_result"), (py.None(),))?;
             }
             if closing {
                 Self::call_connection_lost_impl(slf, None)?;
@@ -720,7 +740,9 @@ impl TransportCore {
                 )?;
                 Ok(())
             }
-            Err(e) => Self::datagram_error(slf, &protocol, e, "Fatal read error on datagram transport"),
+            Err(e) => {
+                Self::datagram_error(slf, &protocol, e, "Fatal read error on datagram transport")
+            }
         }
     }
 
@@ -809,8 +831,10 @@ impl TransportCore {
                 st.conn_lost += 1;
                 drop(st);
                 if warn {
-                    stdlib::asyncio_logger(py)?
-                        .call_method1(intern!(py, "warning"), ("socket.send() raised exception.",))?;
+                    stdlib::asyncio_logger(py)?.call_method1(
+                        intern!(py, "warning"),
+                        ("socket.send() raised exception.",),
+                    )?;
                 }
                 return Ok(());
             }
@@ -852,7 +876,8 @@ impl TransportCore {
         {
             let mut st = slf.get().lock();
             st.datagram_bytes += copy.as_bytes().len();
-            st.datagrams.push_back((copy.into_any().unbind(), addr.unbind()));
+            st.datagrams
+                .push_back((copy.into_any().unbind(), addr.unbind()));
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -938,7 +963,9 @@ impl TransportCore {
             }
             let st = slf.get().lock();
             if st.eof {
-                return Err(PyRuntimeError::new_err("Cannot call write() after write_eof()"));
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
             }
             if st.empty_waiter.is_some() {
                 return Err(PyRuntimeError::new_err(
@@ -1138,12 +1165,18 @@ impl TransportCore {
         };
         drop((sock, protocol, lp, server, transport));
         if kind == Kind::Socket {
-            let waiter = slf.get().lock().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+            let waiter = slf
+                .get()
+                .lock()
+                .empty_waiter
+                .as_ref()
+                .map(|w| w.clone_ref(py));
             if let Some(w) = waiter {
                 let err = py
                     .get_type::<pyo3::exceptions::PyConnectionError>()
                     .call1(("Connection is closed by peer",))?;
-                w.bind(py).call_method1(intern!(py, "set_exception"), (err,))?;
+                w.bind(py)
+                    .call_method1(intern!(py, "set_exception"), (err,))?;
             }
         }
         result.and(close_result).and(detach_result)
@@ -1194,7 +1227,11 @@ impl TransportCore {
             "datagram" => Kind::Datagram,
             "read_pipe" => Kind::ReadPipe,
             "write_pipe" => Kind::WritePipe,
-            _ => return Err(PyValueError::new_err(format!("unknown transport kind {kind:?}"))),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown transport kind {kind:?}"
+                )))
+            }
         };
         let lp = r#loop.cast::<LoopCore>()?.clone().unbind();
         Ok(Self {
@@ -1257,7 +1294,11 @@ impl TransportCore {
             let set = py
                 .import(intern!(py, "asyncio.futures"))?
                 .getattr(intern!(py, "_set_result_unless_cancelled"))?;
-            Self::call_soon(slf, &set, PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?)?;
+            Self::call_soon(
+                slf,
+                &set,
+                PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?,
+            )?;
         }
         Ok(())
     }
