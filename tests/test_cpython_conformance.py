@@ -48,14 +48,6 @@ MODULES = (
     "test_unix_events",
 )
 
-# Tests that skip themselves on any loop other than asyncio's own selector loop, because they
-# check that class's internals. They are reported as skips, not counted as regressions.
-NOT_APPLICABLE = {
-    # `if not isinstance(loop, selector_events.BaseSelectorEventLoop): skipTest(...)`, then
-    # checks the self-pipe (`_internal_fds`, `_csock`, `_ssock`) of BaseSelectorEventLoop.
-    "test.test_asyncio.test_events.EPollEventLoopTests.test_internal_fds",
-}
-
 MODULE_BUDGET = 300.0  # seconds for one module on one loop, hangs and restarts included
 TEST_TIMEOUT = 60.0  # seconds for one test before it counts as hung
 
@@ -87,9 +79,6 @@ def test_stock_passing_tests_pass_on_ferroloop(module: str, variant: str) -> Non
 
     ferro = runner.run_isolated(variant, name, budget=MODULE_BUDGET, test_timeout=TEST_TIMEOUT)
     failures = runner.regressions(stock["tests"], ferro["tests"])
-    for test_id in NOT_APPLICABLE:
-        if failures.get(test_id, {}).get("outcome") == "skip":
-            del failures[test_id]
     if failures:
         # Errors outside the stock tests (the module or ferroloop failing to import, a hang
         # between tests) explain the rest, so they come first.
