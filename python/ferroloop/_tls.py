@@ -68,6 +68,8 @@ class _SSLProtocolTransport(transports._FlowControlMixin, transports.Transport):
         self._loop = loop
         self._ssl_protocol = ssl_protocol
         self._closed = False
+        # The hot method without a Python frame: the Rust protocol's bound method.
+        self.write = ssl_protocol._write
 
     def get_extra_info(self, name, default=None):
         return self._ssl_protocol._get_extra_info(name, default)
