@@ -16,7 +16,7 @@ import os
 import socket
 import stat
 import sys
-from asyncio import constants, events, exceptions, staggered, tasks, trsock
+from asyncio import base_events, constants, events, exceptions, staggered, tasks, trsock
 
 from . import _transports
 
@@ -238,6 +238,9 @@ class NetworkMixin:
         )
         _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
         return _transports.ReadPipeTransport(self, pipe, protocol, waiter, extra)
@@ -561,9 +564,12 @@ class NetworkMixin:
             sockets = []
             completed = False
             try:
+                # The socket module as asyncio.base_events sees it: code that patches
+                # asyncio's (CPython's test_events does) patches ours too.
+                socket_module = base_events.socket
                 for af, socktype, proto, _canonname, sa in infos:
                     try:
-                        sock = socket.socket(af, socktype, proto)
+                        sock = socket_module.socket(af, socktype, proto)
                     except OSError:
                         if self.get_debug():
                             _logger().warning(
@@ -839,6 +845,153 @@ class NetworkMixin:
                 if transport is not None:
                     context["transport"] = transport
                 self.call_exception_handler(context)
+
+    # -- datagrams -----------------------------------------------------------------------------
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory,
+        local_addr=None,
+        remote_addr=None,
+        *,
+        family=0,
+        proto=0,
+        flags=0,
+        reuse_port=None,
+        allow_broadcast=None,
+        sock=None,
+    ):
+        """A datagram endpoint (base_events.create_datagram_endpoint): bound, connected, both
+        or neither; one socket per candidate address pair until one works."""
+        r_addr = None
+        if sock is not None:
+            if sock.type != socket.SOCK_DGRAM:
+                raise ValueError(f"A UDP Socket was expected, got {sock!r}")
+            if (
+                local_addr
+                or remote_addr
+                or family
+                or proto
+                or flags
+                or reuse_port
+                or allow_broadcast
+            ):
+                opts = dict(
+                    local_addr=local_addr,
+                    remote_addr=remote_addr,
+                    family=family,
+                    proto=proto,
+                    flags=flags,
+                    reuse_port=reuse_port,
+                    allow_broadcast=allow_broadcast,
+                )
+                problems = ", ".join(f"{k}={v}" for k, v in opts.items() if v)
+                raise ValueError(
+                    "socket modifier keyword arguments can not be used "
+                    f"when sock is specified. ({problems})"
+                )
+            sock.setblocking(False)
+        else:
+            if not (local_addr or remote_addr):
+                if family == 0:
+                    raise ValueError("unexpected address family")
+                addr_pairs_info = (((family, proto), (None, None)),)
+            elif hasattr(socket, "AF_UNIX") and family == socket.AF_UNIX:
+                for addr in (local_addr, remote_addr):
+                    if addr is not None and not isinstance(addr, str):
+                        raise TypeError("string is expected")
+                if local_addr and local_addr[0] not in (0, "\x00"):
+                    try:
+                        if stat.S_ISSOCK(os.stat(local_addr).st_mode):
+                            os.remove(local_addr)
+                    except FileNotFoundError:
+                        pass
+                    except OSError as err:
+                        _logger().error(
+                            "Unable to check or remove stale UNIX socket %r: %r", local_addr, err
+                        )
+                addr_pairs_info = (((family, proto), (local_addr, remote_addr)),)
+            else:
+                addr_infos = {}  # (family, proto) -> [local address, remote address]
+                for idx, addr in ((0, local_addr), (1, remote_addr)):
+                    if addr is None:
+                        continue
+                    if not (isinstance(addr, tuple) and len(addr) == 2):
+                        raise TypeError("2-tuple is expected")
+                    infos = await self._ensure_resolved(
+                        addr,
+                        family=family,
+                        type=socket.SOCK_DGRAM,
+                        proto=proto,
+                        flags=flags,
+                        loop=self,
+                    )
+                    if not infos:
+                        raise OSError("getaddrinfo() returned empty list")
+                    for fam, _, pro, _, address in infos:
+                        addr_infos.setdefault((fam, pro), [None, None])[idx] = address
+                addr_pairs_info = [
+                    (key, pair)
+                    for key, pair in addr_infos.items()
+                    if not ((local_addr and pair[0] is None) or (remote_addr and pair[1] is None))
+                ]
+                if not addr_pairs_info:
+                    raise ValueError("can not get address information")
+            errors = []
+            for (fam, pro), (local_address, remote_address) in addr_pairs_info:
+                sock = None
+                r_addr = None
+                try:
+                    sock = socket.socket(family=fam, type=socket.SOCK_DGRAM, proto=pro)
+                    if reuse_port:
+                        _set_reuseport(sock)
+                    if allow_broadcast:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                    sock.setblocking(False)
+                    if local_addr:
+                        sock.bind(local_address)
+                    if remote_addr:
+                        if not allow_broadcast:
+                            await self.sock_connect(sock, remote_address)
+                        r_addr = remote_address
+                except OSError as exc:
+                    if sock is not None:
+                        sock.close()
+                    errors.append(exc)
+                except BaseException:
+                    if sock is not None:
+                        sock.close()
+                    raise
+                else:
+                    break
+            else:
+                raise errors[0]
+
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = self._make_datagram_transport(sock, protocol, r_addr, waiter)
+        if self.get_debug():
+            if local_addr:
+                _logger().info(
+                    "Datagram endpoint local_addr=%r remote_addr=%r created: (%r, %r)",
+                    local_addr,
+                    remote_addr,
+                    transport,
+                    protocol,
+                )
+            else:
+                _logger().debug(
+                    "Datagram endpoint remote_addr=%r created: (%r, %r)",
+                    remote_addr,
+                    transport,
+                    protocol,
+                )
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
 
     # -- pipes ---------------------------------------------------------------------------------
 

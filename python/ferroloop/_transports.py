@@ -1,6 +1,6 @@
 """The transport classes ferroloop hands to protocols: instances of asyncio's Transport,
 ReadTransport and WriteTransport (with a ``__dict__``, as asyncio's own), each holding a Rust
-``StreamTransport`` core (``_core``) that does the reading, writing, buffering and flow control.
+``TransportCore`` core (``_core``) that does the reading, writing, buffering and flow control.
 
 This module only builds the extra info, the repr and the unclosed-transport warning, and
 forwards each method to the core.
@@ -15,7 +15,7 @@ import sys
 import warnings
 from asyncio import constants, transports, trsock
 
-from ._ferroloop import StreamTransport
+from ._ferroloop import TransportCore
 
 
 def _set_nodelay(sock):
@@ -136,7 +136,7 @@ class SocketTransport(
             except OSError:
                 self._extra["peername"] = None
         self._sock_fd = sock.fileno()
-        self._core = core = StreamTransport(loop, self, sock, self._sock_fd, "socket", server)
+        self._core = core = TransportCore(loop, self, sock, self._sock_fd, "socket", server)
         # The hot method without a Python frame: the core's bound method.
         self.write = core.write
         core.set_protocol(protocol)
@@ -187,6 +187,70 @@ class SocketTransport(
             sock.close()
 
 
+class DatagramTransport(
+    _CoreTransport,
+    _ReadingMixin,
+    transports._FlowControlMixin,
+    transports.Transport,
+    transports.DatagramTransport,
+):
+    """A datagram socket's transport (selector_events._SelectorDatagramTransport)."""
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        transports.BaseTransport.__init__(self, extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._sock_fd = sock.fileno()
+        self._address = address
+        self._core = core = TransportCore(
+            loop,
+            self,
+            sock,
+            self._sock_fd,
+            "datagram",
+            None,
+            False,
+            address,
+            bool(self._extra["peername"]),
+        )
+        self.sendto = core.sendto
+        core.set_protocol(protocol)
+        loop._transports[self._sock_fd] = self
+        core._start(waiter)
+
+    def sendto(self, data, addr=None):
+        self._core.sendto(data, addr)
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    @property
+    def _protocol_paused(self):
+        return self._core._protocol_paused
+
+    @property
+    def _sock(self):
+        core = self._core
+        return None if core is None else core._sock
+
+    __repr__ = SocketTransport.__repr__
+    __del__ = SocketTransport.__del__
+
+
 def _check_pipe_mode(fileno, *, write):
     mode = os.fstat(fileno).st_mode
     is_char = stat.S_ISCHR(mode)
@@ -211,7 +275,8 @@ def _pipe_repr(self, *, with_bufsize):
     elif closing:
         info.append("closing")
     info.append(f"fd={fd}")
-    if not closed and core._loop is not None:
+    loop = core._loop
+    if not closed and loop is not None and not loop.is_closed():
         polling = writing if with_bufsize else reading
         info.append("polling" if polling else "idle")
         if with_bufsize:
@@ -232,13 +297,17 @@ class ReadPipeTransport(_CoreTransport, _ReadingMixin, transports.ReadTransport)
         self._fileno = pipe.fileno()
         _check_pipe_mode(self._fileno, write=False)
         os.set_blocking(self._fileno, False)
-        self._core = core = StreamTransport(loop, self, pipe, self._fileno, "read_pipe")
+        self._core = core = TransportCore(loop, self, pipe, self._fileno, "read_pipe")
         core.set_protocol(protocol)
         core._start(waiter)
 
     @property
     def _pipe(self):
         return self._core._sock
+
+    @_pipe.setter
+    def _pipe(self, value):
+        self._core._sock = value
 
     def __repr__(self):
         return _pipe_repr(self, with_bufsize=False)
@@ -263,7 +332,7 @@ class WritePipeTransport(
         is_fifo, is_socket = _check_pipe_mode(self._fileno, write=True)
         os.set_blocking(self._fileno, False)
         watch_eof = is_socket or (is_fifo and not sys.platform.startswith("aix"))
-        self._core = core = StreamTransport(
+        self._core = core = TransportCore(
             loop, self, pipe, self._fileno, "write_pipe", None, watch_eof
         )
         self.write = core.write
@@ -273,6 +342,10 @@ class WritePipeTransport(
     @property
     def _pipe(self):
         return self._core._sock
+
+    @_pipe.setter
+    def _pipe(self, value):
+        self._core._sock = value
 
     def __repr__(self):
         return _pipe_repr(self, with_bufsize=True)

@@ -96,7 +96,9 @@ impl WriteBuffer {
         n = n.min(self.len);
         self.len -= n;
         while n > 0 {
-            let Some(front) = self.chunks.front() else { break };
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
             let rest = front.len() - self.head_sent;
             if n >= rest {
                 n -= rest;

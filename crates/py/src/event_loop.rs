@@ -21,8 +21,8 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::future::Future;
-use crate::native_io::NativeIo;
 use crate::handle::{run_handle, Handle, TimerHandle};
+use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
 use crate::task::Task;
 use crate::{capi, stdlib::kwnames};
@@ -1392,6 +1392,25 @@ impl LoopCore {
     fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         Self::ensure_fd_no_transport(slf, fd)?;
         Self::remove_watch(slf, fd, true)
+    }
+
+    /// What the loop watches on `fd`, as `selectors` would report it: None, or
+    /// `(events, reader, writer)` with EVENT_READ=1/EVENT_WRITE=2 and the Handles (None for a
+    /// side watched by a Rust transport).
+    fn _io_key(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+    ) -> Option<(u8, Option<Py<Handle>>, Option<Py<Handle>>)> {
+        let io = lock(&self.io);
+        let w = io.get(&fd)?;
+        let events = u8::from(w.reader.is_some()) | (u8::from(w.writer.is_some()) << 1);
+        let handle_of = |x: &Option<Watcher>| {
+            x.as_ref()
+                .and_then(Watcher::handle)
+                .map(|h| h.clone_ref(py))
+        };
+        Some((events, handle_of(&w.reader), handle_of(&w.writer)))
     }
 
     /// Number of callbacks waiting in the ready queue (for tests and diagnostics).

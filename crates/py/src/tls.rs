@@ -58,9 +58,11 @@ cached!(
 cached!(
     /// `ssl.MemoryBIO`
     ssl_memory_bio, "ssl", "MemoryBIO");
-cached!(
-    /// `ssl.create_default_context`
-    ssl_create_default_context, "ssl", "create_default_context");
+/// `ssl.create_default_context`, looked up at each use (cold: only for `ssl=True`), so that
+/// code patching it (CPython's test_events does) is honoured.
+fn ssl_create_default_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    py.import("ssl")?.getattr("create_default_context")
+}
 cached!(
     /// `asyncio.protocols.BufferedProtocol`
     buffered_protocol, "asyncio.protocols", "BufferedProtocol");

@@ -1,22 +1,26 @@
-//! StreamTransport: the Rust core of ferroloop's byte-stream transports.
+//! TransportCore: the Rust core of ferroloop's transports.
 //!
-//! - sockets (TCP, Unix): mirrors `selector_events._SelectorSocketTransport` (and its base
-//!   `_SelectorTransport`, flow control from `transports._FlowControlMixin`);
+//! - stream sockets (TCP, Unix): mirrors `selector_events._SelectorSocketTransport` (and its
+//!   base `_SelectorTransport`, flow control from `transports._FlowControlMixin`);
+//! - datagram sockets (UDP, Unix datagram): mirrors `selector_events._SelectorDatagramTransport`
+//!   (datagrams go through the socket object's recvfrom/sendto, for Python's address formats);
 //! - read pipes: mirrors `unix_events._UnixReadPipeTransport`;
 //! - write pipes: mirrors `unix_events._UnixWritePipeTransport`.
 //!
 //! Reads go into a reused per-thread buffer (or the protocol's own with BufferedProtocol) and
-//! straight to the protocol; the loop calls [`StreamTransport::on_ready`] without a Handle.
+//! straight to the protocol; the loop calls [`TransportCore::on_ready`] without a Handle.
 //! Writes try the system call at once when nothing is buffered; the rest waits in a
 //! [`WriteBuffer`] flushed with one vectored call per writable event.
 //!
 //! The Python classes in `python/ferroloop/_transports.py` (instances of asyncio's Transport,
-//! ReadTransport, WriteTransport) hold one of these as `_core` and delegate to it.
+//! ReadTransport, WriteTransport, DatagramTransport) hold one of these as `_core` and delegate
+//! to it.
 //!
 //! Locking rule: `state` is only locked in Python-free sections; protocol callbacks run
 //! unlocked (they may call back into the transport).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard};
@@ -48,6 +52,7 @@ thread_local! {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Socket,
+    Datagram,
     ReadPipe,
     WritePipe,
 }
@@ -73,6 +78,13 @@ struct State {
     high_water: i64,
     low_water: i64,
     buffer: WriteBuffer,
+    /// Datagrams waiting to be sent, with their address, and their total size.
+    datagrams: VecDeque<(Py<PyAny>, Py<PyAny>)>,
+    datagram_bytes: usize,
+    /// A connected datagram endpoint's remote address (`_address`).
+    address: Option<Py<PyAny>>,
+    /// The socket has a peer (`_extra['peername']`): send(), not sendto().
+    connected: bool,
     empty_waiter: Option<Py<PyAny>>,
     /// A write pipe watches its fd for readability to notice the reader closing.
     watch_pipe_eof: bool,
@@ -82,8 +94,27 @@ struct State {
     writer_gen: u64,
 }
 
+impl State {
+    /// Bytes waiting to be written (`get_write_buffer_size()`).
+    fn pending(&self) -> usize {
+        match self.kind {
+            Kind::Datagram => self.datagram_bytes,
+            _ => self.buffer.len(),
+        }
+    }
+
+    /// Drops what waits to be written; true if something did. The datagrams are returned
+    /// so that they are released after the lock.
+    fn clear_pending(&mut self) -> (bool, VecDeque<(Py<PyAny>, Py<PyAny>)>) {
+        let had = self.pending() > 0;
+        self.buffer.clear();
+        self.datagram_bytes = 0;
+        (had, std::mem::take(&mut self.datagrams))
+    }
+}
+
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
-pub struct StreamTransport {
+pub struct TransportCore {
     state: Mutex<State>,
 }
 
@@ -114,7 +145,7 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
     Ok(f(bytes.as_bytes()))
 }
 
-impl StreamTransport {
+impl TransportCore {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -126,6 +157,7 @@ impl StreamTransport {
     fn name(kind: Kind) -> &'static str {
         match kind {
             Kind::Socket => "socket",
+            Kind::Datagram => "datagram",
             Kind::ReadPipe | Kind::WritePipe => "pipe",
         }
     }
@@ -151,7 +183,7 @@ impl StreamTransport {
             };
             (lp, st.fd, generation)
         };
-        let target = NativeIo::Stream(slf.clone().unbind());
+        let target = NativeIo::Transport(slf.clone().unbind());
         let res = lp.get().add_native_watch(py, fd, target, generation, write);
         if res.is_err() {
             let mut st = slf.get().lock();
@@ -264,7 +296,7 @@ impl StreamTransport {
         }
         let kind = this.lock().kind;
         match kind {
-            Kind::Socket => Self::force_close(slf, Some(exc.clone())),
+            Kind::Socket | Kind::Datagram => Self::force_close(slf, Some(exc.clone())),
             Kind::ReadPipe | Kind::WritePipe => Self::close_pipe(slf, Some(exc.clone())),
         }
     }
@@ -283,8 +315,8 @@ impl StreamTransport {
             if st.conn_lost > 0 {
                 return Ok(());
             }
-            let had_buffer = !st.buffer.is_empty();
-            st.buffer.clear();
+            let (had_buffer, dropped) = st.clear_pending();
+            drop(dropped);
             let was_closing = st.closing;
             st.closing = true;
             st.conn_lost += 1;
@@ -326,7 +358,7 @@ impl StreamTransport {
         let py = slf.py();
         let protocol = {
             let mut st = slf.get().lock();
-            if (st.buffer.len() as i64) <= st.high_water || st.protocol_paused {
+            if (st.pending() as i64) <= st.high_water || st.protocol_paused {
                 return Ok(());
             }
             st.protocol_paused = true;
@@ -349,7 +381,7 @@ impl StreamTransport {
         let py = slf.py();
         let protocol = {
             let mut st = slf.get().lock();
-            if !(st.protocol_paused && (st.buffer.len() as i64) <= st.low_water) {
+            if !(st.protocol_paused && (st.pending() as i64) <= st.low_water) {
                 return Ok(());
             }
             st.protocol_paused = false;
@@ -358,7 +390,10 @@ impl StreamTransport {
         let Some(protocol) = protocol else {
             return Ok(());
         };
-        if let Err(e) = protocol.bind(py).call_method0(intern!(py, "resume_writing")) {
+        if let Err(e) = protocol
+            .bind(py)
+            .call_method0(intern!(py, "resume_writing"))
+        {
             if is_fatal_interrupt(py, &e) {
                 return Err(e);
             }
@@ -387,6 +422,8 @@ impl StreamTransport {
             st.kind
         };
         let result = match (kind, write) {
+            (Kind::Datagram, true) => Self::sendto_ready(slf),
+            (Kind::Datagram, false) => Self::datagram_read_ready(slf),
             (_, true) => Self::write_ready(slf),
             (Kind::Socket, false) => Self::read_ready(slf),
             (Kind::ReadPipe, false) => Self::pipe_read_ready(slf),
@@ -468,7 +505,9 @@ impl StreamTransport {
             .call_method1(intern!(py, "get_buffer"), (-1,))
             .and_then(|buf| {
                 if buf.len()? == 0 {
-                    Err(PyRuntimeError::new_err("get_buffer() returned an empty buffer"))
+                    Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ))
                 } else {
                     Ok(buf)
                 }
@@ -478,7 +517,11 @@ impl StreamTransport {
             Err(e) if is_fatal_interrupt(py, &e) => return Err(e),
             Err(e) => {
                 let exc = stdlib::exception_value(py, &e);
-                return Self::fatal_error(slf, &exc, "Fatal error: protocol.get_buffer() call failed.");
+                return Self::fatal_error(
+                    slf,
+                    &exc,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                );
             }
         };
         let nbytes = match recv_into(&buf, fd) {
@@ -523,7 +566,11 @@ impl StreamTransport {
             Err(e) if is_fatal_interrupt(py, &e) => return Err(e),
             Err(e) => {
                 let exc = stdlib::exception_value(py, &e);
-                return Self::fatal_error(slf, &exc, "Fatal error: protocol.eof_received() call failed.");
+                return Self::fatal_error(
+                    slf,
+                    &exc,
+                    "Fatal error: protocol.eof_received() call failed.",
+                );
             }
         };
         if keep_open {
@@ -613,9 +660,15 @@ impl StreamTransport {
                 let exc = os_error(e).into_value(py).into_bound(py).into_any();
                 let message = format!("Fatal write error on {} transport", Self::name(kind));
                 Self::fatal_error(slf, &exc, &message)?;
-                let waiter = slf.get().lock().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                let waiter = slf
+                    .get()
+                    .lock()
+                    .empty_waiter
+                    .as_ref()
+                    .map(|w| w.clone_ref(py));
                 if let Some(w) = waiter {
-                    w.bind(py).call_method1(intern!(py, "set_exception"), (exc,))?;
+                    w.bind(py)
+                        .call_method1(intern!(py, "set_exception"), (exc,))?;
                 }
                 return Ok(());
             }
@@ -647,12 +700,244 @@ impl StreamTransport {
         if empty {
             Self::unwatch(slf, true);
             if let Some(w) = waiter {
-                w.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
+                w.bind(py)
+                    .call_method1(intern!(py, "set_result"), (py.None(),))?;
             }
             if closing {
                 Self::call_connection_lost_impl(slf, None)?;
             } else if eof {
                 fdio::shutdown_write(fd).map_err(os_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    // -- datagrams ---------------------------------------------------------------------------
+
+    /// `_SelectorDatagramTransport._read_ready`.
+    fn datagram_read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (sock, protocol) = {
+            let st = slf.get().lock();
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            match (st.sock.as_ref(), st.protocol.as_ref()) {
+                (Some(s), Some(p)) => (s.clone_ref(py), p.clone_ref(py)),
+                _ => return Ok(()),
+            }
+        };
+        let protocol = protocol.into_bound(py);
+        match sock
+            .bind(py)
+            .call_method1(intern!(py, "recvfrom"), (MAX_SIZE,))
+        {
+            Ok(pair) => {
+                let pair = pair.cast_into::<PyTuple>()?;
+                protocol.call_method1(
+                    intern!(py, "datagram_received"),
+                    (pair.get_item(0)?, pair.get_item(1)?),
+                )?;
+                Ok(())
+            }
+            Err(e) => {
+                Self::datagram_error(slf, &protocol, e, "Fatal read error on datagram transport")
+            }
+        }
+    }
+
+    /// A send or receive failed: BlockingIOError/InterruptedError are ignored, other OSErrors
+    /// go to `protocol.error_received`, anything else is fatal.
+    fn datagram_error(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        e: PyErr,
+        message: &str,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+            || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py)
+        {
+            return Ok(());
+        }
+        if is_fatal_interrupt(py, &e) {
+            return Err(e);
+        }
+        let exc = stdlib::exception_value(py, &e);
+        if e.is_instance_of::<PyOSError>(py) {
+            protocol.call_method1(intern!(py, "error_received"), (exc,))?;
+            return Ok(());
+        }
+        Self::fatal_error(slf, &exc, message)
+    }
+
+    /// One datagram to the socket: `send` when connected, else `sendto`.
+    fn send_datagram(
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        connected: bool,
+        data: &Bound<'_, PyAny>,
+        addr: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        if connected {
+            sock.call_method1(intern!(py, "send"), (data,))?;
+        } else {
+            sock.call_method1(intern!(py, "sendto"), (data, addr))?;
+        }
+        Ok(())
+    }
+
+    /// `_SelectorDatagramTransport.sendto`.
+    fn sendto_impl(
+        slf: &Bound<'_, Self>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        }
+        if data.len()? == 0 {
+            return Ok(());
+        }
+        let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));
+        let address = slf.get().lock().address.as_ref().map(|a| a.clone_ref(py));
+        if let Some(address) = &address {
+            let address = address.bind(py);
+            if address.is_truthy()? {
+                if !(addr.is_none() || addr.eq(address)?) {
+                    return Err(PyValueError::new_err(format!(
+                        "Invalid address: must be None or {}",
+                        address.str()?
+                    )));
+                }
+                addr = address.clone();
+            }
+        }
+        let has_address = match &address {
+            Some(a) => a.bind(py).is_truthy()?,
+            None => false,
+        };
+        let (sock, protocol, connected, empty) = {
+            let mut st = slf.get().lock();
+            if st.conn_lost > 0 && has_address {
+                let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+                st.conn_lost += 1;
+                drop(st);
+                if warn {
+                    stdlib::asyncio_logger(py)?.call_method1(
+                        intern!(py, "warning"),
+                        ("socket.send() raised exception.",),
+                    )?;
+                }
+                return Ok(());
+            }
+            (
+                st.sock.as_ref().map(|s| s.clone_ref(py)),
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.connected,
+                st.datagrams.is_empty(),
+            )
+        };
+        if empty {
+            let Some(sock) = sock else {
+                return Ok(());
+            };
+            match Self::send_datagram(py, sock.bind(py), connected, data, &addr) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+                {
+                    Self::watch(slf, true)?;
+                }
+                Err(e) => {
+                    let protocol = match protocol {
+                        Some(p) => p.into_bound(py),
+                        None => py.None().into_bound(py),
+                    };
+                    return Self::datagram_error(
+                        slf,
+                        &protocol,
+                        e,
+                        "Fatal write error on datagram transport",
+                    );
+                }
+            }
+        }
+        // What is buffered must not change: a copy as bytes.
+        let copy = with_bytes(data, |b| PyBytes::new(py, b))?;
+        {
+            let mut st = slf.get().lock();
+            st.datagram_bytes += copy.as_bytes().len();
+            st.datagrams
+                .push_back((copy.into_any().unbind(), addr.unbind()));
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// `_SelectorDatagramTransport._sendto_ready`.
+    fn sendto_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        loop {
+            let (item, sock, protocol, connected) = {
+                let mut st = slf.get().lock();
+                let Some(item) = st.datagrams.pop_front() else {
+                    break;
+                };
+                st.datagram_bytes -= item.0.bind(py).len().unwrap_or(0);
+                (
+                    item,
+                    st.sock.as_ref().map(|s| s.clone_ref(py)),
+                    st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                    st.connected,
+                )
+            };
+            let Some(sock) = sock else {
+                return Ok(());
+            };
+            let (data, addr) = (item.0.bind(py), item.1.bind(py));
+            match Self::send_datagram(py, sock.bind(py), connected, data, addr) {
+                Ok(()) => {}
+                Err(e)
+                    if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+                {
+                    let mut st = slf.get().lock();
+                    st.datagram_bytes += data.len().unwrap_or(0);
+                    st.datagrams.push_front(item);
+                    break;
+                }
+                Err(e) => {
+                    drop(item);
+                    let protocol = match protocol {
+                        Some(p) => p.into_bound(py),
+                        None => py.None().into_bound(py),
+                    };
+                    return Self::datagram_error(
+                        slf,
+                        &protocol,
+                        e,
+                        "Fatal write error on datagram transport",
+                    );
+                }
+            }
+        }
+        Self::maybe_resume_protocol(slf)?;
+        let (empty, closing) = {
+            let st = slf.get().lock();
+            (st.datagrams.is_empty(), st.closing)
+        };
+        if empty {
+            Self::unwatch(slf, true);
+            if closing {
+                Self::call_connection_lost_impl(slf, None)?;
             }
         }
         Ok(())
@@ -672,13 +957,15 @@ impl StreamTransport {
         if kind == Kind::Socket {
             if !is_bytes_like {
                 return Err(PyTypeError::new_err(format!(
-                    "data argument must be a bytes-like object, not {:?}",
-                    data.get_type().name()?.to_string()
+                    "data argument must be a bytes-like object, not {}",
+                    data.get_type().name()?.repr()?
                 )));
             }
             let st = slf.get().lock();
             if st.eof {
-                return Err(PyRuntimeError::new_err("Cannot call write() after write_eof()"));
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
             }
             if st.empty_waiter.is_some() {
                 return Err(PyRuntimeError::new_err(
@@ -757,14 +1044,14 @@ impl StreamTransport {
         let py = slf.py();
         let kind = slf.get().lock().kind;
         match kind {
-            Kind::Socket => {
+            Kind::Socket | Kind::Datagram => {
                 let empty = {
                     let mut st = slf.get().lock();
                     if st.closing {
                         return Ok(());
                     }
                     st.closing = true;
-                    let empty = st.buffer.is_empty();
+                    let empty = st.pending() == 0;
                     if empty {
                         st.conn_lost += 1;
                     }
@@ -827,7 +1114,9 @@ impl StreamTransport {
                 }
                 Ok(())
             }
-            Kind::ReadPipe => Err(pyo3::exceptions::PyNotImplementedError::new_err(())),
+            Kind::ReadPipe | Kind::Datagram => {
+                Err(pyo3::exceptions::PyNotImplementedError::new_err(()))
+            }
         }
     }
 
@@ -848,7 +1137,7 @@ impl StreamTransport {
         };
         let exc_obj = exc.clone().unwrap_or_else(|| py.None().into_bound(py));
         let result = match protocol {
-            Some(p) if connected || kind != Kind::Socket => p
+            Some(p) if connected || matches!(kind, Kind::ReadPipe | Kind::WritePipe) => p
                 .bind(py)
                 .call_method1(intern!(py, "connection_lost"), (exc_obj,))
                 .map(drop),
@@ -876,12 +1165,18 @@ impl StreamTransport {
         };
         drop((sock, protocol, lp, server, transport));
         if kind == Kind::Socket {
-            let waiter = slf.get().lock().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+            let waiter = slf
+                .get()
+                .lock()
+                .empty_waiter
+                .as_ref()
+                .map(|w| w.clone_ref(py));
             if let Some(w) = waiter {
                 let err = py
                     .get_type::<pyo3::exceptions::PyConnectionError>()
                     .call1(("Connection is closed by peer",))?;
-                w.bind(py).call_method1(intern!(py, "set_exception"), (err,))?;
+                w.bind(py)
+                    .call_method1(intern!(py, "set_exception"), (err,))?;
             }
         }
         result.and(close_result).and(detach_result)
@@ -906,12 +1201,16 @@ fn recv_into(buf: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<io::Result<usize>> {
 }
 
 #[pymethods]
-impl StreamTransport {
-    /// `StreamTransport(loop, transport, sock, fd, kind, server=None)`; kind is "socket",
+impl TransportCore {
+    /// `TransportCore(loop, transport, sock, fd, kind, server=None)`; kind is "socket",
     /// "read_pipe" or "write_pipe". The protocol is set with set_protocol, reading starts
     /// with `_start`.
     #[new]
-    #[pyo3(signature = (r#loop, transport, sock, fd, kind, server=None, watch_pipe_eof=false))]
+    #[pyo3(signature = (
+        r#loop, transport, sock, fd, kind, server=None, watch_pipe_eof=false, address=None,
+        connected=false
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
         r#loop: &Bound<'_, PyAny>,
         transport: &Bound<'_, PyAny>,
@@ -920,12 +1219,19 @@ impl StreamTransport {
         kind: &str,
         server: Option<&Bound<'_, PyAny>>,
         watch_pipe_eof: bool,
+        address: Option<&Bound<'_, PyAny>>,
+        connected: bool,
     ) -> PyResult<Self> {
         let kind = match kind {
             "socket" => Kind::Socket,
+            "datagram" => Kind::Datagram,
             "read_pipe" => Kind::ReadPipe,
             "write_pipe" => Kind::WritePipe,
-            _ => return Err(PyValueError::new_err(format!("unknown transport kind {kind:?}"))),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown transport kind {kind:?}"
+                )))
+            }
         };
         let lp = r#loop.cast::<LoopCore>()?.clone().unbind();
         Ok(Self {
@@ -947,6 +1253,10 @@ impl StreamTransport {
                 high_water: 64 * 1024,
                 low_water: 16 * 1024,
                 buffer: WriteBuffer::new(),
+                datagrams: VecDeque::new(),
+                datagram_bytes: 0,
+                address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
+                connected,
                 empty_waiter: None,
                 watch_pipe_eof,
                 reader_on: false,
@@ -984,7 +1294,11 @@ impl StreamTransport {
             let set = py
                 .import(intern!(py, "asyncio.futures"))?
                 .getattr(intern!(py, "_set_result_unless_cancelled"))?;
-            Self::call_soon(slf, &set, PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?)?;
+            Self::call_soon(
+                slf,
+                &set,
+                PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?,
+            )?;
         }
         Ok(())
     }
@@ -1002,6 +1316,15 @@ impl StreamTransport {
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         Self::write_impl(slf, data)
+    }
+
+    #[pyo3(signature = (data, addr=None))]
+    fn sendto(
+        slf: &Bound<'_, Self>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        Self::sendto_impl(slf, data, addr)
     }
 
     /// `WriteTransport.writelines`: the chunks joined, then one write.
@@ -1026,7 +1349,7 @@ impl StreamTransport {
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
         let kind = slf.get().lock().kind;
         match kind {
-            Kind::Socket => Self::force_close(slf, None),
+            Kind::Socket | Kind::Datagram => Self::force_close(slf, None),
             _ => Self::close_pipe(slf, None),
         }
     }
@@ -1104,7 +1427,7 @@ impl StreamTransport {
     }
 
     fn get_write_buffer_size(&self) -> usize {
-        self.lock().buffer.len()
+        self.lock().pending()
     }
 
     fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1162,7 +1485,7 @@ impl StreamTransport {
         let kind = slf.get().lock().kind;
         let exc = exc.filter(|e| !e.is_none());
         match kind {
-            Kind::Socket => Self::force_close(slf, exc),
+            Kind::Socket | Kind::Datagram => Self::force_close(slf, exc),
             _ => Self::close_pipe(slf, exc),
         }
     }
@@ -1201,6 +1524,14 @@ impl StreamTransport {
         self.lock().sock.as_ref().map(|s| s.clone_ref(py))
     }
 
+    /// Replacing the socket/pipe object (tests set `transport._pipe = None` to silence the
+    /// unclosed-transport warning).
+    #[setter(_sock)]
+    fn set_sock(&self, sock: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.lock().sock, sock);
+        drop(old);
+    }
+
     #[getter]
     fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.lock()
@@ -1222,6 +1553,11 @@ impl StreamTransport {
             visit.call(&st.sock)?;
             visit.call(&st.server)?;
             visit.call(&st.empty_waiter)?;
+            visit.call(&st.address)?;
+            for (data, addr) in &st.datagrams {
+                visit.call(data)?;
+                visit.call(addr)?;
+            }
         }
         Ok(())
     }
@@ -1235,6 +1571,8 @@ impl StreamTransport {
                 st.sock.take(),
                 st.server.take(),
                 st.empty_waiter.take(),
+                st.address.take(),
+                std::mem::take(&mut st.datagrams),
             )
         });
         drop(taken);
