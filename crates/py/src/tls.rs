@@ -678,18 +678,21 @@ impl SslProtocolCore {
         }
     }
 
-    /// Mirrors `SSLProtocol._abort` (3.11: `transport.abort()`); with an exception, the raw
-    /// transport is force-closed with it (as 3.12's `_abort(exc)` does, which the app
-    /// transport's `_force_close` needs).
+    /// Mirrors `SSLProtocol._abort`. 3.11 aborts the raw transport (`transport.abort()`);
+    /// 3.12+ force-closes it with `exc` (`transport._force_close(exc)`). On 3.11 an exception
+    /// also force-closes (3.11's own `_abort()` takes none, so its app transport's
+    /// `_force_close(exc)` raised TypeError).
     fn abort_impl(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         Self::set_state(slf, SslState::Unwrapped)?;
         let transport = slf.borrow().transport.as_ref().map(|t| t.clone_ref(py));
         if let Some(tr) = transport {
+            let tr = tr.bind(py);
             match exc {
-                Some(e) if !e.is_none() => force_close(tr.bind(py), e)?,
+                Some(e) if !e.is_none() => force_close(tr, e)?,
+                _ if py.version_info() >= (3, 12) => force_close(tr, &py.None().into_bound(py))?,
                 _ => {
-                    tr.bind(py).call_method0(intern!(py, "abort"))?;
+                    tr.call_method0(intern!(py, "abort"))?;
                 }
             }
         }
