@@ -47,6 +47,9 @@ const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 thread_local! {
     /// The read buffer, shared by every transport of the thread (data is copied out at once).
     static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_SIZE]);
+    /// The same for datagrams, as a bytearray for `socket.recvfrom_into` (which turns the
+    /// sender's address into Python's format).
+    static DATAGRAM_BUFFER: RefCell<Option<Py<PyByteArray>>> = const { RefCell::new(None) };
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -731,15 +734,33 @@ impl TransportCore {
             }
         };
         let protocol = protocol.into_bound(py);
+        // `sock.recvfrom(max_size)` would allocate (and mmap) 256 KiB per datagram; receiving
+        // into the thread's buffer and copying the datagram out is what it returns, cheaper.
+        let buffer = DATAGRAM_BUFFER.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            match cell.as_ref() {
+                Some(b) => Ok(b.clone_ref(py)),
+                None => {
+                    let b = PyByteArray::new(py, &vec![0u8; MAX_SIZE]).unbind();
+                    *cell = Some(b.clone_ref(py));
+                    Ok::<_, PyErr>(b)
+                }
+            }
+        })?;
+        let buffer = buffer.into_bound(py);
         match sock
             .bind(py)
-            .call_method1(intern!(py, "recvfrom"), (MAX_SIZE,))
+            .call_method1(intern!(py, "recvfrom_into"), (&buffer,))
         {
             Ok(pair) => {
                 let pair = pair.cast_into::<PyTuple>()?;
+                let nbytes: usize = pair.get_item(0)?.extract()?;
+                // SAFETY: the bytearray is only used by this thread's receives; nothing
+                // resizes it, and the slice is copied before any other Python code runs.
+                let data = PyBytes::new(py, unsafe { &buffer.as_bytes()[..nbytes] });
                 protocol.call_method1(
                     intern!(py, "datagram_received"),
-                    (pair.get_item(0)?, pair.get_item(1)?),
+                    (data, pair.get_item(1)?),
                 )?;
                 Ok(())
             }
