@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import selectors
 import signal
 import sys
 import threading
@@ -43,6 +44,15 @@ class Loop(
     LoopCore, SockOpsMixin, NetworkMixin, SubprocessMixin, TlsMixin, asyncio.AbstractEventLoop
 ):
     """An asyncio event loop implemented in Rust."""
+
+    @property
+    def _selector(self):
+        """A read-only, `selectors`-like view of what the loop watches (readiness itself is
+        Rust's epoll poller); None once the loop is closed, as on asyncio's selector loops.
+        CPython's tests and a few libraries call ``loop._selector.get_key(fd)``."""
+        if self.is_closed():
+            return None
+        return _SelectorView(self)
 
     def __init__(self, *, native_tasks=False):
         self._set_native_tasks(bool(native_tasks))
@@ -112,6 +122,7 @@ class Loop(
                     self.remove_signal_handler(sig)
         if self.get_debug():
             _logger().debug("Close %r", self)
+        self._close_child_watches()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -348,6 +359,23 @@ class Loop(
                 self.remove_signal_handler(sig)
             else:
                 self._add_callback_signalsafe(handle)
+
+
+class _SelectorView:
+    """``loop._selector``: get_key() as `selectors.BaseSelector.get_key` answers it."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fileobj):
+        fd = selectors._fileobj_to_fd(fileobj)
+        state = self._loop._io_key(fd)
+        if state is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        events, reader, writer = state
+        return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
 
 
 def _set_result_unless_done(fut, result):

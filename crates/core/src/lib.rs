@@ -6,14 +6,19 @@
 //! - [`timer_heap`]: deadlines ordered by time, ties in scheduling order;
 //! - [`ready_queue`]: the FIFO of callbacks to run, consumed one loop turn at a time;
 //! - [`waker`]: wakes a loop blocked in the poller from another thread (or a signal handler);
-//! - [`clock`]: the `time.monotonic()` clock.
+//! - [`net`]: numeric address checks for name resolution;
+//! - [`clock`]: the `time.monotonic()` clock;
+//! - [`fdio`]: non-blocking reads/writes on fds and the write buffer transports flush.
 
 pub mod clock;
+pub mod fdio;
+pub mod net;
 pub mod poller;
 pub mod ready_queue;
 pub mod timer_heap;
 pub mod waker;
 
+pub use fdio::WriteBuffer;
 pub use poller::{Event, Interest, Poller};
 pub use ready_queue::ReadyQueue;
 pub use timer_heap::TimerHeap;

@@ -22,6 +22,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::future::Future;
 use crate::handle::{run_handle, Handle, TimerHandle};
+use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
 use crate::task::Task;
 use crate::{capi, stdlib::kwnames};
@@ -40,6 +41,8 @@ pub(crate) enum Ready {
     TaskStep(Py<Task>, Option<Py<PyAny>>),
     /// `task.__wakeup(future)`, run in the task's context.
     TaskWakeup(Py<Task>, Py<PyAny>),
+    /// A Rust transport's fd is ready: `(target, write side, registration generation)`.
+    Io(NativeIo, bool, u64),
 }
 
 #[derive(Default)]
@@ -49,11 +52,26 @@ struct Sched {
     cancelled_timers: usize,
 }
 
-/// What a watched fd runs when ready.
+/// What a watched fd runs when ready: a Python callback's Handle (add_reader/add_writer), or a
+/// Rust transport called directly (no Handle).
+pub(crate) enum Watcher {
+    Handle(Py<Handle>),
+    Native(NativeIo, u64),
+}
+
+impl Watcher {
+    fn handle(&self) -> Option<&Py<Handle>> {
+        match self {
+            Watcher::Handle(h) => Some(h),
+            Watcher::Native(..) => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct IoWatch {
-    reader: Option<Py<Handle>>,
-    writer: Option<Py<Handle>>,
+    reader: Option<Watcher>,
+    writer: Option<Watcher>,
 }
 
 impl IoWatch {
@@ -313,6 +331,15 @@ impl LoopCore {
         Self::schedule_soon(slf, callback, &args, context, "call_soon", true).map(drop)
     }
 
+    /// `loop.call_soon(callback, *args)` from Rust (transports).
+    pub(crate) fn call_soon_args(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::schedule_soon(slf, callback, args, None, "call_soon", true).map(drop)
+    }
+
     /// Checks done by call_soon for a step or wake-up queued as the task itself.
     fn check_soon(&self) -> PyResult<()> {
         self.check_closed()?;
@@ -536,7 +563,7 @@ impl LoopCore {
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
                 .map(|w| w.read_fd());
-            let mut to_run: Vec<Py<Handle>> = Vec::new();
+            let mut to_run: Vec<Ready> = Vec::new();
             let mut stale: Vec<RawFd> = Vec::new();
             {
                 let io = lock(&this.io);
@@ -545,14 +572,22 @@ impl LoopCore {
                         continue;
                     }
                     if let Some(w) = io.get(&ev.fd) {
-                        for (ready, handle) in [(ev.readable, &w.reader), (ev.writable, &w.writer)]
-                        {
-                            if let (true, Some(h)) = (ready, handle) {
-                                if h.bind(py).borrow().cancelled {
-                                    stale.push(ev.fd);
-                                } else {
-                                    to_run.push(h.clone_ref(py));
+                        for (ready, watcher, write) in [
+                            (ev.readable, &w.reader, false),
+                            (ev.writable, &w.writer, true),
+                        ] {
+                            match (ready, watcher) {
+                                (true, Some(Watcher::Handle(h))) => {
+                                    if h.bind(py).borrow().cancelled {
+                                        stale.push(ev.fd);
+                                    } else {
+                                        to_run.push(Ready::Handle(h.clone_ref(py)));
+                                    }
                                 }
+                                (true, Some(Watcher::Native(target, gen))) => {
+                                    to_run.push(Ready::Io(target.clone_ref(py), write, *gen));
+                                }
+                                _ => {}
                             }
                         }
                     }
@@ -575,8 +610,8 @@ impl LoopCore {
                 this.drop_cancelled_watch(py, fd);
             }
             let mut s = lock(&this.sched);
-            for h in to_run {
-                s.ready.push(Ready::Handle(h));
+            for item in to_run {
+                s.ready.push(item);
             }
         }
 
@@ -625,6 +660,7 @@ impl LoopCore {
                     let task = task.into_bound(py);
                     Self::run_task_timed(slf, task, Some(fut.into_bound(py)), true, debug)?;
                 }
+                Ready::Io(target, write, gen) => target.on_ready(py, write, gen)?,
             }
         }
         Ok(())
@@ -719,12 +755,14 @@ impl LoopCore {
             let mut removed = Vec::new();
             if w.reader
                 .as_ref()
+                .and_then(Watcher::handle)
                 .is_some_and(|h| h.bind(py).borrow().cancelled)
             {
                 removed.extend(w.reader.take());
             }
             if w.writer
                 .as_ref()
+                .and_then(Watcher::handle)
                 .is_some_and(|h| h.bind(py).borrow().cancelled)
             {
                 removed.extend(w.writer.take());
@@ -758,26 +796,61 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         write: bool,
     ) -> PyResult<()> {
-        let py = slf.py();
         let this = slf.get();
         let fd = fileobj_to_fd(fd)?;
         this.check_closed()?;
         let fd = fd_as_c_int(&fd)?;
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None)?)?;
+        this.set_watch(slf.py(), fd, Watcher::Handle(handle), write)
+    }
+
+    /// Watches `fd` for a Rust transport (`_add_reader`/`_add_writer` with the transport's
+    /// `_read_ready`/`_write_ready`): readiness calls `target.on_ready(write, generation)`.
+    pub(crate) fn add_native_watch(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        target: NativeIo,
+        generation: u64,
+        write: bool,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        self.set_watch(py, fd, Watcher::Native(target, generation), write)
+    }
+
+    /// Stops watching one side of `fd` (`_remove_reader`/`_remove_writer`); True if it was.
+    pub(crate) fn remove_native_watch(&self, py: Python<'_>, fd: RawFd, write: bool) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.take_watch(fd, write) {
+            Some(w) => {
+                if let Watcher::Handle(h) = &w {
+                    Handle::cancel_handle(h.bind(py)).ok();
+                }
+                drop(w);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Installs a watcher for one side of `fd`, cancelling the one it replaces.
+    fn set_watch(&self, py: Python<'_>, fd: RawFd, watcher: Watcher, write: bool) -> PyResult<()> {
         let previous = {
-            let mut io = lock(&this.io);
+            let mut io = lock(&self.io);
             let existed = io.contains_key(&fd);
             let w = io.entry(fd).or_default();
             let previous = if write {
-                w.writer.replace(handle)
+                w.writer.replace(watcher)
             } else {
-                w.reader.replace(handle)
+                w.reader.replace(watcher)
             };
             let interest = w.interest();
             let res = if existed {
-                this.with_poller(|p| p.modify(fd, interest))
+                self.with_poller(|p| p.modify(fd, interest))
             } else {
-                this.with_poller(|p| p.add(fd, interest))
+                self.with_poller(|p| p.add(fd, interest))
             };
             if let Err(e) = res {
                 // Undo: the fd is not watched.
@@ -793,18 +866,39 @@ impl LoopCore {
                 } else {
                     (None, io.remove(&fd))
                 };
-                this.io_count.store(io.len(), Ordering::Release);
+                self.io_count.store(io.len(), Ordering::Release);
                 drop(io);
                 drop(undone);
                 return Err(e);
             }
-            this.io_count.store(io.len(), Ordering::Release);
+            self.io_count.store(io.len(), Ordering::Release);
             previous
         };
-        if let Some(prev) = previous {
+        if let Some(Watcher::Handle(prev)) = &previous {
             Handle::cancel_handle(prev.bind(py))?;
         }
+        drop(previous);
         Ok(())
+    }
+
+    /// Removes the watcher of one side of `fd` (the caller drops or cancels it, lock released).
+    fn take_watch(&self, fd: RawFd, write: bool) -> Option<Watcher> {
+        let mut io = lock(&self.io);
+        let w = io.get_mut(&fd)?;
+        let removed = if write {
+            w.writer.take()
+        } else {
+            w.reader.take()
+        };
+        let interest = w.interest();
+        if interest.is_empty() {
+            io.remove(&fd);
+            self.io_count.store(io.len(), Ordering::Release);
+            self.with_poller(|p| p.delete(fd)).ok();
+        } else {
+            self.with_poller(|p| p.modify(fd, interest)).ok();
+        }
+        removed
     }
 
     /// remove_reader / remove_writer: True if a callback was registered.
@@ -818,38 +912,24 @@ impl LoopCore {
         // An fd no C int can hold is not registered (asyncio: the selector has no key for it).
         let fd = match fd_as_c_int(&fd) {
             Ok(fd) => fd,
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(slf.py()) => {
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
                 return Ok(false)
             }
             Err(e) => return Err(e),
         };
-        let removed = {
-            let mut io = lock(&this.io);
-            let Some(w) = io.get_mut(&fd) else {
-                return Ok(false);
-            };
-            let removed = if write {
-                w.writer.take()
-            } else {
-                w.reader.take()
-            };
-            let interest = w.interest();
-            if interest.is_empty() {
-                io.remove(&fd);
-                this.io_count.store(io.len(), Ordering::Release);
-                this.with_poller(|p| p.delete(fd)).ok();
-            } else {
-                this.with_poller(|p| p.modify(fd, interest)).ok();
+        Ok(this.remove_native_watch(py, fd, write))
+    }
+
+    /// The public add_reader/add_writer/remove_reader/remove_writer refuse an fd a live
+    /// transport owns (`BaseSelectorEventLoop._ensure_fd_no_transport`).
+    fn ensure_fd_no_transport(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if let Ok(transports) = slf.getattr(intern!(py, "_transports")) {
+            if transports.len().unwrap_or(0) > 0 {
+                slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
             }
-            removed
-        };
-        match removed {
-            Some(h) => {
-                Handle::cancel_handle(h.bind(py))?;
-                Ok(true)
-            }
-            None => Ok(false),
         }
+        Ok(())
     }
 }
 
@@ -1261,7 +1341,36 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<()> {
+        Self::ensure_fd_no_transport(slf, fd)?;
         Self::add_watch(slf, fd, callback, args, false)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_watch(slf, fd, callback, args, false)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_watch(slf, fd, callback, args, true)
+    }
+
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watch(slf, fd, false)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watch(slf, fd, true)
     }
 
     #[pyo3(signature = (fd, callback, *args))]
@@ -1271,15 +1380,37 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<()> {
+        Self::ensure_fd_no_transport(slf, fd)?;
         Self::add_watch(slf, fd, callback, args, true)
     }
 
     fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::ensure_fd_no_transport(slf, fd)?;
         Self::remove_watch(slf, fd, false)
     }
 
     fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::ensure_fd_no_transport(slf, fd)?;
         Self::remove_watch(slf, fd, true)
+    }
+
+    /// What the loop watches on `fd`, as `selectors` would report it: None, or
+    /// `(events, reader, writer)` with EVENT_READ=1/EVENT_WRITE=2 and the Handles (None for a
+    /// side watched by a Rust transport).
+    fn _io_key(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+    ) -> Option<(u8, Option<Py<Handle>>, Option<Py<Handle>>)> {
+        let io = lock(&self.io);
+        let w = io.get(&fd)?;
+        let events = u8::from(w.reader.is_some()) | (u8::from(w.writer.is_some()) << 1);
+        let handle_of = |x: &Option<Watcher>| {
+            x.as_ref()
+                .and_then(Watcher::handle)
+                .map(|h| h.clone_ref(py))
+        };
+        Some((events, handle_of(&w.reader), handle_of(&w.writer)))
     }
 
     /// Number of callbacks waiting in the ready queue (for tests and diagnostics).
@@ -1314,6 +1445,7 @@ impl LoopCore {
                             visit.call(task)?;
                             visit.call(fut)?;
                         }
+                        Ready::Io(target, ..) => target.visit(&visit)?,
                     }
                 }
                 for (_, t) in s.timers.iter() {
@@ -1324,8 +1456,12 @@ impl LoopCore {
         })?;
         if let Ok(io) = self.io.try_lock() {
             for w in io.values() {
-                visit.call(&w.reader)?;
-                visit.call(&w.writer)?;
+                for watcher in [&w.reader, &w.writer].into_iter().flatten() {
+                    match watcher {
+                        Watcher::Handle(h) => visit.call(h)?,
+                        Watcher::Native(target, _) => target.visit(&visit)?,
+                    }
+                }
             }
         }
         if let Ok(f) = self.task_factory.try_lock() {

@@ -3,7 +3,11 @@
 //! - [`handle`]: Handle and TimerHandle;
 //! - [`future`]: Future and the iterator `await` drives;
 //! - [`task`]: Task, driving a coroutine;
+//! - [`transport`]: TransportCore, the Rust core of socket, datagram and pipe transports;
+//! - [`native_io`]: readiness dispatch from the loop to Rust transports;
+//! - [`sock_ops`]: the loop's sock_* operations, native sock_sendfile, numeric resolution;
 //! - [`stdlib`]: cached references into asyncio and sys;
+//! - [`tls`]: SSLProtocolCore, TLS through the ssl module's SSLObject over MemoryBIOs;
 //! - [`capi`]: the raw CPython C-API calls, behind safe wrappers.
 
 use pyo3::prelude::*;
@@ -12,8 +16,12 @@ mod capi;
 mod event_loop;
 mod future;
 mod handle;
+mod native_io;
+mod sock_ops;
 mod stdlib;
 mod task;
+mod tls;
+mod transport;
 
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -23,6 +31,9 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<future::Future>()?;
     m.add_class::<future::FutureIter>()?;
     m.add_class::<task::Task>()?;
+    m.add_class::<transport::TransportCore>()?;
+    sock_ops::register(m)?;
+    m.add_class::<tls::SslProtocolCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
     capi::install_am_send::<future::FutureIter>(&m.py().get_type::<future::FutureIter>());

@@ -1,0 +1,243 @@
+//! Non-blocking reads and writes on file descriptors the caller owns (sockets and pipes), as
+//! safe functions, and [`WriteBuffer`]: the queue of unsent bytes a transport flushes with one
+//! vectored system call per readiness event.
+//!
+//! Errors come back as `io::Error`; `WouldBlock` and `Interrupted` mean "try again on readiness".
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+
+/// At most this many slices go to one writev/sendmsg (Linux's IOV_MAX).
+const MAX_IOVECS: usize = 1024;
+
+fn check(n: isize) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `read(2)` into `buf`; `Ok(0)` is end of file.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+    check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// `write(2)` of `data` (pipes).
+pub fn write(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is valid for reads of `data.len()` bytes for the duration of the call.
+    check(unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) })
+}
+
+/// `send(2)` of `data` with MSG_NOSIGNAL (a vanished peer gives EPIPE, never SIGPIPE).
+pub fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is valid for reads of `data.len()` bytes for the duration of the call.
+    check(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) })
+}
+
+/// `shutdown(fd, SHUT_WR)`: half-close a socket.
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain system call on an integer fd; no memory is passed.
+    if unsafe { libc::shutdown(fd, libc::SHUT_WR) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bytes waiting to be written, as a queue of chunks; the first may be partly sent.
+#[derive(Default)]
+pub struct WriteBuffer {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of the first chunk already written.
+    head_sent: usize,
+    len: usize,
+}
+
+impl WriteBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Unsent bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        // Small writes join the last chunk (fewer slices per system call).
+        if let Some(last) = self.chunks.back_mut() {
+            if last.len() + data.len() <= 16 * 1024 {
+                last.extend_from_slice(data);
+                self.len += data.len();
+                return;
+            }
+        }
+        self.chunks.push_back(data.to_vec());
+        self.len += data.len();
+    }
+
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.head_sent = 0;
+        self.len = 0;
+    }
+
+    /// Drops the first `n` bytes (they were written).
+    pub fn consume(&mut self, mut n: usize) {
+        n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let rest = front.len() - self.head_sent;
+            if n >= rest {
+                n -= rest;
+                self.chunks.pop_front();
+                self.head_sent = 0;
+            } else {
+                self.head_sent += n;
+                n = 0;
+            }
+        }
+    }
+
+    fn iovecs(&self) -> Vec<libc::iovec> {
+        self.chunks
+            .iter()
+            .take(MAX_IOVECS)
+            .enumerate()
+            .map(|(i, c)| {
+                let s = if i == 0 { &c[self.head_sent..] } else { &c[..] };
+                libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                }
+            })
+            .collect()
+    }
+
+    /// Writes as much as the fd takes with one `writev(2)` (pipes) or `sendmsg(2)` with
+    /// MSG_NOSIGNAL (sockets), and drops what was written. Returns the bytes written.
+    pub fn flush(&mut self, fd: RawFd, socket: bool) -> io::Result<usize> {
+        if self.is_empty() {
+            return Ok(0);
+        }
+        let iov = self.iovecs();
+        let n = if socket {
+            // SAFETY: a zeroed msghdr is valid (no name, no control data); msg_iov points at
+            // `iov`, whose slices borrow `self.chunks`, alive and unchanged during the call.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len() as _;
+            // SAFETY: `msg` is a valid msghdr as set up above.
+            check(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) } as isize)?
+        } else {
+            // SAFETY: `iov` holds `iov.len()` valid slices borrowed from `self.chunks`.
+            check(unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) })?
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe() -> (RawFd, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: room for two fds; the test closes them.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
+            0
+        );
+        (fds[0], fds[1])
+    }
+
+    fn close(fd: RawFd) {
+        // SAFETY: the test owns the fd.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn buffer_consumes_across_chunks() {
+        let mut b = WriteBuffer::new();
+        b.push(&[1; 20000]);
+        b.push(&[2; 20000]);
+        b.push(b"");
+        assert_eq!(b.len(), 40000);
+        b.consume(19999);
+        assert_eq!(b.len(), 20001);
+        b.push(&[3; 10]);
+        b.consume(2);
+        assert_eq!(b.len(), 20009);
+        b.consume(100000);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn flush_writes_in_order_and_keeps_the_rest_when_full() {
+        let (r, w) = pipe();
+        let mut b = WriteBuffer::new();
+        for i in 0..200u8 {
+            b.push(&[i; 1000]);
+        }
+        let total = b.len();
+        let mut written = 0;
+        loop {
+            match b.flush(w, false) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            if b.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(written + b.len(), total);
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match read(r, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if b.is_empty() {
+                        break;
+                    }
+                    b.flush(w, false).unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got.len(), total);
+        for (i, chunk) in got.chunks(1000).enumerate() {
+            assert!(chunk.iter().all(|&x| x == i as u8));
+        }
+        close(r);
+        close(w);
+    }
+
+    #[test]
+    fn write_to_closed_pipe_is_epipe_and_eof_reads_zero() {
+        let (r, w) = pipe();
+        close(r);
+        let err = write(w, b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
+        close(w);
+        let (r, w) = pipe();
+        close(w);
+        assert_eq!(read(r, &mut [0u8; 4]).unwrap(), 0);
+        close(r);
+    }
+}

@@ -1,0 +1,32 @@
+//! NativeIo: the Rust objects the loop calls directly when a watched fd is ready (instead of a
+//! Python callback wrapped in a Handle), and the dispatch to them.
+
+use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::transport::TransportCore;
+
+pub(crate) enum NativeIo {
+    Transport(Py<TransportCore>),
+}
+
+impl NativeIo {
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
+        match self {
+            NativeIo::Transport(t) => NativeIo::Transport(t.clone_ref(py)),
+        }
+    }
+
+    /// The fd is readable (`write` false) or writable, for the registration `generation`.
+    pub(crate) fn on_ready(self, py: Python<'_>, write: bool, generation: u64) -> PyResult<()> {
+        match self {
+            NativeIo::Transport(t) => TransportCore::on_ready(t.bind(py), write, generation),
+        }
+    }
+
+    pub(crate) fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            NativeIo::Transport(t) => visit.call(t),
+        }
+    }
+}

@@ -1,0 +1,1580 @@
+//! TransportCore: the Rust core of ferroloop's transports.
+//!
+//! - stream sockets (TCP, Unix): mirrors `selector_events._SelectorSocketTransport` (and its
+//!   base `_SelectorTransport`, flow control from `transports._FlowControlMixin`);
+//! - datagram sockets (UDP, Unix datagram): mirrors `selector_events._SelectorDatagramTransport`
+//!   (datagrams go through the socket object's recvfrom/sendto, for Python's address formats);
+//! - read pipes: mirrors `unix_events._UnixReadPipeTransport`;
+//! - write pipes: mirrors `unix_events._UnixWritePipeTransport`.
+//!
+//! Reads go into a reused per-thread buffer (or the protocol's own with BufferedProtocol) and
+//! straight to the protocol; the loop calls [`TransportCore::on_ready`] without a Handle.
+//! Writes try the system call at once when nothing is buffered; the rest waits in a
+//! [`WriteBuffer`] flushed with one vectored call per writable event.
+//!
+//! The Python classes in `python/ferroloop/_transports.py` (instances of asyncio's Transport,
+//! ReadTransport, WriteTransport, DatagramTransport) hold one of these as `_core` and delegate
+//! to it.
+//!
+//! Locking rule: `state` is only locked in Python-free sections; protocol callbacks run
+//! unlocked (they may call back into the transport).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Mutex, MutexGuard};
+
+use ferroloop_core::fdio;
+use ferroloop_core::WriteBuffer;
+use pyo3::exceptions::{
+    PyAssertionError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError,
+    PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::event_loop::{os_error, LoopCore};
+use crate::native_io::NativeIo;
+use crate::stdlib;
+
+/// `_SelectorTransport.max_size` / `_UnixReadPipeTransport.max_size`: bytes per read.
+const MAX_SIZE: usize = 256 * 1024;
+/// `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+thread_local! {
+    /// The read buffer, shared by every transport of the thread (data is copied out at once).
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_SIZE]);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Socket,
+    Datagram,
+    ReadPipe,
+    WritePipe,
+}
+
+struct State {
+    kind: Kind,
+    fd: RawFd,
+    loop_: Option<Py<LoopCore>>,
+    /// The Python transport object handed to the protocol.
+    transport: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+    /// The protocol is an asyncio.BufferedProtocol (get_buffer/buffer_updated).
+    buffered: bool,
+    protocol_connected: bool,
+    /// The socket or pipe object, closed after connection_lost.
+    sock: Option<Py<PyAny>>,
+    server: Option<Py<PyAny>>,
+    closing: bool,
+    paused: bool,
+    eof: bool,
+    conn_lost: u32,
+    protocol_paused: bool,
+    high_water: i64,
+    low_water: i64,
+    buffer: WriteBuffer,
+    /// Datagrams waiting to be sent, with their address, and their total size.
+    datagrams: VecDeque<(Py<PyAny>, Py<PyAny>)>,
+    datagram_bytes: usize,
+    /// A connected datagram endpoint's remote address (`_address`).
+    address: Option<Py<PyAny>>,
+    /// The socket has a peer (`_extra['peername']`): send(), not sendto().
+    connected: bool,
+    empty_waiter: Option<Py<PyAny>>,
+    /// A write pipe watches its fd for readability to notice the reader closing.
+    watch_pipe_eof: bool,
+    reader_on: bool,
+    writer_on: bool,
+    reader_gen: u64,
+    writer_gen: u64,
+}
+
+impl State {
+    /// Bytes waiting to be written (`get_write_buffer_size()`).
+    fn pending(&self) -> usize {
+        match self.kind {
+            Kind::Datagram => self.datagram_bytes,
+            _ => self.buffer.len(),
+        }
+    }
+
+    /// Drops what waits to be written; true if something did. The datagrams are returned
+    /// so that they are released after the lock.
+    fn clear_pending(&mut self) -> (bool, VecDeque<(Py<PyAny>, Py<PyAny>)>) {
+        let had = self.pending() > 0;
+        self.buffer.clear();
+        self.datagram_bytes = 0;
+        (had, std::mem::take(&mut self.datagrams))
+    }
+}
+
+#[pyclass(module = "ferroloop._ferroloop", frozen)]
+pub struct TransportCore {
+    state: Mutex<State>,
+}
+
+fn is_fatal_interrupt(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// The bytes of `data` (bytes, bytearray or memoryview), with `f` run on them without a copy
+/// when they are a contiguous byte buffer.
+fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(f(b.as_bytes()));
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        return Ok(f(&b.to_vec()));
+    }
+    let py = data.py();
+    let view = PyMemoryView::from(data)?;
+    let bytes = view.call_method0(intern!(py, "tobytes"))?;
+    let bytes = bytes.cast::<PyBytes>()?;
+    Ok(f(bytes.as_bytes()))
+}
+
+impl TransportCore {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn loop_of<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
+        self.lock().loop_.as_ref().map(|l| l.bind(py).clone())
+    }
+
+    fn name(kind: Kind) -> &'static str {
+        match kind {
+            Kind::Socket => "socket",
+            Kind::Datagram => "datagram",
+            Kind::ReadPipe | Kind::WritePipe => "pipe",
+        }
+    }
+
+    // -- watching the fd ----------------------------------------------------------------------
+
+    /// `loop._add_reader(fd, self._read_ready)`.
+    fn watch(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
+        let py = slf.py();
+        let (lp, fd, generation) = {
+            let mut st = slf.get().lock();
+            let Some(lp) = st.loop_.as_ref().map(|l| l.clone_ref(py)) else {
+                return Ok(());
+            };
+            let generation = if write {
+                st.writer_gen += 1;
+                st.writer_on = true;
+                st.writer_gen
+            } else {
+                st.reader_gen += 1;
+                st.reader_on = true;
+                st.reader_gen
+            };
+            (lp, st.fd, generation)
+        };
+        let target = NativeIo::Transport(slf.clone().unbind());
+        let res = lp.get().add_native_watch(py, fd, target, generation, write);
+        if res.is_err() {
+            let mut st = slf.get().lock();
+            if write {
+                st.writer_on = false;
+            } else {
+                st.reader_on = false;
+            }
+        }
+        res
+    }
+
+    /// `loop._remove_reader(fd)` / `loop._remove_writer(fd)`.
+    fn unwatch(slf: &Bound<'_, Self>, write: bool) {
+        let py = slf.py();
+        let (lp, fd) = {
+            let mut st = slf.get().lock();
+            if write {
+                st.writer_on = false;
+            } else {
+                st.reader_on = false;
+            }
+            (st.loop_.as_ref().map(|l| l.clone_ref(py)), st.fd)
+        };
+        if let Some(lp) = lp {
+            lp.get().remove_native_watch(py, fd, write);
+        }
+    }
+
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        match slf.get().loop_of(slf.py()) {
+            Some(lp) => LoopCore::call_soon_args(&lp, callback, &args),
+            None => Ok(()),
+        }
+    }
+
+    fn debug(&self) -> bool {
+        self.lock()
+            .loop_
+            .as_ref()
+            .is_some_and(|l| l.get().debug_enabled())
+    }
+
+    fn transport_obj<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self.lock().transport.as_ref() {
+            Some(t) => t.bind(py).clone(),
+            None => py.None().into_bound(py),
+        }
+    }
+
+    fn protocol_obj<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self.lock().protocol.as_ref() {
+            Some(p) => p.bind(py).clone(),
+            None => py.None().into_bound(py),
+        }
+    }
+
+    fn log(&self, py: Python<'_>, level: &str, msg: &str) -> PyResult<()> {
+        let logger = stdlib::asyncio_logger(py)?;
+        logger.call_method1(level, (msg, self.transport_obj(py)))?;
+        Ok(())
+    }
+
+    /// `loop.call_exception_handler({...})` with the transport and protocol.
+    fn report(
+        slf: &Bound<'_, Self>,
+        message: &str,
+        exc: &Bound<'_, PyAny>,
+        with_protocol: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let Some(lp) = slf.get().loop_of(py) else {
+            return Ok(());
+        };
+        let ctx = PyDict::new(py);
+        ctx.set_item(intern!(py, "message"), message)?;
+        ctx.set_item(intern!(py, "exception"), exc)?;
+        ctx.set_item(intern!(py, "transport"), slf.get().transport_obj(py))?;
+        if with_protocol {
+            ctx.set_item(intern!(py, "protocol"), slf.get().protocol_obj(py))?;
+        }
+        lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        Ok(())
+    }
+
+    // -- errors and closing ------------------------------------------------------------------
+
+    /// `_fatal_error(exc, message)`: OSErrors are only logged in debug mode, anything else goes
+    /// to the exception handler; then the transport is closed without flushing.
+    fn fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if exc.is_instance_of::<PyOSError>() {
+            if this.debug() {
+                let logger = stdlib::asyncio_logger(py)?;
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "exc_info"), exc)?;
+                logger.call_method(
+                    intern!(py, "debug"),
+                    ("%r: %s", this.transport_obj(py), message),
+                    Some(&kwargs),
+                )?;
+            }
+        } else {
+            Self::report(slf, message, exc, true)?;
+        }
+        let kind = this.lock().kind;
+        match kind {
+            Kind::Socket | Kind::Datagram => Self::force_close(slf, Some(exc.clone())),
+            Kind::ReadPipe | Kind::WritePipe => Self::close_pipe(slf, Some(exc.clone())),
+        }
+    }
+
+    fn fatal_io_error(slf: &Bound<'_, Self>, e: io::Error, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        let exc = os_error(e).into_value(py).into_bound(py).into_any();
+        Self::fatal_error(slf, &exc, message)
+    }
+
+    /// `_SelectorTransport._force_close`.
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let (had_buffer, was_closing) = {
+            let mut st = slf.get().lock();
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            let (had_buffer, dropped) = st.clear_pending();
+            drop(dropped);
+            let was_closing = st.closing;
+            st.closing = true;
+            st.conn_lost += 1;
+            (had_buffer, was_closing)
+        };
+        if had_buffer {
+            Self::unwatch(slf, true);
+        }
+        if !was_closing {
+            Self::unwatch(slf, false);
+        }
+        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
+        Self::call_soon(slf, &cb, PyTuple::new(py, [exc])?)
+    }
+
+    /// `_UnixReadPipeTransport._close` / `_UnixWritePipeTransport._close`.
+    fn close_pipe(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let had_buffer = {
+            let mut st = slf.get().lock();
+            st.closing = true;
+            let had = !st.buffer.is_empty();
+            st.buffer.clear();
+            had && st.kind == Kind::WritePipe
+        };
+        if had_buffer {
+            Self::unwatch(slf, true);
+        }
+        Self::unwatch(slf, false);
+        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
+        Self::call_soon(slf, &cb, PyTuple::new(py, [exc])?)
+    }
+
+    // -- flow control (transports._FlowControlMixin) -------------------------------------------
+
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut st = slf.get().lock();
+            if (st.pending() as i64) <= st.high_water || st.protocol_paused {
+                return Ok(());
+            }
+            st.protocol_paused = true;
+            st.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        let Some(protocol) = protocol else {
+            return Ok(());
+        };
+        if let Err(e) = protocol.bind(py).call_method0(intern!(py, "pause_writing")) {
+            if is_fatal_interrupt(py, &e) {
+                return Err(e);
+            }
+            let exc = stdlib::exception_value(py, &e);
+            Self::report(slf, "protocol.pause_writing() failed", &exc, true)?;
+        }
+        Ok(())
+    }
+
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut st = slf.get().lock();
+            if !(st.protocol_paused && (st.pending() as i64) <= st.low_water) {
+                return Ok(());
+            }
+            st.protocol_paused = false;
+            st.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        let Some(protocol) = protocol else {
+            return Ok(());
+        };
+        if let Err(e) = protocol
+            .bind(py)
+            .call_method0(intern!(py, "resume_writing"))
+        {
+            if is_fatal_interrupt(py, &e) {
+                return Err(e);
+            }
+            let exc = stdlib::exception_value(py, &e);
+            Self::report(slf, "protocol.resume_writing() failed", &exc, true)?;
+        }
+        Ok(())
+    }
+
+    // -- readiness ---------------------------------------------------------------------------
+
+    /// Called by the loop: the fd is ready for the registration `generation`. A registration
+    /// removed (or replaced) since the poll is skipped, as a cancelled Handle would be.
+    pub(crate) fn on_ready(slf: &Bound<'_, Self>, write: bool, generation: u64) -> PyResult<()> {
+        let py = slf.py();
+        let kind = {
+            let st = slf.get().lock();
+            let current = if write {
+                st.writer_on && st.writer_gen == generation
+            } else {
+                st.reader_on && st.reader_gen == generation
+            };
+            if !current {
+                return Ok(());
+            }
+            st.kind
+        };
+        let result = match (kind, write) {
+            (Kind::Datagram, true) => Self::sendto_ready(slf),
+            (Kind::Datagram, false) => Self::datagram_read_ready(slf),
+            (_, true) => Self::write_ready(slf),
+            (Kind::Socket, false) => Self::read_ready(slf),
+            (Kind::ReadPipe, false) => Self::pipe_read_ready(slf),
+            (Kind::WritePipe, false) => Self::pipe_closed_by_peer(slf),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_fatal_interrupt(py, &e) => Err(e),
+            Err(e) => {
+                // What the loop does with a callback that raised (events.Handle._run).
+                let what = if write { "_write_ready" } else { "_read_ready" };
+                let transport = slf.get().transport_obj(py);
+                let cls = transport.get_type().qualname()?;
+                let message = format!("Exception in callback {cls}.{what}()");
+                let exc = stdlib::exception_value(py, &e);
+                let Some(lp) = slf.get().loop_of(py) else {
+                    return Ok(());
+                };
+                let ctx = PyDict::new(py);
+                ctx.set_item(intern!(py, "message"), message)?;
+                ctx.set_item(intern!(py, "exception"), exc)?;
+                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// `_SelectorSocketTransport._read_ready`.
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, buffered, protocol) = {
+            let st = slf.get().lock();
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            let Some(p) = st.protocol.as_ref() else {
+                return Ok(());
+            };
+            (st.fd, st.buffered, p.clone_ref(py))
+        };
+        let protocol = protocol.into_bound(py);
+        if buffered {
+            return Self::read_into_protocol_buffer(slf, fd, &protocol);
+        }
+        let data = READ_BUFFER.with(|b| {
+            let mut b = b.borrow_mut();
+            fdio::read(fd, &mut b).map(|n| PyBytes::new(py, &b[..n]))
+        });
+        let data = match data {
+            Ok(d) => d,
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) => return Self::fatal_io_error(slf, e, "Fatal read error on socket transport"),
+        };
+        if data.as_bytes().is_empty() {
+            return Self::read_eof(slf, &protocol);
+        }
+        if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
+            if is_fatal_interrupt(py, &e) {
+                return Err(e);
+            }
+            let exc = stdlib::exception_value(py, &e);
+            Self::fatal_error(
+                slf,
+                &exc,
+                "Fatal error: protocol.data_received() call failed.",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `_SelectorSocketTransport._read_ready__get_buffer`.
+    fn read_into_protocol_buffer(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let buf = protocol
+            .call_method1(intern!(py, "get_buffer"), (-1,))
+            .and_then(|buf| {
+                if buf.len()? == 0 {
+                    Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ))
+                } else {
+                    Ok(buf)
+                }
+            });
+        let buf = match buf {
+            Ok(b) => b,
+            Err(e) if is_fatal_interrupt(py, &e) => return Err(e),
+            Err(e) => {
+                let exc = stdlib::exception_value(py, &e);
+                return Self::fatal_error(
+                    slf,
+                    &exc,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                );
+            }
+        };
+        let nbytes = match recv_into(&buf, fd) {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if would_block(&e) => return Ok(()),
+            Ok(Err(e)) => {
+                return Self::fatal_io_error(slf, e, "Fatal read error on socket transport")
+            }
+            Err(e) => {
+                let exc = stdlib::exception_value(py, &e);
+                return Self::fatal_error(slf, &exc, "Fatal read error on socket transport");
+            }
+        };
+        if nbytes == 0 {
+            return Self::read_eof(slf, protocol);
+        }
+        if let Err(e) = protocol.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
+            if is_fatal_interrupt(py, &e) {
+                return Err(e);
+            }
+            let exc = stdlib::exception_value(py, &e);
+            Self::fatal_error(
+                slf,
+                &exc,
+                "Fatal error: protocol.buffer_updated() call failed.",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `_SelectorSocketTransport._read_ready__on_eof`.
+    fn read_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.get().debug() {
+            slf.get().log(py, "debug", "%r received EOF")?;
+        }
+        let keep_open = match protocol
+            .call_method0(intern!(py, "eof_received"))
+            .and_then(|r| r.is_truthy())
+        {
+            Ok(k) => k,
+            Err(e) if is_fatal_interrupt(py, &e) => return Err(e),
+            Err(e) => {
+                let exc = stdlib::exception_value(py, &e);
+                return Self::fatal_error(
+                    slf,
+                    &exc,
+                    "Fatal error: protocol.eof_received() call failed.",
+                );
+            }
+        };
+        if keep_open {
+            Self::unwatch(slf, false);
+            Ok(())
+        } else {
+            Self::close_impl(slf)
+        }
+    }
+
+    /// `_UnixReadPipeTransport._read_ready`.
+    fn pipe_read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (fd, protocol) = {
+            let st = slf.get().lock();
+            let Some(p) = st.protocol.as_ref() else {
+                return Ok(());
+            };
+            (st.fd, p.clone_ref(py))
+        };
+        let protocol = protocol.into_bound(py);
+        let data = READ_BUFFER.with(|b| {
+            let mut b = b.borrow_mut();
+            fdio::read(fd, &mut b).map(|n| PyBytes::new(py, &b[..n]))
+        });
+        let data = match data {
+            Ok(d) => d,
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) => return Self::fatal_io_error(slf, e, "Fatal read error on pipe transport"),
+        };
+        if !data.as_bytes().is_empty() {
+            protocol.call_method1(intern!(py, "data_received"), (data,))?;
+            return Ok(());
+        }
+        if slf.get().debug() {
+            slf.get().log(py, "info", "%r was closed by peer")?;
+        }
+        slf.get().lock().closing = true;
+        Self::unwatch(slf, false);
+        let eof = protocol.getattr(intern!(py, "eof_received"))?;
+        Self::call_soon(slf, &eof, PyTuple::empty(py))?;
+        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        Self::call_soon(slf, &cb, PyTuple::new(py, [py.None()])?)
+    }
+
+    /// `_UnixWritePipeTransport._read_ready`: the read end went away.
+    fn pipe_closed_by_peer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.get().debug() {
+            slf.get().log(py, "info", "%r was closed by peer")?;
+        }
+        let has_buffer = !slf.get().lock().buffer.is_empty();
+        if has_buffer {
+            let exc = py
+                .get_type::<pyo3::exceptions::PyBrokenPipeError>()
+                .call0()?;
+            Self::close_pipe(slf, Some(exc))
+        } else {
+            Self::close_pipe(slf, None)
+        }
+    }
+
+    /// `_SelectorSocketTransport._write_ready` / `_UnixWritePipeTransport._write_ready`.
+    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (kind, result) = {
+            let mut st = slf.get().lock();
+            if st.buffer.is_empty() || (st.kind == Kind::Socket && st.conn_lost > 0) {
+                return Ok(());
+            }
+            let fd = st.fd;
+            let socket = st.kind == Kind::Socket;
+            (st.kind, st.buffer.flush(fd, socket))
+        };
+        let written = match result {
+            Ok(n) => n,
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) => {
+                {
+                    let mut st = slf.get().lock();
+                    st.buffer.clear();
+                    if kind == Kind::WritePipe {
+                        st.conn_lost += 1;
+                    }
+                }
+                Self::unwatch(slf, true);
+                let exc = os_error(e).into_value(py).into_bound(py).into_any();
+                let message = format!("Fatal write error on {} transport", Self::name(kind));
+                Self::fatal_error(slf, &exc, &message)?;
+                let waiter = slf
+                    .get()
+                    .lock()
+                    .empty_waiter
+                    .as_ref()
+                    .map(|w| w.clone_ref(py));
+                if let Some(w) = waiter {
+                    w.bind(py)
+                        .call_method1(intern!(py, "set_exception"), (exc,))?;
+                }
+                return Ok(());
+            }
+        };
+        let _ = written;
+        if kind == Kind::WritePipe {
+            if !slf.get().lock().buffer.is_empty() {
+                return Ok(());
+            }
+            Self::unwatch(slf, true);
+            Self::maybe_resume_protocol(slf)?;
+            if slf.get().lock().closing {
+                Self::unwatch(slf, false);
+                Self::call_connection_lost_impl(slf, None)?;
+            }
+            return Ok(());
+        }
+        Self::maybe_resume_protocol(slf)?;
+        let (empty, waiter, closing, eof, fd) = {
+            let st = slf.get().lock();
+            (
+                st.buffer.is_empty(),
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                st.closing,
+                st.eof,
+                st.fd,
+            )
+        };
+        if empty {
+            Self::unwatch(slf, true);
+            if let Some(w) = waiter {
+                w.bind(py)
+                    .call_method1(intern!(py, "set_result"), (py.None(),))?;
+            }
+            if closing {
+                Self::call_connection_lost_impl(slf, None)?;
+            } else if eof {
+                fdio::shutdown_write(fd).map_err(os_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    // -- datagrams ---------------------------------------------------------------------------
+
+    /// `_SelectorDatagramTransport._read_ready`.
+    fn datagram_read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (sock, protocol) = {
+            let st = slf.get().lock();
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            match (st.sock.as_ref(), st.protocol.as_ref()) {
+                (Some(s), Some(p)) => (s.clone_ref(py), p.clone_ref(py)),
+                _ => return Ok(()),
+            }
+        };
+        let protocol = protocol.into_bound(py);
+        match sock
+            .bind(py)
+            .call_method1(intern!(py, "recvfrom"), (MAX_SIZE,))
+        {
+            Ok(pair) => {
+                let pair = pair.cast_into::<PyTuple>()?;
+                protocol.call_method1(
+                    intern!(py, "datagram_received"),
+                    (pair.get_item(0)?, pair.get_item(1)?),
+                )?;
+                Ok(())
+            }
+            Err(e) => {
+                Self::datagram_error(slf, &protocol, e, "Fatal read error on datagram transport")
+            }
+        }
+    }
+
+    /// A send or receive failed: BlockingIOError/InterruptedError are ignored, other OSErrors
+    /// go to `protocol.error_received`, anything else is fatal.
+    fn datagram_error(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        e: PyErr,
+        message: &str,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+            || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py)
+        {
+            return Ok(());
+        }
+        if is_fatal_interrupt(py, &e) {
+            return Err(e);
+        }
+        let exc = stdlib::exception_value(py, &e);
+        if e.is_instance_of::<PyOSError>(py) {
+            protocol.call_method1(intern!(py, "error_received"), (exc,))?;
+            return Ok(());
+        }
+        Self::fatal_error(slf, &exc, message)
+    }
+
+    /// One datagram to the socket: `send` when connected, else `sendto`.
+    fn send_datagram(
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        connected: bool,
+        data: &Bound<'_, PyAny>,
+        addr: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        if connected {
+            sock.call_method1(intern!(py, "send"), (data,))?;
+        } else {
+            sock.call_method1(intern!(py, "sendto"), (data, addr))?;
+        }
+        Ok(())
+    }
+
+    /// `_SelectorDatagramTransport.sendto`.
+    fn sendto_impl(
+        slf: &Bound<'_, Self>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        }
+        if data.len()? == 0 {
+            return Ok(());
+        }
+        let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));
+        let address = slf.get().lock().address.as_ref().map(|a| a.clone_ref(py));
+        if let Some(address) = &address {
+            let address = address.bind(py);
+            if address.is_truthy()? {
+                if !(addr.is_none() || addr.eq(address)?) {
+                    return Err(PyValueError::new_err(format!(
+                        "Invalid address: must be None or {}",
+                        address.str()?
+                    )));
+                }
+                addr = address.clone();
+            }
+        }
+        let has_address = match &address {
+            Some(a) => a.bind(py).is_truthy()?,
+            None => false,
+        };
+        let (sock, protocol, connected, empty) = {
+            let mut st = slf.get().lock();
+            if st.conn_lost > 0 && has_address {
+                let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+                st.conn_lost += 1;
+                drop(st);
+                if warn {
+                    stdlib::asyncio_logger(py)?.call_method1(
+                        intern!(py, "warning"),
+                        ("socket.send() raised exception.",),
+                    )?;
+                }
+                return Ok(());
+            }
+            (
+                st.sock.as_ref().map(|s| s.clone_ref(py)),
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.connected,
+                st.datagrams.is_empty(),
+            )
+        };
+        if empty {
+            let Some(sock) = sock else {
+                return Ok(());
+            };
+            match Self::send_datagram(py, sock.bind(py), connected, data, &addr) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+                {
+                    Self::watch(slf, true)?;
+                }
+                Err(e) => {
+                    let protocol = match protocol {
+                        Some(p) => p.into_bound(py),
+                        None => py.None().into_bound(py),
+                    };
+                    return Self::datagram_error(
+                        slf,
+                        &protocol,
+                        e,
+                        "Fatal write error on datagram transport",
+                    );
+                }
+            }
+        }
+        // What is buffered must not change: a copy as bytes.
+        let copy = with_bytes(data, |b| PyBytes::new(py, b))?;
+        {
+            let mut st = slf.get().lock();
+            st.datagram_bytes += copy.as_bytes().len();
+            st.datagrams
+                .push_back((copy.into_any().unbind(), addr.unbind()));
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// `_SelectorDatagramTransport._sendto_ready`.
+    fn sendto_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        loop {
+            let (item, sock, protocol, connected) = {
+                let mut st = slf.get().lock();
+                let Some(item) = st.datagrams.pop_front() else {
+                    break;
+                };
+                st.datagram_bytes -= item.0.bind(py).len().unwrap_or(0);
+                (
+                    item,
+                    st.sock.as_ref().map(|s| s.clone_ref(py)),
+                    st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                    st.connected,
+                )
+            };
+            let Some(sock) = sock else {
+                return Ok(());
+            };
+            let (data, addr) = (item.0.bind(py), item.1.bind(py));
+            match Self::send_datagram(py, sock.bind(py), connected, data, addr) {
+                Ok(()) => {}
+                Err(e)
+                    if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+                {
+                    let mut st = slf.get().lock();
+                    st.datagram_bytes += data.len().unwrap_or(0);
+                    st.datagrams.push_front(item);
+                    break;
+                }
+                Err(e) => {
+                    drop(item);
+                    let protocol = match protocol {
+                        Some(p) => p.into_bound(py),
+                        None => py.None().into_bound(py),
+                    };
+                    return Self::datagram_error(
+                        slf,
+                        &protocol,
+                        e,
+                        "Fatal write error on datagram transport",
+                    );
+                }
+            }
+        }
+        Self::maybe_resume_protocol(slf)?;
+        let (empty, closing) = {
+            let st = slf.get().lock();
+            (st.datagrams.is_empty(), st.closing)
+        };
+        if empty {
+            Self::unwatch(slf, true);
+            if closing {
+                Self::call_connection_lost_impl(slf, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    // -- writing -----------------------------------------------------------------------------
+
+    fn write_impl(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let kind = {
+            let st = slf.get().lock();
+            st.kind
+        };
+        let is_bytes_like = data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>();
+        if kind == Kind::Socket {
+            if !is_bytes_like {
+                return Err(PyTypeError::new_err(format!(
+                    "data argument must be a bytes-like object, not {}",
+                    data.get_type().name()?.repr()?
+                )));
+            }
+            let st = slf.get().lock();
+            if st.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
+            }
+            if st.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to write; sendfile is in progress",
+                ));
+            }
+        } else if !is_bytes_like {
+            return Err(PyAssertionError::new_err(data.repr()?.to_string()));
+        }
+        if data.len()? == 0 {
+            return Ok(());
+        }
+        {
+            let mut st = slf.get().lock();
+            let lost = match kind {
+                Kind::Socket => st.conn_lost > 0,
+                _ => st.conn_lost > 0 || st.closing,
+            };
+            if lost {
+                let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+                st.conn_lost += 1;
+                drop(st);
+                if warn {
+                    let msg = match kind {
+                        Kind::Socket => "socket.send() raised exception.",
+                        _ => "pipe closed by peer or os.write(pipe, data) raised exception.",
+                    };
+                    stdlib::asyncio_logger(py)?.call_method1(intern!(py, "warning"), (msg,))?;
+                }
+                return Ok(());
+            }
+        }
+        let outcome = with_bytes(data, |bytes| {
+            let mut st = slf.get().lock();
+            if !st.buffer.is_empty() {
+                st.buffer.push(bytes);
+                return Ok(false);
+            }
+            let res = if st.kind == Kind::Socket {
+                fdio::send(st.fd, bytes)
+            } else {
+                fdio::write(st.fd, bytes)
+            };
+            match res {
+                Ok(n) if n == bytes.len() => Ok(false),
+                Ok(n) => {
+                    st.buffer.push(&bytes[n..]);
+                    Ok(true)
+                }
+                Err(e) if would_block(&e) => {
+                    st.buffer.push(bytes);
+                    Ok(true)
+                }
+                Err(e) => Err(e),
+            }
+        })?;
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => Self::watch(slf, true)?,
+            Err(e) => {
+                if kind == Kind::WritePipe {
+                    slf.get().lock().conn_lost += 1;
+                }
+                let message = format!("Fatal write error on {} transport", Self::name(kind));
+                return Self::fatal_io_error(slf, e, &message);
+            }
+        }
+        if slf.get().lock().buffer.is_empty() {
+            return Ok(());
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// `_SelectorTransport.close` / the pipes' close.
+    fn close_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let kind = slf.get().lock().kind;
+        match kind {
+            Kind::Socket | Kind::Datagram => {
+                let empty = {
+                    let mut st = slf.get().lock();
+                    if st.closing {
+                        return Ok(());
+                    }
+                    st.closing = true;
+                    let empty = st.pending() == 0;
+                    if empty {
+                        st.conn_lost += 1;
+                    }
+                    empty
+                };
+                Self::unwatch(slf, false);
+                if empty {
+                    Self::unwatch(slf, true);
+                    let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+                    Self::call_soon(slf, &cb, PyTuple::new(py, [py.None()])?)?;
+                }
+                Ok(())
+            }
+            Kind::ReadPipe => {
+                if slf.get().lock().closing {
+                    return Ok(());
+                }
+                Self::close_pipe(slf, None)
+            }
+            Kind::WritePipe => {
+                let open = {
+                    let st = slf.get().lock();
+                    st.sock.is_some() && !st.closing
+                };
+                if open {
+                    Self::write_eof_impl(slf)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn write_eof_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut st = slf.get().lock();
+        match st.kind {
+            Kind::Socket => {
+                if st.closing || st.eof {
+                    return Ok(());
+                }
+                st.eof = true;
+                if st.buffer.is_empty() {
+                    let fd = st.fd;
+                    drop(st);
+                    fdio::shutdown_write(fd).map_err(os_error)?;
+                }
+                Ok(())
+            }
+            Kind::WritePipe => {
+                if st.closing {
+                    return Ok(());
+                }
+                st.closing = true;
+                let empty = st.buffer.is_empty();
+                drop(st);
+                if empty {
+                    Self::unwatch(slf, false);
+                    let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+                    Self::call_soon(slf, &cb, PyTuple::new(py, [py.None()])?)?;
+                }
+                Ok(())
+            }
+            Kind::ReadPipe | Kind::Datagram => {
+                Err(pyo3::exceptions::PyNotImplementedError::new_err(()))
+            }
+        }
+    }
+
+    /// `_call_connection_lost`: tell the protocol, then close the socket/pipe and let go of
+    /// the loop, the protocol and the server.
+    fn call_connection_lost_impl(
+        slf: &Bound<'_, Self>,
+        exc: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let (kind, connected, protocol) = {
+            let st = slf.get().lock();
+            (
+                st.kind,
+                st.protocol_connected,
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+            )
+        };
+        let exc_obj = exc.clone().unwrap_or_else(|| py.None().into_bound(py));
+        let result = match protocol {
+            Some(p) if connected || matches!(kind, Kind::ReadPipe | Kind::WritePipe) => p
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc_obj,))
+                .map(drop),
+            _ => Ok(()),
+        };
+        let (sock, protocol, lp, server, transport) = {
+            let mut st = slf.get().lock();
+            st.reader_on = false;
+            st.writer_on = false;
+            (
+                st.sock.take(),
+                st.protocol.take(),
+                st.loop_.take(),
+                st.server.take(),
+                st.transport.take(),
+            )
+        };
+        let close_result = match &sock {
+            Some(s) => s.bind(py).call_method0(intern!(py, "close")).map(drop),
+            None => Ok(()),
+        };
+        let detach_result = match &server {
+            Some(s) => s.bind(py).call_method0(intern!(py, "_detach")).map(drop),
+            None => Ok(()),
+        };
+        drop((sock, protocol, lp, server, transport));
+        if kind == Kind::Socket {
+            let waiter = slf
+                .get()
+                .lock()
+                .empty_waiter
+                .as_ref()
+                .map(|w| w.clone_ref(py));
+            if let Some(w) = waiter {
+                let err = py
+                    .get_type::<pyo3::exceptions::PyConnectionError>()
+                    .call1(("Connection is closed by peer",))?;
+                w.bind(py)
+                    .call_method1(intern!(py, "set_exception"), (err,))?;
+            }
+        }
+        result.and(close_result).and(detach_result)
+    }
+}
+
+/// `sock.recv_into(buf)` on the raw fd: Err(PyErr) if `buf` is not a writable buffer.
+fn recv_into(buf: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<io::Result<usize>> {
+    let view = pyo3::buffer::PyBuffer::<u8>::get(buf)?;
+    if view.readonly() {
+        return Err(PyTypeError::new_err("buffer is read-only"));
+    }
+    if !view.is_c_contiguous() {
+        return Err(PyTypeError::new_err("buffer is not contiguous"));
+    }
+    let len = view.len_bytes();
+    // SAFETY: the buffer is writable, C-contiguous and `len` bytes long; `view` keeps it
+    // exported (and so alive and unmoved) until it is dropped after the call. The GIL is
+    // held, so no Python code touches it meanwhile.
+    let slice = unsafe { std::slice::from_raw_parts_mut(view.buf_ptr() as *mut u8, len) };
+    Ok(fdio::read(fd, slice))
+}
+
+#[pymethods]
+impl TransportCore {
+    /// `TransportCore(loop, transport, sock, fd, kind, server=None)`; kind is "socket",
+    /// "read_pipe" or "write_pipe". The protocol is set with set_protocol, reading starts
+    /// with `_start`.
+    #[new]
+    #[pyo3(signature = (
+        r#loop, transport, sock, fd, kind, server=None, watch_pipe_eof=false, address=None,
+        connected=false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn py_new(
+        r#loop: &Bound<'_, PyAny>,
+        transport: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        fd: RawFd,
+        kind: &str,
+        server: Option<&Bound<'_, PyAny>>,
+        watch_pipe_eof: bool,
+        address: Option<&Bound<'_, PyAny>>,
+        connected: bool,
+    ) -> PyResult<Self> {
+        let kind = match kind {
+            "socket" => Kind::Socket,
+            "datagram" => Kind::Datagram,
+            "read_pipe" => Kind::ReadPipe,
+            "write_pipe" => Kind::WritePipe,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown transport kind {kind:?}"
+                )))
+            }
+        };
+        let lp = r#loop.cast::<LoopCore>()?.clone().unbind();
+        Ok(Self {
+            state: Mutex::new(State {
+                kind,
+                fd,
+                loop_: Some(lp),
+                transport: Some(transport.clone().unbind()),
+                protocol: None,
+                buffered: false,
+                protocol_connected: false,
+                sock: Some(sock.clone().unbind()),
+                server: server.filter(|s| !s.is_none()).map(|s| s.clone().unbind()),
+                closing: false,
+                paused: false,
+                eof: false,
+                conn_lost: 0,
+                protocol_paused: false,
+                high_water: 64 * 1024,
+                low_water: 16 * 1024,
+                buffer: WriteBuffer::new(),
+                datagrams: VecDeque::new(),
+                datagram_bytes: 0,
+                address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
+                connected,
+                empty_waiter: None,
+                watch_pipe_eof,
+                reader_on: false,
+                writer_on: false,
+                reader_gen: 0,
+                writer_gen: 0,
+            }),
+        })
+    }
+
+    /// What `__init__` schedules: `protocol.connection_made(transport)`, then reading (or, for
+    /// a write pipe, watching for the reader to go away), then the waiter's result.
+    #[pyo3(signature = (waiter=None))]
+    fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, transport, kind, watch_eof) = {
+            let st = slf.get().lock();
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.transport.as_ref().map(|t| t.clone_ref(py)),
+                st.kind,
+                st.watch_pipe_eof,
+            )
+        };
+        let (Some(protocol), Some(transport)) = (protocol, transport) else {
+            return Err(PyRuntimeError::new_err("transport has no protocol"));
+        };
+        let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
+        Self::call_soon(slf, &made, PyTuple::new(py, [transport])?)?;
+        if kind != Kind::WritePipe || watch_eof {
+            let start = slf.getattr(intern!(py, "_start_reading"))?;
+            Self::call_soon(slf, &start, PyTuple::empty(py))?;
+        }
+        if let Some(w) = waiter.filter(|w| !w.is_none()) {
+            let set = py
+                .import(intern!(py, "asyncio.futures"))?
+                .getattr(intern!(py, "_set_result_unless_cancelled"))?;
+            Self::call_soon(
+                slf,
+                &set,
+                PyTuple::new(py, [w.clone(), py.None().into_bound(py)])?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The deferred `_add_reader(fd, _read_ready)`: only if still reading.
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        {
+            let st = slf.get().lock();
+            if st.loop_.is_none() || st.closing || (st.paused && st.kind != Kind::WritePipe) {
+                return Ok(());
+            }
+        }
+        Self::watch(slf, false)
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::write_impl(slf, data)
+    }
+
+    #[pyo3(signature = (data, addr=None))]
+    fn sendto(
+        slf: &Bound<'_, Self>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        Self::sendto_impl(slf, data, addr)
+    }
+
+    /// `WriteTransport.writelines`: the chunks joined, then one write.
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let joined = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
+        Self::write_impl(slf, &joined)
+    }
+
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::write_eof_impl(slf)
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close_impl(slf)
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let kind = slf.get().lock().kind;
+        match kind {
+            Kind::Socket | Kind::Datagram => Self::force_close(slf, None),
+            _ => Self::close_pipe(slf, None),
+        }
+    }
+
+    fn is_closing(&self) -> bool {
+        self.lock().closing
+    }
+
+    fn is_reading(&self) -> bool {
+        let st = self.lock();
+        !st.closing && !st.paused
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut st = slf.get().lock();
+            if st.closing || st.paused {
+                return Ok(());
+            }
+            st.paused = true;
+        }
+        Self::unwatch(slf, false);
+        if slf.get().debug() {
+            slf.get().log(py, "debug", "%r pauses reading")?;
+        }
+        Ok(())
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut st = slf.get().lock();
+            if st.closing || !st.paused {
+                return Ok(());
+            }
+            st.paused = false;
+        }
+        Self::watch(slf, false)?;
+        if slf.get().debug() {
+            slf.get().log(py, "debug", "%r resumes reading")?;
+        }
+        Ok(())
+    }
+
+    /// `_FlowControlMixin.set_write_buffer_limits`.
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
+        let high = match (high, low) {
+            (Some(h), _) => h,
+            (None, None) => 64 * 1024,
+            (None, Some(l)) => 4 * l,
+        };
+        let low = low.unwrap_or(high.div_euclid(4));
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        {
+            let mut st = slf.get().lock();
+            st.high_water = high;
+            st.low_water = low;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn get_write_buffer_limits(&self) -> (i64, i64) {
+        let st = self.lock();
+        (st.low_water, st.high_water)
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.lock().pending()
+    }
+
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = protocol.py();
+        let buffered_cls = py
+            .import(intern!(py, "asyncio.protocols"))?
+            .getattr(intern!(py, "BufferedProtocol"))?;
+        let buffered = protocol.is_instance(&buffered_cls)?;
+        let old = {
+            let mut st = self.lock();
+            st.buffered = buffered;
+            st.protocol_connected = true;
+            st.protocol.replace(protocol.clone().unbind())
+        };
+        drop(old);
+        Ok(())
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
+        self.protocol_obj(py).unbind()
+    }
+
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if slf.get().lock().empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+        }
+        let Some(lp) = slf.get().loop_of(py) else {
+            return Err(PyRuntimeError::new_err("transport is closed"));
+        };
+        let waiter = lp.call_method0(intern!(py, "create_future"))?;
+        let empty = {
+            let mut st = slf.get().lock();
+            st.empty_waiter = Some(waiter.clone().unbind());
+            st.buffer.is_empty()
+        };
+        if empty {
+            waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        Ok(waiter.unbind())
+    }
+
+    fn _reset_empty_waiter(&self) {
+        let old = self.lock().empty_waiter.take();
+        drop(old);
+    }
+
+    #[pyo3(signature = (exc=None))]
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        Self::call_connection_lost_impl(slf, exc.filter(|e| !e.is_none()))
+    }
+
+    #[pyo3(signature = (exc=None))]
+    fn _force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let kind = slf.get().lock().kind;
+        let exc = exc.filter(|e| !e.is_none());
+        match kind {
+            Kind::Socket | Kind::Datagram => Self::force_close(slf, exc),
+            _ => Self::close_pipe(slf, exc),
+        }
+    }
+
+    #[pyo3(signature = (exc, message="Fatal error on transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Self::fatal_error(slf, exc, message)
+    }
+
+    /// For the transport's repr: (socket/pipe closed, closing, fd, reading polled, writing
+    /// polled, buffered bytes).
+    fn _state(&self) -> (bool, bool, RawFd, bool, bool, usize) {
+        let st = self.lock();
+        (
+            st.sock.is_none(),
+            st.closing,
+            st.fd,
+            st.reader_on,
+            st.writer_on,
+            st.buffer.len(),
+        )
+    }
+
+    #[getter]
+    fn _conn_lost(&self) -> u32 {
+        self.lock().conn_lost
+    }
+
+    #[getter]
+    fn _protocol_paused(&self) -> bool {
+        self.lock().protocol_paused
+    }
+
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.lock().sock.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    /// Replacing the socket/pipe object (tests set `transport._pipe = None` to silence the
+    /// unclosed-transport warning).
+    #[setter(_sock)]
+    fn set_sock(&self, sock: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.lock().sock, sock);
+        drop(old);
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.lock()
+            .loop_
+            .as_ref()
+            .map(|l| l.clone_ref(py).into_any())
+    }
+
+    #[getter]
+    fn _server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.lock().server.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(st) = self.state.try_lock() {
+            visit.call(&st.loop_)?;
+            visit.call(&st.transport)?;
+            visit.call(&st.protocol)?;
+            visit.call(&st.sock)?;
+            visit.call(&st.server)?;
+            visit.call(&st.empty_waiter)?;
+            visit.call(&st.address)?;
+            for (data, addr) in &st.datagrams {
+                visit.call(data)?;
+                visit.call(addr)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let taken = self.state.try_lock().ok().map(|mut st| {
+            (
+                st.loop_.take(),
+                st.transport.take(),
+                st.protocol.take(),
+                st.sock.take(),
+                st.server.take(),
+                st.empty_waiter.take(),
+                st.address.take(),
+                std::mem::take(&mut st.datagrams),
+            )
+        });
+        drop(taken);
+    }
+}

@@ -1,0 +1,358 @@
+"""The transport classes ferroloop hands to protocols: instances of asyncio's Transport,
+ReadTransport and WriteTransport (with a ``__dict__``, as asyncio's own), each holding a Rust
+``TransportCore`` core (``_core``) that does the reading, writing, buffering and flow control.
+
+This module only builds the extra info, the repr and the unclosed-transport warning, and
+forwards each method to the core.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import sys
+import warnings
+from asyncio import constants, transports, trsock
+
+from ._ferroloop import TransportCore
+
+
+def _set_nodelay(sock):
+    """base_events._set_nodelay: disable Nagle on TCP sockets."""
+    if (
+        hasattr(socket, "TCP_NODELAY")
+        and sock.family in {socket.AF_INET, socket.AF_INET6}
+        and sock.type == socket.SOCK_STREAM
+        and sock.proto == socket.IPPROTO_TCP
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _CoreTransport:
+    """Methods shared by the three transport classes: forwarding to ``self._core``."""
+
+    _core = None
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def close(self):
+        self._core.close()
+
+    def abort(self):
+        self._core.abort()
+
+    def set_protocol(self, protocol):
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _loop(self):
+        return self._core._loop
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _closing(self):
+        return self._core.is_closing()
+
+    @property
+    def _conn_lost(self):
+        return self._core._conn_lost
+
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        self._core._fatal_error(exc, message)
+
+    def _call_connection_lost(self, exc):
+        self._core._call_connection_lost(exc)
+
+
+class _WritingMixin:
+    def write(self, data):
+        self._core.write(data)
+
+    def writelines(self, list_of_data):
+        self._core.writelines(list_of_data)
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    @property
+    def _protocol_paused(self):
+        return self._core._protocol_paused
+
+
+class _ReadingMixin:
+    def pause_reading(self):
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+
+class SocketTransport(
+    _CoreTransport, _ReadingMixin, _WritingMixin, transports._FlowControlMixin, transports.Transport
+):
+    """A TCP or Unix stream socket's transport (selector_events._SelectorSocketTransport)."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        # BaseTransport's only: the flow-control state lives in the core, not in
+        # _FlowControlMixin's slots (which the properties here shadow).
+        transports.BaseTransport.__init__(self, extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._sock_fd = sock.fileno()
+        self._core = core = TransportCore(loop, self, sock, self._sock_fd, "socket", server)
+        # The hot method without a Python frame: the core's bound method.
+        self.write = core.write
+        core.set_protocol(protocol)
+        if server is not None:
+            server._attach()
+        loop._transports[self._sock_fd] = self
+        _set_nodelay(sock)
+        core._start(waiter)
+
+    @property
+    def _sock(self):
+        core = self._core
+        return None if core is None else core._sock
+
+    @property
+    def _server(self):
+        return self._core._server
+
+    def _make_empty_waiter(self):
+        return self._core._make_empty_waiter()
+
+    def _reset_empty_waiter(self):
+        self._core._reset_empty_waiter()
+
+    def __repr__(self):
+        core = self._core
+        if core is None:
+            return f"<{self.__class__.__name__} uninitialized>"
+        closed, closing, fd, reading, writing, bufsize = core._state()
+        info = [self.__class__.__name__]
+        if closed:
+            info.append("closed")
+        elif closing:
+            info.append("closing")
+        info.append(f"fd={fd}")
+        loop = core._loop
+        if loop is not None and not loop.is_closed():
+            info.append("read=polling" if reading else "read=idle")
+            state = "polling" if writing else "idle"
+            info.append(f"write=<{state}, bufsize={bufsize}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        core = self._core
+        sock = None if core is None else core._sock
+        if sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            sock.close()
+
+
+class DatagramTransport(
+    _CoreTransport,
+    _ReadingMixin,
+    transports._FlowControlMixin,
+    transports.Transport,
+    transports.DatagramTransport,
+):
+    """A datagram socket's transport (selector_events._SelectorDatagramTransport)."""
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        transports.BaseTransport.__init__(self, extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._sock_fd = sock.fileno()
+        self._address = address
+        self._core = core = TransportCore(
+            loop,
+            self,
+            sock,
+            self._sock_fd,
+            "datagram",
+            None,
+            False,
+            address,
+            bool(self._extra["peername"]),
+        )
+        self.sendto = core.sendto
+        core.set_protocol(protocol)
+        loop._transports[self._sock_fd] = self
+        core._start(waiter)
+
+    def sendto(self, data, addr=None):
+        self._core.sendto(data, addr)
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    @property
+    def _protocol_paused(self):
+        return self._core._protocol_paused
+
+    @property
+    def _sock(self):
+        core = self._core
+        return None if core is None else core._sock
+
+    __repr__ = SocketTransport.__repr__
+    __del__ = SocketTransport.__del__
+
+
+def _check_pipe_mode(fileno, *, write):
+    mode = os.fstat(fileno).st_mode
+    is_char = stat.S_ISCHR(mode)
+    is_fifo = stat.S_ISFIFO(mode)
+    is_socket = stat.S_ISSOCK(mode)
+    if not (is_char or is_fifo or is_socket):
+        kind = "Pipe transport is only for pipes, sockets and character devices"
+        if not write:
+            kind = "Pipe transport is for pipes/sockets only."
+        raise ValueError(kind)
+    return is_fifo, is_socket
+
+
+def _pipe_repr(self, *, with_bufsize):
+    core = self._core
+    info = [self.__class__.__name__]
+    if core is None:
+        return f"<{self.__class__.__name__} uninitialized>"
+    closed, closing, fd, reading, writing, bufsize = core._state()
+    if closed:
+        info.append("closed")
+    elif closing:
+        info.append("closing")
+    info.append(f"fd={fd}")
+    loop = core._loop
+    if not closed and loop is not None and not loop.is_closed():
+        polling = writing if with_bufsize else reading
+        info.append("polling" if polling else "idle")
+        if with_bufsize:
+            info.append(f"bufsize={bufsize}")
+    elif not closed:
+        info.append("open")
+    else:
+        info.append("closed")
+    return "<{}>".format(" ".join(info))
+
+
+class ReadPipeTransport(_CoreTransport, _ReadingMixin, transports.ReadTransport):
+    """The read end of a pipe (unix_events._UnixReadPipeTransport)."""
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        super().__init__(extra)
+        self._extra["pipe"] = pipe
+        self._fileno = pipe.fileno()
+        _check_pipe_mode(self._fileno, write=False)
+        os.set_blocking(self._fileno, False)
+        self._core = core = TransportCore(loop, self, pipe, self._fileno, "read_pipe")
+        core.set_protocol(protocol)
+        core._start(waiter)
+
+    @property
+    def _pipe(self):
+        return self._core._sock
+
+    @_pipe.setter
+    def _pipe(self, value):
+        self._core._sock = value
+
+    def __repr__(self):
+        return _pipe_repr(self, with_bufsize=False)
+
+    def __del__(self, _warn=warnings.warn):
+        core = self._core
+        pipe = None if core is None else core._sock
+        if pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            pipe.close()
+
+
+class WritePipeTransport(
+    _CoreTransport, _WritingMixin, transports._FlowControlMixin, transports.WriteTransport
+):
+    """The write end of a pipe (unix_events._UnixWritePipeTransport)."""
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        transports.BaseTransport.__init__(self, extra)
+        self._extra["pipe"] = pipe
+        self._fileno = pipe.fileno()
+        is_fifo, is_socket = _check_pipe_mode(self._fileno, write=True)
+        os.set_blocking(self._fileno, False)
+        watch_eof = is_socket or (is_fifo and not sys.platform.startswith("aix"))
+        self._core = core = TransportCore(
+            loop, self, pipe, self._fileno, "write_pipe", None, watch_eof
+        )
+        self.write = core.write
+        core.set_protocol(protocol)
+        core._start(waiter)
+
+    @property
+    def _pipe(self):
+        return self._core._sock
+
+    @_pipe.setter
+    def _pipe(self, value):
+        self._core._sock = value
+
+    def __repr__(self):
+        return _pipe_repr(self, with_bufsize=True)
+
+    def __del__(self, _warn=warnings.warn):
+        core = self._core
+        pipe = None if core is None else core._sock
+        if pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            pipe.close()
