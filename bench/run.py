@@ -184,7 +184,7 @@ ROWS["tls_echo_1k"] = Row(
 ROWS["tls_echo_64k"] = Row(
     wl_net.wl_tls_64k, 2_500, 250, "µs/msg", 1e6, "{:,} × 64 KiB, 1 conn", G_NET, warm=frac(0.2)
 )
-# The HTTP client sends its own warm-up requests (a tenth of the timed ones, at least 200).
+# The HTTP client sends its own warm-up requests (a tenth of the timed ones, at least 100).
 _http_label = f"{{:,}} requests, {wl_net.HTTP_CONNS} keep-alive conns"
 ROWS["http_aiohttp"] = Row(
     wl_net.wl_http_aiohttp, 4_500, 500, "µs/req", 1e6, _http_label, G_HTTP, warm=lambda s: 0
@@ -267,6 +267,8 @@ def worker(row: str, loop_name: str, quick: bool) -> int:
         asyncio.set_event_loop(loop)
         try:
             warm = size if r.warm is None else r.warm(size)
+            if quick:
+                warm = 0  # a smoke run: no warm-up
             if warm > 0:
                 r.func(loop, warm)  # warm-up
             gc.collect()
@@ -284,7 +286,8 @@ def worker(row: str, loop_name: str, quick: bool) -> int:
         text = str(exc)
         if not text:  # say where a bare exception came from
             last = traceback.extract_tb(exc.__traceback__)[-1]
-            text = f"(raised in {last.name}, {Path(last.filename).name}:{last.lineno})"
+            where = "/".join(Path(last.filename).parts[-2:])
+            text = f"(raised in {last.name}, {where}:{last.lineno})"
         print(json.dumps({"error": f"{name}: {text}"}))
         return 0
     print(json.dumps({"value": quantity / units * r.scale, "unit": r.unit}))
@@ -301,9 +304,12 @@ def run_worker(row: str, loop_name: str, quick: bool) -> dict:
     if quick:
         cmd.append("--quick")
     limit = ALARM["quick" if quick else "full"] + KILL_GRACE
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # let bench/*.py be cached: quicker worker start
     try:
         proc = subprocess.run(
             cmd,
+            env=env,
             check=False,
             capture_output=True,
             text=True,

@@ -145,13 +145,14 @@ def _tcp_proto(
             if remaining == 0:
                 done.set_result(None)
 
-        clients = []
         kw = {"ssl": client_ssl, "server_hostname": "localhost"} if client_ssl else {}
-        for _ in range(conns):
-            _, proto = await loop.create_connection(
-                lambda: _EchoClient(msg, rounds, on_done), HOST, port, **kw
-            )
-            clients.append(proto)
+        made = await asyncio.gather(
+            *[
+                loop.create_connection(lambda: _EchoClient(msg, rounds, on_done), HOST, port, **kw)
+                for _ in range(conns)
+            ]
+        )
+        clients = [proto for _, proto in made]
         dog = _watchdog(loop, done, "echo")
         t0 = time.perf_counter()
         for c in clients:
@@ -205,7 +206,7 @@ def _tcp_streams(
     async def main() -> float:
         server = await asyncio.start_server(handle, HOST, 0)
         port = server.sockets[0].getsockname()[1]
-        pairs = [await asyncio.open_connection(HOST, port) for _ in range(conns)]
+        pairs = await asyncio.gather(*[asyncio.open_connection(HOST, port) for _ in range(conns)])
         t0 = time.perf_counter()
         lasts = await asyncio.wait_for(asyncio.gather(*[client(r, w) for r, w in pairs]), WATCHDOG)
         elapsed = time.perf_counter() - t0
@@ -281,8 +282,8 @@ def _tcp_sock(
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
             _nodelay(s)
-            await loop.sock_connect(s, addr)
             socks.append(s)
+        await asyncio.gather(*[loop.sock_connect(s, addr) for s in socks])
         await asyncio.wait_for(acc, WATCHDOG)
         t0 = time.perf_counter()
         lasts = await asyncio.wait_for(asyncio.gather(*[client(s) for s in socks]), WATCHDOG)
@@ -498,7 +499,7 @@ def _load_http(loop: asyncio.AbstractEventLoop, port: int, requests: int) -> flo
         str(HERE / "httpclient.py"),
         "--port", str(port),
         "--requests", str(requests),
-        "--warmup", str(max(200, requests // 10)),
+        "--warmup", str(max(100, requests // 10)),
         "--conns", str(HTTP_CONNS),
         "--body", HTTP_BODY.decode(),
     ]  # fmt: skip
