@@ -35,6 +35,17 @@ MODULES = (
     "test_runners",
     "test_pep492",
     "test_tasks",
+    # The network, TLS and subprocess modules (issues 4 and 5).
+    "test_events",
+    "test_sock_lowlevel",
+    "test_sendfile",
+    "test_server",
+    "test_buffered_proto",
+    "test_streams",
+    "test_ssl",
+    "test_sslproto",
+    "test_subprocess",
+    "test_unix_events",
 )
 
 MODULE_BUDGET = 300.0  # seconds for one module on one loop, hangs and restarts included

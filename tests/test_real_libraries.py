@@ -13,10 +13,12 @@ import subprocess
 import sys
 import time
 
+import aiohttp
+import anyio
+import httpx
 import pytest
-
-aiohttp = pytest.importorskip("aiohttp")
-from aiohttp import web  # noqa: E402
+import uvicorn
+from aiohttp import web
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,8 +128,6 @@ def test_aiohttp_client_connection_refused(loop):
 
 
 def test_httpx_against_aiohttp(loop):
-    httpx = pytest.importorskip("httpx")
-
     async def main():
         runner, port = await start_aiohttp()
         try:
@@ -143,7 +143,6 @@ def test_httpx_against_aiohttp(loop):
 
 
 def test_uvicorn_in_process(loop):
-    uvicorn = pytest.importorskip("uvicorn")
     from tests.apps.asgi_app import app
 
     async def main():
@@ -185,7 +184,6 @@ def http_get(port, path, timeout=10.0):
 
 def test_uvicorn_command_line_loop_option():
     """`uvicorn app --loop ferroloop:new_event_loop` serves from ferroloop's loop."""
-    pytest.importorskip("uvicorn")
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
@@ -231,7 +229,6 @@ def test_uvicorn_command_line_loop_option():
 
 
 def test_anyio_on_the_loop(loop_kind):
-    anyio = pytest.importorskip("anyio")
     import ferroloop
 
     factory = {"asyncio": asyncio.SelectorEventLoop, "ferroloop": ferroloop.new_event_loop}[

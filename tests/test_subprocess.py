@@ -4,16 +4,13 @@ Every test runs on asyncio's loop and on ferroloop's and asserts the same observ
 After each test no child process is left (``os.waitpid(-1, WNOHANG)`` raises
 ChildProcessError) and the process has the same open fds as before.
 
-Tests that need the child's pipes (``stdin/stdout/stderr=PIPE``) take the ``pipes`` fixture:
-while ferroloop's loop.connect_read_pipe/connect_write_pipe raise NotImplementedError, such a
-test still runs on ferroloop and is a strict xfail that only accepts NotImplementedError (any
-other failure fails); once the pipes exist it is an ordinary test.
+Tests that need the child's pipes (``stdin/stdout/stderr=PIPE``) take the ``pipes`` fixture,
+which only marks them (the pipe transports are ferroloop's Rust ones).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import os
@@ -36,36 +33,10 @@ MIB = 1024 * 1024
 GUARD = 120
 
 
-@functools.cache
-def ferroloop_has_pipes() -> bool:
-    loop = ferroloop.new_event_loop()
-    rfd, wfd = os.pipe()
-    rfile = open(rfd, "rb", buffering=0)  # noqa: SIM115
-    try:
-        try:
-            transport, _ = loop.run_until_complete(loop.connect_read_pipe(asyncio.Protocol, rfile))
-        except NotImplementedError:
-            return False
-        transport.close()
-        loop.run_until_complete(asyncio.sleep(0))
-        return True
-    finally:
-        rfile.close()
-        os.close(wfd)
-        loop.close()
-
-
 @pytest.fixture
-def pipes(request, loop_kind):
-    """Marks a test that needs the child's pipes (see the module docstring)."""
-    if loop_kind == "ferroloop" and not ferroloop_has_pipes():
-        request.applymarker(
-            pytest.mark.xfail(
-                raises=NotImplementedError,
-                strict=True,
-                reason="ferroloop's connect_read_pipe/connect_write_pipe are not merged yet",
-            )
-        )
+def pipes():
+    """Marks a test that uses the child's pipes (connect_read_pipe/connect_write_pipe)."""
+    return None
 
 
 def open_fds() -> set[int]:

@@ -3,8 +3,8 @@
 The machinery (run loop, ready queue, timers, I/O readiness, handles, call_soon/call_later/call_at,
 create_future/create_task) is the Rust class ``LoopCore``. This module adds the cold paths that
 are orchestration over Python objects: run_until_complete, the exception handler protocol,
-executors, async-generator finalization, signal handlers, and clear NotImplementedError stubs for
-what ferroloop does not do yet.
+executors, async-generator finalization and signal handlers. Networking, TLS and subprocesses
+come from the mixins (_sockops, _network, _tls, _subprocess).
 """
 
 from __future__ import annotations
@@ -386,59 +386,3 @@ def _set_result_unless_done(fut, result):
 def _set_exception_unless_done(fut, exc):
     if not fut.done():
         fut.set_exception(exc)
-
-
-def _not_implemented(name, is_coroutine, issue):
-    message = (
-        f"ferroloop does not implement loop.{name}() yet ({issue}); "
-        "see the README's 'Missing' section"
-    )
-    if is_coroutine:
-
-        async def method(self, *args, **kwargs):
-            raise NotImplementedError(message)
-
-    else:
-
-        def method(self, *args, **kwargs):
-            raise NotImplementedError(message)
-
-    method.__name__ = name
-    method.__qualname__ = f"Loop.{name}"
-    method.__doc__ = f"Not implemented yet: raises NotImplementedError ({issue})."
-    return method
-
-
-_NETWORK = "sockets, transports and servers"
-_PROCESS = "subprocesses"
-_MISSING = {
-    # name: (is a coroutine method, what it belongs to)
-    "getaddrinfo": (True, _NETWORK),
-    "getnameinfo": (True, _NETWORK),
-    "create_connection": (True, _NETWORK),
-    "create_server": (True, _NETWORK),
-    "sendfile": (True, _NETWORK),
-    "start_tls": (True, "TLS"),
-    "create_unix_connection": (True, _NETWORK),
-    "create_unix_server": (True, _NETWORK),
-    "connect_accepted_socket": (True, _NETWORK),
-    "create_datagram_endpoint": (True, _NETWORK),
-    "connect_read_pipe": (True, _NETWORK),
-    "connect_write_pipe": (True, _NETWORK),
-    "subprocess_shell": (True, _PROCESS),
-    "subprocess_exec": (True, _PROCESS),
-    "sock_recv": (True, _NETWORK),
-    "sock_recv_into": (True, _NETWORK),
-    "sock_recvfrom": (True, _NETWORK),
-    "sock_recvfrom_into": (True, _NETWORK),
-    "sock_sendall": (True, _NETWORK),
-    "sock_sendto": (True, _NETWORK),
-    "sock_connect": (True, _NETWORK),
-    "sock_accept": (True, _NETWORK),
-    "sock_sendfile": (True, _NETWORK),
-}
-for _name, (_is_coro, _issue) in _MISSING.items():
-    # Only what no mixin provides yet.
-    if getattr(Loop, _name) is getattr(asyncio.AbstractEventLoop, _name):
-        setattr(Loop, _name, _not_implemented(_name, _is_coro, _issue))
-del _name, _is_coro, _issue
