@@ -3,9 +3,6 @@
 Every test runs on asyncio's loop and on ferroloop's and asserts the same observable behaviour.
 After each test no child process is left (``os.waitpid(-1, WNOHANG)`` raises
 ChildProcessError) and the process has the same open fds as before.
-
-Tests that need the child's pipes (``stdin/stdout/stderr=PIPE``) take the ``pipes`` fixture,
-which only marks them (the pipe transports are ferroloop's Rust ones).
 """
 
 from __future__ import annotations
@@ -15,6 +12,7 @@ import gc
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -31,12 +29,6 @@ PY = sys.executable
 MIB = 1024 * 1024
 # Guards every test against a hang (not a timing assertion).
 GUARD = 120
-
-
-@pytest.fixture
-def pipes():
-    """Marks a test that uses the child's pipes (connect_read_pipe/connect_write_pipe)."""
-    return None
 
 
 def open_fds() -> set[int]:
@@ -344,7 +336,7 @@ def test_stderr_to_stdout_file(loop_factory, tmp_path):
     assert out_path.read_bytes() == b"o\ne\n"
 
 
-def test_stdout_and_stderr_pipes(loop_factory, pipes):
+def test_stdout_and_stderr_pipes(loop_factory):
     async def main():
         proc = await asyncio.create_subprocess_exec(
             *py("import sys; sys.stdout.write('out'); sys.stderr.write('err'); sys.exit(4)"),
@@ -358,7 +350,7 @@ def test_stdout_and_stderr_pipes(loop_factory, pipes):
     assert run(loop_factory, main()) == (b"out", b"err", 4)
 
 
-def test_stderr_stdout_into_one_pipe(loop_factory, pipes):
+def test_stderr_stdout_into_one_pipe(loop_factory):
     async def main():
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
@@ -376,7 +368,7 @@ def test_stderr_stdout_into_one_pipe(loop_factory, pipes):
     assert run(loop_factory, main()) == ([False, True, False], b"o\ne\n", b"")
 
 
-def test_pipe_transports_and_extra_info(loop_factory, pipes):
+def test_pipe_transports_and_extra_info(loop_factory):
     async def main():
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
@@ -397,13 +389,19 @@ def test_pipe_transports_and_extra_info(loop_factory, pipes):
             isinstance(stdout, asyncio.ReadTransport),
             isinstance(stderr, asyncio.ReadTransport),
             transport.get_pipe_transport(3),
+            # On Linux the child's stdin is a plain pipe, as on asyncio 3.11 (its socketpair
+            # for stdin is AIX-only).
+            [
+                stat.S_ISFIFO(os.fstat(p.get_extra_info("pipe").fileno()).st_mode)
+                for p in (stdin, stdout, stderr)
+            ],
         )
         stdin.close()
         returncode = await transport._wait()
         transport.close()
         return kinds, returncode, transport.is_closing()
 
-    assert run(loop_factory, main()) == ((True, True, True, None), 0, True)
+    assert run(loop_factory, main()) == ((True, True, True, None, [True] * 3), 0, True)
 
 
 # --------------------------------------------------------------------------- Popen options
@@ -474,7 +472,7 @@ def test_program_as_path_like(loop_factory, tmp_path):
 # --------------------------------------------------------------------------- data through pipes
 
 
-def test_communicate_large_both_ways(loop_factory, pipes):
+def test_communicate_large_both_ways(loop_factory):
     payload = bytes(range(256)) * (6 * MIB // 256)  # 6 MiB
     code = (
         "import sys; d = sys.stdin.buffer.read(); sys.stdout.buffer.write(d); "
@@ -494,7 +492,7 @@ def test_communicate_large_both_ways(loop_factory, pipes):
     assert err == payload[::-1][: 3 * MIB]
 
 
-def test_large_output_only(loop_factory, pipes):
+def test_large_output_only(loop_factory):
     async def main():
         proc = await asyncio.create_subprocess_exec(
             *py("import sys; sys.stdout.buffer.write(b'x' * (8 * 1024 * 1024))"),
@@ -507,7 +505,7 @@ def test_large_output_only(loop_factory, pipes):
     assert run(loop_factory, main()) == (8 * MIB, 8 * MIB, 0)
 
 
-def test_stdin_writes_drain_and_close(loop_factory, pipes):
+def test_stdin_writes_drain_and_close(loop_factory):
     async def main():
         proc = await asyncio.create_subprocess_exec(
             *py("import sys; sys.stdout.buffer.write(sys.stdin.buffer.read()[::-1])"),
@@ -527,7 +525,7 @@ def test_stdin_writes_drain_and_close(loop_factory, pipes):
     assert data == (b"abc" + b"def" * 100000 + b"ghi")[::-1]
 
 
-def test_communicate_empty_input_and_devnull_output(loop_factory, pipes):
+def test_communicate_empty_input_and_devnull_output(loop_factory):
     async def main():
         code = "import sys; print(len(sys.stdin.read()))"
         proc = await asyncio.create_subprocess_exec(
@@ -543,7 +541,7 @@ def test_communicate_empty_input_and_devnull_output(loop_factory, pipes):
     assert run(loop_factory, main()) == ((b"0\n", None), (None, b""))
 
 
-def test_stdin_broken_pipe(loop_factory, pipes):
+def test_stdin_broken_pipe(loop_factory):
     rfd, wfd = os.pipe()
 
     async def main():
@@ -565,7 +563,7 @@ def test_stdin_broken_pipe(loop_factory, pipes):
         os.close(wfd)
 
 
-def test_communicate_ignores_broken_pipe(loop_factory, pipes):
+def test_communicate_ignores_broken_pipe(loop_factory):
     async def main():
         asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: None)
         proc = await asyncio.create_subprocess_exec(*py("pass"), stdin=subprocess.PIPE)
@@ -594,7 +592,7 @@ def check_callback_order(events, pipe_fds, returncode):
         assert ("data", fd) not in events[end:]
 
 
-def test_protocol_callback_order(loop_factory, pipes):
+def test_protocol_callback_order(loop_factory):
     code = (
         "import sys; d = sys.stdin.buffer.read(); sys.stdout.buffer.write(d); "
         "sys.stdout.flush(); sys.stderr.buffer.write(d.upper()); sys.exit(3)"
@@ -626,7 +624,7 @@ def test_protocol_callback_order(loop_factory, pipes):
     assert (out, err, waited) == (b"data" * 50000, b"DATA" * 50000, 3)
 
 
-def test_connection_lost_waits_for_open_pipe(loop_factory, pipes):
+def test_connection_lost_waits_for_open_pipe(loop_factory):
     """The child exits while a grandchild keeps stdout open: connection_lost waits for the
     pipe to close, after process_exited."""
     rfd, wfd = os.pipe()
@@ -693,7 +691,7 @@ def test_close_kills_running_child(loop_factory):
     ]
 
 
-def test_close_kills_running_child_with_pipes(loop_factory, pipes):
+def test_close_kills_running_child_with_pipes(loop_factory):
     async def main():
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
@@ -822,7 +820,7 @@ def test_cancel_subprocess_creation_with_pipes(loop_factory):
         logging.disable(logging.NOTSET)
 
 
-def test_cancel_communicate(loop_factory, pipes):
+def test_cancel_communicate(loop_factory):
     async def main():
         proc = await asyncio.create_subprocess_exec(
             *py("import sys, time; sys.stdout.write('x'); sys.stdout.flush(); time.sleep(3600)"),
@@ -873,7 +871,7 @@ def test_many_children_reaped(loop_factory):
     assert run(loop_factory, main()) == list(range(20))
 
 
-def test_many_children_with_pipes(loop_factory, pipes):
+def test_many_children_with_pipes(loop_factory):
     async def main():
         async def one(i):
             proc = await asyncio.create_subprocess_exec(*py(f"print({i})"), stdout=subprocess.PIPE)

@@ -367,8 +367,9 @@ def test_streams_large_transfer(loop_factory, certs):
 # --------------------------------------------------------------------------- handshake
 
 
-def _failed_handshake(loop_factory, certs, client_ctx, server_hostname):
+def _failed_handshake(loop_factory, certs, client_ctx, server_hostname, debug):
     loop = loop_factory()
+    loop.set_debug(debug)
     errors = collect_errors(loop)
 
     async def main():
@@ -390,18 +391,27 @@ def _failed_handshake(loop_factory, certs, client_ctx, server_hostname):
 
     exc = run(loop, main())
     assert exc.reason == "CERTIFICATE_VERIFY_FAILED"
-    assert errors == []
+    # The client drops the connection: in debug mode the server reports the failed accept.
+    reported = [(ctx["message"], describe(ctx.get("exception"))) for ctx in errors]
+    if debug:
+        assert reported == [
+            ("Error on transport creation for incoming connection", "ConnectionResetError")
+        ]
+    else:
+        assert reported == []
     return exc
 
 
-def test_handshake_wrong_hostname(loop_factory, certs):
-    exc = _failed_handshake(loop_factory, certs, client_context(certs), "wrong.example")
+@pytest.mark.parametrize("debug", [False, True])
+def test_handshake_wrong_hostname(loop_factory, certs, debug):
+    exc = _failed_handshake(loop_factory, certs, client_context(certs), "wrong.example", debug)
     assert "Hostname mismatch" in exc.verify_message
 
 
-def test_handshake_untrusted_certificate(loop_factory, certs):
+@pytest.mark.parametrize("debug", [False, True])
+def test_handshake_untrusted_certificate(loop_factory, certs, debug):
     ctx = ssl.create_default_context()  # the system's CAs: our test CA is not among them
-    exc = _failed_handshake(loop_factory, certs, ctx, "localhost")
+    exc = _failed_handshake(loop_factory, certs, ctx, "localhost", debug)
     assert exc.verify_code != 0
     assert "Hostname mismatch" not in exc.verify_message
 
@@ -881,8 +891,12 @@ def test_write_flow_control(loop_factory, certs):
     assert errors == []
 
 
-def test_pause_and_resume_reading(loop_factory, certs):
+@pytest.mark.parametrize("size", [7, 2 * 1024 * 1024])
+def test_pause_and_resume_reading(loop_factory, certs, size):
+    """While the app does not read, nothing is delivered; once the SSL protocol holds more
+    than its read high-water mark it pauses the raw transport; resuming delivers it all."""
     loop = loop_factory()
+    payload = os.urandom(size)
 
     class Sender(asyncio.Protocol):
         def connection_made(self, transport):
@@ -890,7 +904,7 @@ def test_pause_and_resume_reading(loop_factory, certs):
 
         def data_received(self, data):
             if data == b"go":
-                self.transport.write(b"payload")
+                self.transport.write(payload)
 
     async def main():
         server, port = await tls_server(loop, certs, Sender)
@@ -901,25 +915,108 @@ def test_pause_and_resume_reading(loop_factory, certs):
             ssl=client_context(certs),
             server_hostname="localhost",
         )
+        raw = tr._ssl_protocol._transport
         tr.pause_reading()
         states = [tr.is_reading()]
         tr.write(b"go")
-        await asyncio.sleep(0.2)
+        high = tr.get_read_buffer_limits()[1]
+        if size > high:
+            while tr.get_read_buffer_size() < high:
+                await asyncio.sleep(0.01)
+            raw_reading = raw.is_reading()
+        else:
+            await asyncio.sleep(0.2)
+            raw_reading = raw.is_reading()
         while_paused = bytes(proto.data)
         tr.resume_reading()
         states.append(tr.is_reading())
-        while len(proto.data) < 7:
+        while len(proto.data) < size:
             await asyncio.sleep(0.01)
+        states.append(raw.is_reading())
         tr.close()
         await proto.lost
         server.close()
         await server.wait_closed()
-        return states, while_paused, bytes(proto.data)
+        return states, raw_reading, while_paused, bytes(proto.data)
 
-    states, while_paused, data = run(loop, main())
-    assert states == [False, True]
+    states, raw_reading, while_paused, data = run(loop, main())
+    assert states == [False, True, True]
+    assert raw_reading == (size <= 256 * 1024)
     assert while_paused == b""
-    assert data == b"payload"
+    assert data == payload
+
+
+def test_our_data_after_peer_close_notify(loop_factory, certs):
+    """The peer sends close_notify and keeps reading: what we still have to send reaches it,
+    then our close_notify (asyncio's SSL shutdown flushes first)."""
+    loop = loop_factory()
+    errors = collect_errors(loop)
+    sctx = server_context(certs)
+    size = 8 * 1024 * 1024
+
+    def peer(conn, p):
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = sctx.wrap_bio(incoming, outgoing, server_side=True)
+
+        def flush():
+            if outgoing.pending:
+                conn.sendall(outgoing.read())
+
+        def fill():
+            data = conn.recv(65536)
+            if not data:
+                raise ConnectionError("EOF before close_notify")
+            incoming.write(data)
+
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                flush()
+                fill()
+        flush()
+        obj.write(b"pong")
+        flush()
+        got = 0
+        sent_close = False
+        while True:
+            try:
+                got += len(obj.read(65536))
+            except ssl.SSLWantReadError:
+                if got and not sent_close:
+                    # The client is sending: close_notify now (with nothing unread, as
+                    # OpenSSL's shutdown reads on), and keep reading.
+                    with pytest.raises(ssl.SSLWantReadError):
+                        obj.unwrap()
+                    flush()
+                    sent_close = True
+                fill()
+            except ssl.SSLZeroReturnError:
+                break
+        obj.unwrap()  # the client's close_notify arrived
+        return got
+
+    async def main(port):
+        tr, proto = await loop.create_connection(
+            lambda: Recorder(loop),
+            "127.0.0.1",
+            port,
+            ssl=client_context(certs),
+            server_hostname="localhost",
+        )
+        while bytes(proto.data) != b"pong":
+            await asyncio.sleep(0.01)
+        tr.write(b"y" * size)
+        return proto, await proto.lost
+
+    with ThreadPeer(peer) as p:
+        proto, exc = run(loop, main(p.port))
+    assert p.error is None
+    assert p.result == size
+    assert exc is None
+    assert proto.events == ["made", "data", "eof", ("lost", None)]
+    assert errors == []
 
 
 # --------------------------------------------------------------------------- start_tls

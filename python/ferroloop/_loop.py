@@ -13,15 +13,13 @@ import asyncio
 import concurrent.futures
 import errno
 import selectors
-import signal
-import sys
 import threading
 import traceback
 import warnings
 import weakref
-from asyncio import base_events, coroutines, futures, tasks
+from asyncio import base_events, coroutines, events, futures, tasks, unix_events
 
-from ._ferroloop import Handle, LoopCore
+from ._ferroloop import LoopCore
 from ._network import NetworkMixin
 from ._sockops import SockOpsMixin
 from ._subprocess import SubprocessMixin
@@ -109,7 +107,7 @@ class Loop(
         if self.is_closed():
             return
         if self._signal_handlers:
-            if sys.is_finalizing():
+            if unix_events.sys.is_finalizing():
                 warnings.warn(
                     f"Closing the loop {self!r} on interpreter shutdown stage, "
                     "skipping signal handlers removal",
@@ -295,10 +293,15 @@ class Loop(
 
     # -- signals -------------------------------------------------------------------------------
 
+    # Signal handling mirrors unix_events._UnixSelectorEventLoop. The `signal` and `sys`
+    # modules are the ones asyncio.unix_events sees (normally the real ones), so that code
+    # patching asyncio's (CPython's test_unix_events does) patches ferroloop's too. The
+    # handlers are asyncio's own Handle objects, as asyncio stores them.
+
     def _check_signal(self, sig):
         if not isinstance(sig, int):
             raise TypeError(f"sig must be an int, not {sig!r}")
-        if sig not in signal.valid_signals():
+        if sig not in unix_events.signal.valid_signals():
             raise ValueError(f"invalid signal number {sig}")
 
     def add_signal_handler(self, sig, callback, *args):
@@ -307,22 +310,23 @@ class Loop(
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()
+        sig_module = unix_events.signal
         try:
             # Raises ValueError outside the main thread.
-            signal.set_wakeup_fd(self._wakeup_write_fd())
+            sig_module.set_wakeup_fd(self._wakeup_write_fd())
         except (ValueError, OSError) as exc:
             raise RuntimeError(str(exc))
-        handle = Handle(callback, args, self, None)
+        handle = events.Handle(callback, args, self, None)
         self._signal_handlers[sig] = handle
         try:
-            signal.signal(sig, _sighandler_noop)
-            signal.siginterrupt(sig, False)
+            sig_module.signal(sig, _sighandler_noop)
+            sig_module.siginterrupt(sig, False)
         except OSError as exc:
             del self._signal_handlers[sig]
             if not self._signal_handlers:
                 self._reset_wakeup_fd()
             if exc.errno == errno.EINVAL:
-                raise RuntimeError(f"sig {sig:d} cannot be caught")
+                raise RuntimeError(f"sig {sig} cannot be caught")
             raise
 
     def remove_signal_handler(self, sig):
@@ -332,12 +336,16 @@ class Loop(
             del self._signal_handlers[sig]
         except KeyError:
             return False
-        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        sig_module = unix_events.signal
+        if sig == sig_module.SIGINT:
+            handler = sig_module.default_int_handler
+        else:
+            handler = sig_module.SIG_DFL
         try:
-            signal.signal(sig, handler)
+            sig_module.signal(sig, handler)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
-                raise RuntimeError(f"sig {sig:d} cannot be caught")
+                raise RuntimeError(f"sig {sig} cannot be caught")
             raise
         if not self._signal_handlers:
             self._reset_wakeup_fd()
@@ -345,20 +353,24 @@ class Loop(
 
     def _reset_wakeup_fd(self):
         try:
-            signal.set_wakeup_fd(-1)
+            unix_events.signal.set_wakeup_fd(-1)
         except (ValueError, OSError) as exc:
             _logger().info("set_wakeup_fd(-1) failed: %s", exc)
+
+    def _handle_signal(self, sig):
+        """The handler's side of a signal (unix_events._handle_signal): queue its callback."""
+        handle = self._signal_handlers.get(sig)
+        if handle is None:
+            return  # removed meanwhile
+        if handle._cancelled:
+            self.remove_signal_handler(sig)
+        else:
+            self.call_soon_threadsafe(handle._run)
 
     def _process_signals(self, signums):
         """Called by the run loop with the signal numbers read from the wakeup fd."""
         for sig in signums:
-            handle = self._signal_handlers.get(sig)
-            if handle is None:
-                continue
-            if handle._cancelled:
-                self.remove_signal_handler(sig)
-            else:
-                self._add_callback_signalsafe(handle)
+            self._handle_signal(sig)
 
 
 class _SelectorView:

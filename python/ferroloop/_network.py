@@ -16,7 +16,16 @@ import os
 import socket
 import stat
 import sys
-from asyncio import base_events, constants, events, exceptions, staggered, tasks, trsock
+from asyncio import (
+    base_events,
+    constants,
+    events,
+    exceptions,
+    staggered,
+    tasks,
+    trsock,
+    unix_events,
+)
 
 from . import _transports
 
@@ -648,7 +657,9 @@ class NetworkMixin:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
             path = os.fspath(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # Through asyncio.unix_events' view of the socket module (patched by CPython's
+            # tests, normally the real one).
+            sock = unix_events.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             # A stale socket file from an earlier run is removed (abstract names have none).
             if path[0] not in (0, "\x00"):
                 try:

@@ -420,7 +420,7 @@ class _SubprocessTransport(transports.SubprocessTransport):
         self._closed = True
 
         for proto in self._pipes.values():
-            if proto is None:
+            if proto is None or proto.pipe is None:
                 continue
             proto.pipe.close()
 

@@ -14,6 +14,7 @@ and the loops that pump records through the SSLObject are the Rust class
 from __future__ import annotations
 
 import ssl
+import sys
 import warnings
 from asyncio import constants, protocols, transports
 
@@ -68,6 +69,8 @@ class _SSLProtocolTransport(transports._FlowControlMixin, transports.Transport):
         self._loop = loop
         self._ssl_protocol = ssl_protocol
         self._closed = False
+        # The hot method without a Python frame: the Rust protocol's bound method.
+        self.write = ssl_protocol._write
 
     def get_extra_info(self, name, default=None):
         return self._ssl_protocol._get_extra_info(name, default)
@@ -145,13 +148,17 @@ class _SSLProtocolTransport(transports._FlowControlMixin, transports.Transport):
 
     def abort(self):
         """Close now: buffered data is lost; the protocol's connection_lost() gets None."""
+        if sys.version_info >= (3, 12):
+            self._force_close(None)
+            return
         self._closed = True
         if self._ssl_protocol is not None:
             self._ssl_protocol._abort()
 
     def _force_close(self, exc):
         self._closed = True
-        self._ssl_protocol._abort(exc)
+        if self._ssl_protocol is not None:
+            self._ssl_protocol._abort(exc)
 
     def _test__append_write_backlog(self, data):
         # For asyncio's tests, which fill the backlog through it.

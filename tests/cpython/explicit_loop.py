@@ -28,6 +28,8 @@ EXPLICIT_LOOP_MODULES = (
     "test.test_asyncio.test_sendfile",
     "test.test_asyncio.test_server",
     "test.test_asyncio.test_buffered_proto",
+    "test.test_asyncio.test_sslproto",
+    "test.test_asyncio.test_unix_events",
 )
 
 # The hooks through which these classes build their loop.
@@ -39,8 +41,15 @@ CANONICAL_ORDER = ("EPoll", "Kqueue", "Poll", "Select")
 HARNESS_SKIP_PREFIX = "ferroloop-harness:"
 
 
+def _builds_loop_in_setup(cls: type) -> bool:
+    """``setUp`` itself calls ``asyncio.SelectorEventLoop()`` (test_unix_events does)."""
+    setup = vars(cls).get("setUp")
+    code = getattr(setup, "__code__", None)
+    return code is not None and "SelectorEventLoop" in code.co_names
+
+
 def _loop_classes(module: types.ModuleType) -> dict[str, type]:
-    """Test classes of ``module`` that define a loop-building hook themselves."""
+    """Test classes of ``module`` that build their loop themselves (a hook or setUp)."""
     found = {}
     for name, obj in vars(module).items():
         if not (isinstance(obj, type) and issubclass(obj, unittest.TestCase)):
@@ -49,7 +58,7 @@ def _loop_classes(module: types.ModuleType) -> dict[str, type]:
             continue
         if "Proactor" in name:  # Windows-only, skipped by the module itself elsewhere.
             continue
-        if any(hook in vars(obj) for hook in LOOP_HOOKS):
+        if any(hook in vars(obj) for hook in LOOP_HOOKS) or _builds_loop_in_setup(obj):
             found[name] = obj
     return found
 
@@ -68,6 +77,22 @@ def _family(name: str) -> str:
         if name.startswith(prefix):
             return name[len(prefix) :]
     return name
+
+
+def _setup_with_loop(setup, new_loop):
+    """The class's setUp, run with ``asyncio.SelectorEventLoop`` building a ferroloop loop."""
+
+    def patched_setup(self):
+        import asyncio
+
+        original = asyncio.SelectorEventLoop
+        asyncio.SelectorEventLoop = lambda selector=None: new_loop()
+        try:
+            setup(self)
+        finally:
+            asyncio.SelectorEventLoop = original
+
+    return patched_setup
 
 
 def substitute(module: types.ModuleType, new_loop: Callable[[], object]) -> list[str]:
@@ -94,6 +119,8 @@ def substitute(module: types.ModuleType, new_loop: Callable[[], object]) -> list
             for hook in LOOP_HOOKS:
                 if hasattr(original, hook):
                     namespace[hook] = lambda self: new_loop()
+            if _builds_loop_in_setup(original):
+                namespace["setUp"] = _setup_with_loop(original.setUp, new_loop)
             if name != keep:
                 namespace["__unittest_skip__"] = True
                 namespace["__unittest_skip_why__"] = (

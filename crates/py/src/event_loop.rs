@@ -52,6 +52,9 @@ struct Sched {
     cancelled_timers: usize,
 }
 
+/// `_io_key`'s answer: (selectors event mask, reader Handle, writer Handle).
+type IoKey = (u8, Option<Py<Handle>>, Option<Py<Handle>>);
+
 /// What a watched fd runs when ready: a Python callback's Handle (add_reader/add_writer), or a
 /// Rust transport called directly (no Handle).
 pub(crate) enum Watcher {
@@ -1397,11 +1400,7 @@ impl LoopCore {
     /// What the loop watches on `fd`, as `selectors` would report it: None, or
     /// `(events, reader, writer)` with EVENT_READ=1/EVENT_WRITE=2 and the Handles (None for a
     /// side watched by a Rust transport).
-    fn _io_key(
-        &self,
-        py: Python<'_>,
-        fd: RawFd,
-    ) -> Option<(u8, Option<Py<Handle>>, Option<Py<Handle>>)> {
+    fn _io_key(&self, py: Python<'_>, fd: RawFd) -> Option<IoKey> {
         let io = lock(&self.io);
         let w = io.get(&fd)?;
         let events = u8::from(w.reader.is_some()) | (u8::from(w.writer.is_some()) << 1);

@@ -12,6 +12,7 @@
 //! re-enter this object: `data_received` writes, `connection_made` closes, ...), and Python
 //! objects taken out of a field are dropped after the borrow ends.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use pyo3::exceptions::{
@@ -51,6 +52,9 @@ cached!(
 cached!(
     /// `ssl.CertificateError` (`SSLCertVerificationError`)
     ssl_certificate_error, "ssl", "CertificateError");
+cached!(
+    /// `ssl.SSLObject`
+    ssl_object_class, "ssl", "SSLObject");
 cached!(
     /// `ssl.MemoryBIO`
     ssl_memory_bio, "ssl", "MemoryBIO");
@@ -226,6 +230,9 @@ pub struct SslProtocolCore {
     app_is_buffer: bool,
     sslcontext: Option<Py<PyAny>>,
     sslobj: Option<Py<PyAny>>,
+    /// `sslobj._sslobj` (the `_ssl._SSLSocket`) when `sslobj` is exactly `ssl.SSLObject`,
+    /// whose read/write/pending only forward to it: the hot paths call it directly.
+    ssl_inner: Option<Py<PyAny>>,
     incoming: Option<Py<PyAny>>,
     outgoing: Option<Py<PyAny>>,
     extra: Option<Py<PyDict>>,
@@ -275,6 +282,30 @@ impl SslProtocolCore {
             Some(o) => o.bind(py).clone(),
             None => py.None().into_bound(py),
         }
+    }
+
+    /// What read/write/pending are called on: the inner `_ssl` object when there is one
+    /// (see `ssl_inner`), else the SSLObject.
+    fn ssl_rw<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+        let py = slf.py();
+        let this = slf.borrow();
+        match this.ssl_inner.as_ref().or(this.sslobj.as_ref()) {
+            Some(o) => o.bind(py).clone(),
+            None => py.None().into_bound(py),
+        }
+    }
+
+    /// After a read that returned data: whether another read could return something without
+    /// more input. It cannot when the incoming BIO is empty and the SSL object holds no
+    /// decrypted bytes; asyncio's loop finds that out from an SSLWantReadError, which costs
+    /// more than the two checks (the next read's outcome is the same either way).
+    fn more_to_read(slf: &Bound<'_, Self>, ssl: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = slf.py();
+        if Self::read_buffer_size(slf)? > 0 {
+            return Ok(true);
+        }
+        let pending: i64 = ssl.call_method0(intern!(py, "pending"))?.extract()?;
+        Ok(pending > 0)
     }
 
     fn state(slf: &Bound<'_, Self>) -> SslState {
@@ -647,18 +678,21 @@ impl SslProtocolCore {
         }
     }
 
-    /// Mirrors `SSLProtocol._abort` (3.11: `transport.abort()`); with an exception, the raw
-    /// transport is force-closed with it (as 3.12's `_abort(exc)` does, which the app
-    /// transport's `_force_close` needs).
+    /// Mirrors `SSLProtocol._abort`. 3.11 aborts the raw transport (`transport.abort()`);
+    /// 3.12+ force-closes it with `exc` (`transport._force_close(exc)`). On 3.11 an exception
+    /// also force-closes (3.11's own `_abort()` takes none, so its app transport's
+    /// `_force_close(exc)` raised TypeError).
     fn abort_impl(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         Self::set_state(slf, SslState::Unwrapped)?;
         let transport = slf.borrow().transport.as_ref().map(|t| t.clone_ref(py));
         if let Some(tr) = transport {
+            let tr = tr.bind(py);
             match exc {
-                Some(e) if !e.is_none() => force_close(tr.bind(py), e)?,
+                Some(e) if !e.is_none() => force_close(tr, e)?,
+                _ if py.version_info() >= (3, 12) => force_close(tr, &py.None().into_bound(py))?,
                 _ => {
-                    tr.bind(py).call_method0(intern!(py, "abort"))?;
+                    tr.call_method0(intern!(py, "abort"))?;
                 }
             }
         }
@@ -709,7 +743,7 @@ impl SslProtocolCore {
     /// it produced.
     fn do_write(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let sslobj = Self::get(slf, |s| &s.sslobj);
+        let sslobj = Self::ssl_rw(slf);
         loop {
             let data = match slf.borrow().write_backlog.front() {
                 Some(d) => d.clone_ref(py).into_bound(py),
@@ -799,7 +833,7 @@ impl SslProtocolCore {
         let get_buffer = Self::get(slf, |s| &s.app_get_buffer);
         let buf = get_buffer.call1((hint,))?;
         let wants = buf.len()? as i64;
-        let sslobj = Self::get(slf, |s| &s.sslobj);
+        let sslobj = Self::ssl_rw(slf);
         let read = intern!(py, "read");
         let mut offset: i64 = 0;
         let mut count: i64 = 1;
@@ -812,6 +846,9 @@ impl SslProtocolCore {
                         // The buffer is full: more may be waiting in the SSLObject.
                         let cb = slf.getattr(intern!(py, "_do_read"))?;
                         Self::loop_obj(slf).call_method1(intern!(py, "call_soon"), (cb,))?;
+                        break;
+                    }
+                    if !Self::more_to_read(slf, &sslobj)? {
                         break;
                     }
                     let rest = buf.get_item(PySlice::new(py, offset as isize, isize::MAX, 1))?;
@@ -843,27 +880,47 @@ impl SslProtocolCore {
     }
 
     /// Mirrors `SSLProtocol._do_read__copied`: decrypts all that is available and hands it to
-    /// `data_received` in one piece.
+    /// `data_received` in one piece. Records are decrypted into the thread's decrypt buffer
+    /// (asyncio's `read(max_size)` allocates max_size bytes per read).
     fn do_read_copied(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let sslobj = Self::get(slf, |s| &s.sslobj);
-        let max_size = slf.borrow().max_size;
+        let sslobj = Self::ssl_rw(slf);
+        let max_size = slf.borrow().max_size.max(1);
+        let view = decrypt_view(py, max_size)?;
         let read = intern!(py, "read");
         let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
+        let mut offset = 0usize;
         let mut close_notify = false;
         loop {
-            match sslobj.call_method1(read, (max_size,)) {
-                Ok(chunk) => {
-                    if !chunk.is_truthy()? {
+            if offset == max_size {
+                chunks.push(bytes_of(&view, offset)?);
+                offset = 0;
+            }
+            let target = if offset == 0 {
+                view.clone()
+            } else {
+                view.get_item(PySlice::new(py, offset as isize, isize::MAX, 1))?
+            };
+            match sslobj.call_method1(read, (max_size - offset, target)) {
+                Ok(n) => {
+                    let n: usize = n.extract()?;
+                    if n == 0 {
                         close_notify = true;
                         break;
                     }
-                    chunks.push(chunk);
+                    offset += n;
+                    if !Self::more_to_read(slf, &sslobj)? {
+                        break;
+                    }
                 }
                 Err(e) if is_again(py, &e)? => break,
                 Err(e) => return Err(e),
             }
         }
+        if offset > 0 {
+            chunks.push(bytes_of(&view, offset)?);
+        }
+        drop(view);
         if !chunks.is_empty() {
             let data = if chunks.len() == 1 {
                 chunks.pop().expect("one chunk")
@@ -1061,6 +1118,47 @@ fn force_close(transport: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) -> PyResult
     Ok(())
 }
 
+/// `sslobj._sslobj` when `sslobj` is exactly `ssl.SSLObject` (not a subclass, not a stand-in).
+fn inner_sslobj(sslobj: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    let py = sslobj.py();
+    if !sslobj.get_type().is(ssl_object_class(py)?) {
+        return Ok(None);
+    }
+    Ok(Some(sslobj.getattr(intern!(py, "_sslobj"))?.unbind()))
+}
+
+thread_local! {
+    /// Where `_do_read__copied` decrypts to: a bytearray and a memoryview of it, shared by the
+    /// thread's connections. What a read puts there is copied out to bytes before any callback
+    /// runs, so one buffer serves every connection of the thread.
+    static DECRYPT_BUFFER: RefCell<Option<(usize, Py<PyAny>)>> = const { RefCell::new(None) };
+}
+
+/// A memoryview of at least `size` bytes of the thread's decrypt buffer.
+fn decrypt_view<'py>(py: Python<'py>, size: usize) -> PyResult<Bound<'py, PyAny>> {
+    let cached = DECRYPT_BUFFER.with(|b| {
+        b.borrow()
+            .as_ref()
+            .filter(|(len, _)| *len >= size)
+            .map(|(_, v)| v.clone_ref(py))
+    });
+    if let Some(view) = cached {
+        return Ok(view.into_bound(py));
+    }
+    let buffer = PyByteArray::new_with(py, size, |_| Ok(()))?;
+    let view = PyMemoryView::from(buffer.as_any())?.into_any();
+    let old = DECRYPT_BUFFER.with(|b| b.borrow_mut().replace((size, view.clone().unbind())));
+    drop(old);
+    Ok(view)
+}
+
+/// `bytes(view[:n])`.
+fn bytes_of<'py>(view: &Bound<'py, PyAny>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+    let py = view.py();
+    let part = view.get_item(PySlice::new(py, 0, n as isize, 1))?;
+    py.get_type::<PyBytes>().call1((part,))
+}
+
 /// `b''.join(chunks)` for the chunks `SSLObject.read` returned.
 fn join_chunks<'py>(py: Python<'py>, chunks: &[Bound<'py, PyAny>]) -> PyResult<Bound<'py, PyAny>> {
     let mut total = 0usize;
@@ -1106,6 +1204,7 @@ impl SslProtocolCore {
             app_is_buffer: false,
             sslcontext: None,
             sslobj: None,
+            ssl_inner: None,
             incoming: None,
             outgoing: None,
             extra: None,
@@ -1259,9 +1358,11 @@ impl SslProtocolCore {
         kwargs.set_item(intern!(py, "server_hostname"), server_hostname)?;
         let sslobj =
             sslcontext.call_method(intern!(py, "wrap_bio"), (incoming, outgoing), Some(&kwargs))?;
+        let inner = inner_sslobj(&sslobj)?;
         {
             let mut this = slf.borrow_mut();
             this.sslobj = Some(sslobj.unbind());
+            this.ssl_inner = inner;
             this.ssl_writing_paused = false;
             this.app_reading_paused = false;
             this.ssl_reading_paused = false;
@@ -1675,9 +1776,17 @@ impl SslProtocolCore {
     }
 
     #[setter(_sslobj)]
-    fn set_sslobj_attr(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) {
-        let old = slf.borrow_mut().sslobj.replace(value.clone().unbind());
+    fn set_sslobj_attr(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let inner = inner_sslobj(value)?;
+        let old = {
+            let mut this = slf.borrow_mut();
+            (
+                this.sslobj.replace(value.clone().unbind()),
+                std::mem::replace(&mut this.ssl_inner, inner),
+            )
+        };
         drop(old);
+        Ok(())
     }
 
     #[getter(_sslcontext)]
@@ -1827,6 +1936,7 @@ impl SslProtocolCore {
         visit.call(&self.app_buffer_updated)?;
         visit.call(&self.sslcontext)?;
         visit.call(&self.sslobj)?;
+        visit.call(&self.ssl_inner)?;
         visit.call(&self.incoming)?;
         visit.call(&self.outgoing)?;
         visit.call(&self.extra)?;
@@ -1857,6 +1967,7 @@ impl SslProtocolCore {
         self.app_buffer_updated = None;
         self.sslcontext = None;
         self.sslobj = None;
+        self.ssl_inner = None;
         self.incoming = None;
         self.outgoing = None;
         self.extra = None;

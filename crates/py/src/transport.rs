@@ -57,6 +57,9 @@ enum Kind {
     WritePipe,
 }
 
+/// Datagrams waiting to be sent: (bytes, address).
+type Datagrams = VecDeque<(Py<PyAny>, Py<PyAny>)>;
+
 struct State {
     kind: Kind,
     fd: RawFd,
@@ -79,7 +82,7 @@ struct State {
     low_water: i64,
     buffer: WriteBuffer,
     /// Datagrams waiting to be sent, with their address, and their total size.
-    datagrams: VecDeque<(Py<PyAny>, Py<PyAny>)>,
+    datagrams: Datagrams,
     datagram_bytes: usize,
     /// A connected datagram endpoint's remote address (`_address`).
     address: Option<Py<PyAny>>,
@@ -105,7 +108,7 @@ impl State {
 
     /// Drops what waits to be written; true if something did. The datagrams are returned
     /// so that they are released after the lock.
-    fn clear_pending(&mut self) -> (bool, VecDeque<(Py<PyAny>, Py<PyAny>)>) {
+    fn clear_pending(&mut self) -> (bool, Datagrams) {
         let had = self.pending() > 0;
         self.buffer.clear();
         self.datagram_bytes = 0;
