@@ -592,7 +592,8 @@ def run_suite(args: argparse.Namespace, rows: list[str], loops: list[str], argv)
         "",
         "Rows: see bench/README.md. Echo rows time only the echo traffic (connections are "
         "set up before the clock starts); both ends run on the loop under test. The HTTP "
-        "rows' load comes from bench/httpclient.py in a separate process. async_tree rows "
+        "rows' load comes from bench/httpclient.py in a separate process pinned to the "
+        "server's CPU (CPU time of both per request). async_tree rows "
         f"run {wl_core.async_tree_source()}'s bm_async_tree classes on each loop "
         "(3.11 has no eager task factory, so the eager variants are left out).",
     ]
