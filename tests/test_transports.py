@@ -862,3 +862,34 @@ def test_accept_out_of_fds_reports_and_keeps_serving(loop):
 
     run(loop, main())
     assert "socket.accept() out of system resource" in messages
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_datagram_ipv6_addresses_and_unusual_targets(loop):
+    async def main():
+        try:
+            a = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            a.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback")
+        b = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        b.bind(("::1", 0))
+        ta, pa = await loop.create_datagram_endpoint(lambda: DatagramRecorder(loop), sock=a)
+        tb, pb = await loop.create_datagram_endpoint(lambda: DatagramRecorder(loop), sock=b)
+        host, port = a.getsockname()[:2]
+        tb.sendto(b"two", (host, port))  # a 2-tuple for an IPv6 socket
+        tb.sendto(b"four", (host, port, 0, 0))
+        tb.sendto(b"three", (host, port, 0))
+        got = sorted([await pa.queue.get() for _ in range(3)])
+        assert [d for d, _ in got] == [b"four", b"three", b"two"]
+        assert all(addr == b.getsockname() for _, addr in got)
+        contexts = []
+        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        tb.sendto(b"x", (host, 70000))  # the socket module refuses the port: fatal
+        assert tb.is_closing()
+        assert isinstance(await pb.lost, OverflowError)
+        assert contexts[0]["message"] == "Fatal write error on datagram transport"
+        ta.close()
+        await pa.lost
+
+    run(loop, main())

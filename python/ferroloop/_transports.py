@@ -220,6 +220,7 @@ class DatagramTransport(
             False,
             address,
             bool(self._extra["peername"]),
+            sock.family,
         )
         self.sendto = core.sendto
         core.set_protocol(protocol)

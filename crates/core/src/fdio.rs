@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::net::InetAddr;
+
 /// At most this many slices go to one writev/sendmsg (Linux's IOV_MAX).
 const MAX_IOVECS: usize = 1024;
 
@@ -44,6 +46,96 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+fn sockaddr_of(addr: &InetAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is a valid (unspecified-family) address.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match *addr {
+        InetAddr::V4 { ip, port } => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr type.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = port.to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(ip);
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        InetAddr::V6 {
+            ip,
+            port,
+            flowinfo,
+            scope_id,
+        } => {
+            // SAFETY: as above.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = port.to_be();
+            sin6.sin6_flowinfo = flowinfo.to_be();
+            sin6.sin6_addr.s6_addr = ip;
+            sin6.sin6_scope_id = scope_id;
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// `sendto(2)` of one datagram to an IPv4/IPv6 address.
+pub fn send_to(fd: RawFd, data: &[u8], addr: &InetAddr) -> io::Result<usize> {
+    let (storage, len) = sockaddr_of(addr);
+    // SAFETY: `data` is valid for `data.len()` bytes; `storage` holds a sockaddr of `len`
+    // bytes, both alive during the call.
+    check(unsafe {
+        libc::sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            0,
+            &storage as *const _ as *const libc::sockaddr,
+            len,
+        )
+    })
+}
+
+/// `recvfrom(2)` of one datagram into `buf`: its length and the sender, when the sender is an
+/// IPv4/IPv6 address (None for other families).
+pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<InetAddr>)> {
+    // SAFETY: an all-zero sockaddr_storage is valid; recvfrom fills at most `len` bytes.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `storage`/`len` describe a
+    // writable sockaddr buffer.
+    let n = check(unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            &mut storage as *mut _ as *mut libc::sockaddr,
+            &mut len,
+        )
+    })?;
+    let addr = match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in (family AF_INET).
+            let sin = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in) };
+            Some(InetAddr::V4 {
+                ip: sin.sin_addr.s_addr.to_ne_bytes(),
+                port: u16::from_be(sin.sin_port),
+            })
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6).
+            let sin6 = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in6) };
+            Some(InetAddr::V6 {
+                ip: sin6.sin6_addr.s6_addr,
+                port: u16::from_be(sin6.sin6_port),
+                flowinfo: u32::from_be(sin6.sin6_flowinfo),
+                scope_id: sin6.sin6_scope_id,
+            })
+        }
+        _ => None,
+    };
+    Ok((n, addr))
 }
 
 /// Bytes waiting to be written, as a queue of chunks; the first may be partly sent.
@@ -226,6 +318,61 @@ mod tests {
         }
         close(r);
         close(w);
+    }
+
+    #[test]
+    fn datagrams_round_trip_with_the_sender_address() {
+        let socket = |ty| {
+            // SAFETY: plain socket creation; the test closes the fds.
+            unsafe { libc::socket(libc::AF_INET, ty | libc::SOCK_NONBLOCK, 0) }
+        };
+        let a = socket(libc::SOCK_DGRAM);
+        let b = socket(libc::SOCK_DGRAM);
+        let any = InetAddr::V4 {
+            ip: [127, 0, 0, 1],
+            port: 0,
+        };
+        for fd in [a, b] {
+            let (storage, len) = sockaddr_of(&any);
+            // SAFETY: binds to a valid sockaddr_in.
+            let r = unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) };
+            assert_eq!(r, 0);
+        }
+        let port_of = |fd| {
+            // SAFETY: zeroed storage, getsockname fills it.
+            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // SAFETY: valid out-pointers.
+            unsafe {
+                libc::getsockname(fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len)
+            };
+            // SAFETY: an AF_INET socket's name is a sockaddr_in.
+            let sin = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in) };
+            u16::from_be(sin.sin_port)
+        };
+        let to_b = InetAddr::V4 {
+            ip: [127, 0, 0, 1],
+            port: port_of(b),
+        };
+        assert_eq!(send_to(a, b"ping", &to_b).unwrap(), 4);
+        let mut buf = [0u8; 16];
+        let (n, from) = loop {
+            match recv_from(b, &mut buf) {
+                Ok(r) => break r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(
+            from,
+            Some(InetAddr::V4 {
+                ip: [127, 0, 0, 1],
+                port: port_of(a)
+            })
+        );
+        close(a);
+        close(b);
     }
 
     #[test]

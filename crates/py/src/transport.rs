@@ -26,6 +26,7 @@ use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard};
 
 use ferroloop_core::fdio;
+use ferroloop_core::net::{self, InetAddr};
 use ferroloop_core::WriteBuffer;
 use pyo3::exceptions::{
     PyAssertionError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError,
@@ -47,6 +48,9 @@ const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 thread_local! {
     /// The read buffer, shared by every transport of the thread (data is copied out at once).
     static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_SIZE]);
+    /// The same for datagrams, as a bytearray for `socket.recvfrom_into` (which turns the
+    /// sender's address into Python's format).
+    static DATAGRAM_BUFFER: RefCell<Option<Py<PyByteArray>>> = const { RefCell::new(None) };
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,6 +92,9 @@ struct State {
     address: Option<Py<PyAny>>,
     /// The socket has a peer (`_extra['peername']`): send(), not sendto().
     connected: bool,
+    /// AF_INET or AF_INET6 for such datagram sockets: datagrams and addresses are handled
+    /// in Rust; 0 for other families (through the socket object's methods).
+    inet_family: i32,
     empty_waiter: Option<Py<PyAny>>,
     /// A write pipe watches its fd for readability to notice the reader closing.
     watch_pipe_eof: bool,
@@ -720,27 +727,65 @@ impl TransportCore {
     /// `_SelectorDatagramTransport._read_ready`.
     fn datagram_read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (sock, protocol) = {
+        let (sock, protocol, fd, inet) = {
             let st = slf.get().lock();
             if st.conn_lost > 0 {
                 return Ok(());
             }
             match (st.sock.as_ref(), st.protocol.as_ref()) {
-                (Some(s), Some(p)) => (s.clone_ref(py), p.clone_ref(py)),
+                (Some(s), Some(p)) => (s.clone_ref(py), p.clone_ref(py), st.fd, st.inet_family),
                 _ => return Ok(()),
             }
         };
         let protocol = protocol.into_bound(py);
+        if inet != 0 {
+            let received = READ_BUFFER.with(|b| {
+                let mut b = b.borrow_mut();
+                fdio::recv_from(fd, &mut b).map(|(n, from)| (PyBytes::new(py, &b[..n]), from))
+            });
+            return match received {
+                Ok((data, from)) => {
+                    let addr = match from {
+                        Some(a) => inet_addr_to_py(py, &a)?,
+                        None => py.None().into_bound(py),
+                    };
+                    protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
+                    Ok(())
+                }
+                Err(e) => Self::datagram_error(
+                    slf,
+                    &protocol,
+                    os_error(e),
+                    "Fatal read error on datagram transport",
+                ),
+            };
+        }
+        // `sock.recvfrom(max_size)` would allocate (and mmap) 256 KiB per datagram; receiving
+        // into the thread's buffer and copying the datagram out is what it returns, cheaper.
+        let buffer = DATAGRAM_BUFFER.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            match cell.as_ref() {
+                Some(b) => Ok(b.clone_ref(py)),
+                None => {
+                    let b = PyByteArray::new(py, &vec![0u8; MAX_SIZE]).unbind();
+                    *cell = Some(b.clone_ref(py));
+                    Ok::<_, PyErr>(b)
+                }
+            }
+        })?;
+        let buffer = buffer.into_bound(py);
         match sock
             .bind(py)
-            .call_method1(intern!(py, "recvfrom"), (MAX_SIZE,))
+            .call_method1(intern!(py, "recvfrom_into"), (&buffer,))
         {
             Ok(pair) => {
                 let pair = pair.cast_into::<PyTuple>()?;
-                protocol.call_method1(
-                    intern!(py, "datagram_received"),
-                    (pair.get_item(0)?, pair.get_item(1)?),
-                )?;
+                let nbytes: usize = pair.get_item(0)?.extract()?;
+                // SAFETY: the bytearray is only used by this thread's receives; nothing
+                // resizes it, and the slice is copied before any other Python code runs.
+                let data = PyBytes::new(py, unsafe { &buffer.as_bytes()[..nbytes] });
+                protocol
+                    .call_method1(intern!(py, "datagram_received"), (data, pair.get_item(1)?))?;
                 Ok(())
             }
             Err(e) => {
@@ -774,14 +819,31 @@ impl TransportCore {
         Self::fatal_error(slf, &exc, message)
     }
 
-    /// One datagram to the socket: `send` when connected, else `sendto`.
+    /// One datagram to the socket: `send` when connected, else `sendto`. IPv4/IPv6 sockets
+    /// with a numeric address make the system call here; anything else goes through the
+    /// socket object (hostnames, unusual address tuples, other families).
     fn send_datagram(
         py: Python<'_>,
         sock: &Bound<'_, PyAny>,
-        connected: bool,
+        (fd, inet, connected): (RawFd, i32, bool),
         data: &Bound<'_, PyAny>,
         addr: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
+        if inet != 0 {
+            // Some(None): send() on the connected socket; Some(Some(a)): sendto(a).
+            let destination = if connected {
+                Some(None)
+            } else {
+                inet_addr_from_py(inet, addr).map(Some)
+            };
+            if let Some(to) = destination {
+                let result = with_bytes(data, |bytes| match &to {
+                    None => fdio::send(fd, bytes),
+                    Some(a) => fdio::send_to(fd, bytes, a),
+                })?;
+                return result.map(drop).map_err(os_error);
+            }
+        }
         if connected {
             sock.call_method1(intern!(py, "send"), (data,))?;
         } else {
@@ -827,7 +889,7 @@ impl TransportCore {
             Some(a) => a.bind(py).is_truthy()?,
             None => false,
         };
-        let (sock, protocol, connected, empty) = {
+        let (sock, protocol, target, empty) = {
             let mut st = slf.get().lock();
             if st.conn_lost > 0 && has_address {
                 let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
@@ -844,7 +906,7 @@ impl TransportCore {
             (
                 st.sock.as_ref().map(|s| s.clone_ref(py)),
                 st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                st.connected,
+                (st.fd, st.inet_family, st.connected),
                 st.datagrams.is_empty(),
             )
         };
@@ -852,7 +914,7 @@ impl TransportCore {
             let Some(sock) = sock else {
                 return Ok(());
             };
-            match Self::send_datagram(py, sock.bind(py), connected, data, &addr) {
+            match Self::send_datagram(py, sock.bind(py), target, data, &addr) {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
@@ -889,7 +951,7 @@ impl TransportCore {
     fn sendto_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         loop {
-            let (item, sock, protocol, connected) = {
+            let (item, sock, protocol, target) = {
                 let mut st = slf.get().lock();
                 let Some(item) = st.datagrams.pop_front() else {
                     break;
@@ -899,14 +961,14 @@ impl TransportCore {
                     item,
                     st.sock.as_ref().map(|s| s.clone_ref(py)),
                     st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                    st.connected,
+                    (st.fd, st.inet_family, st.connected),
                 )
             };
             let Some(sock) = sock else {
                 return Ok(());
             };
             let (data, addr) = (item.0.bind(py), item.1.bind(py));
-            match Self::send_datagram(py, sock.bind(py), connected, data, addr) {
+            match Self::send_datagram(py, sock.bind(py), target, data, addr) {
                 Ok(()) => {}
                 Err(e)
                     if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
@@ -1186,6 +1248,64 @@ impl TransportCore {
     }
 }
 
+/// A received IPv4/IPv6 address as Python's socket module gives it: `(host, port)` or
+/// `(host, port, flowinfo, scope_id)`.
+fn inet_addr_to_py<'py>(py: Python<'py>, addr: &InetAddr) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match *addr {
+        InetAddr::V4 { ip, port } => (net::format_numeric(&ip), port)
+            .into_pyobject(py)?
+            .into_any(),
+        InetAddr::V6 {
+            ip,
+            port,
+            flowinfo,
+            scope_id,
+        } => (net::format_numeric(&ip), port, flowinfo, scope_id)
+            .into_pyobject(py)?
+            .into_any(),
+    })
+}
+
+/// A destination address the socket module would accept without a name lookup, for a socket
+/// of `family`: `(numeric host, port)` (IPv6: optionally flowinfo and scope_id), each in
+/// range. None for anything else (the socket object then handles it, errors included).
+fn inet_addr_from_py(family: i32, addr: &Bound<'_, PyAny>) -> Option<InetAddr> {
+    let tuple = addr.cast::<PyTuple>().ok()?;
+    let n = tuple.len();
+    let host = tuple.get_item(0).ok()?;
+    let host = host.cast::<pyo3::types::PyString>().ok()?;
+    let host = host.to_str().ok()?;
+    let port: u16 = tuple.get_item(1).ok()?.extract().ok()?;
+    if family == libc::AF_INET {
+        if n != 2 {
+            return None;
+        }
+        let ip = net::parse_numeric(net::AF_INET, host)?;
+        return Some(InetAddr::V4 {
+            ip: [ip[0], ip[1], ip[2], ip[3]],
+            port,
+        });
+    }
+    if !(2..=4).contains(&n) || host.contains('%') {
+        return None;
+    }
+    let flowinfo: u32 = match tuple.get_item(2) {
+        Ok(v) => v.extract().ok().filter(|f| *f <= 0xfffff)?,
+        Err(_) => 0,
+    };
+    let scope_id: u32 = match tuple.get_item(3) {
+        Ok(v) => v.extract().ok()?,
+        Err(_) => 0,
+    };
+    let ip = net::parse_numeric(net::AF_INET6, host)?;
+    Some(InetAddr::V6 {
+        ip,
+        port,
+        flowinfo,
+        scope_id,
+    })
+}
+
 /// `sock.recv_into(buf)` on the raw fd: Err(PyErr) if `buf` is not a writable buffer.
 fn recv_into(buf: &Bound<'_, PyAny>, fd: RawFd) -> PyResult<io::Result<usize>> {
     let view = pyo3::buffer::PyBuffer::<u8>::get(buf)?;
@@ -1211,7 +1331,7 @@ impl TransportCore {
     #[new]
     #[pyo3(signature = (
         r#loop, transport, sock, fd, kind, server=None, watch_pipe_eof=false, address=None,
-        connected=false
+        connected=false, family=0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
@@ -1224,6 +1344,7 @@ impl TransportCore {
         watch_pipe_eof: bool,
         address: Option<&Bound<'_, PyAny>>,
         connected: bool,
+        family: i32,
     ) -> PyResult<Self> {
         let kind = match kind {
             "socket" => Kind::Socket,
@@ -1260,6 +1381,11 @@ impl TransportCore {
                 datagram_bytes: 0,
                 address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
                 connected,
+                inet_family: if family == libc::AF_INET || family == libc::AF_INET6 {
+                    family
+                } else {
+                    0
+                },
                 empty_waiter: None,
                 watch_pipe_eof,
                 reader_on: false,
