@@ -40,6 +40,7 @@ if str(HERE) not in sys.path:
 
 import wl_core  # noqa: E402
 import wl_net  # noqa: E402
+import wl_proc  # noqa: E402
 
 # Loop name -> (module, factory attribute). Each factory returns a fresh, unstarted loop.
 LOOPS: dict[str, tuple[str, str]] = {
@@ -87,6 +88,7 @@ G_TCP = "TCP echo (both ends on the loop)"
 G_NET = "UDP, TLS"
 G_HTTP = "HTTP server (client in another process)"
 G_MEM = "memory (peak RSS growth)"
+G_PROC = "subprocesses"
 
 TREE_LABEL = "6^{}"
 ROWS: dict[str, Row] = {
@@ -191,6 +193,19 @@ ROWS["http_aiohttp"] = Row(
 )
 ROWS["http_uvicorn"] = Row(
     wl_net.wl_http_uvicorn, 4_500, 500, "µs/req", 1e6, _http_label, G_HTTP, warm=lambda s: 0
+)
+ROWS["spawn_wait"] = Row(
+    wl_proc.wl_spawn_wait, 300, 30, "ms/child", 1e3, "{:,} × /bin/true", G_PROC, warm=frac(0.1)
+)
+ROWS["spawn_communicate"] = Row(
+    wl_proc.wl_spawn_communicate,
+    100,
+    10,
+    "ms/child",
+    1e3,
+    "{:,} × python echoing 64 KiB, 10 at a time",
+    G_PROC,
+    warm=frac(0.1),
 )
 # Memory rows: a small warm-up (about 1%) loads the code paths without leaving much freed
 # memory behind for the measured run to reuse.
