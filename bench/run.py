@@ -34,9 +34,17 @@ LOOPS: dict[str, tuple[str, str]] = {
     "rloop": ("rloop", "new_event_loop"),
     "ferroloop": ("ferroloop", "new_event_loop"),
     "ferroloop-native": ("ferroloop", "new_event_loop"),
+    "ferroloop-gather": ("ferroloop", "new_event_loop"),
+    "ferroloop-native-gather": ("ferroloop", "new_event_loop"),
 }
 # Keyword arguments for a loop's factory (ferroloop with its native Future/Task).
-LOOP_KWARGS: dict[str, dict[str, object]] = {"ferroloop-native": {"native_tasks": True}}
+LOOP_KWARGS: dict[str, dict[str, object]] = {
+    "ferroloop-native": {"native_tasks": True},
+    "ferroloop-native-gather": {"native_tasks": True},
+}
+# Variants whose worker calls ferroloop.patch_asyncio() first: the workloads' asyncio.gather is
+# then ferroloop's native gather (the tree_* gather workloads, tree_sleep1ms, sleep_many).
+GATHER_PATCHED = {"ferroloop-gather", "ferroloop-native-gather"}
 BASELINE = "asyncio"
 SUBJECT = "ferroloop"
 
@@ -297,6 +305,8 @@ def worker(workload: str, loop_name: str, quick: bool) -> int:
         module, attr = LOOPS[loop_name]
         make = getattr(importlib.import_module(module), attr)
         kwargs = LOOP_KWARGS.get(loop_name, {})
+        if loop_name in GATHER_PATCHED:
+            importlib.import_module("ferroloop").patch_asyncio()
 
         def factory():
             return make(**kwargs)
