@@ -407,7 +407,11 @@ impl LoopCore {
                 let ctx = PyDict::new(py);
                 ctx.set_item(
                     intern!(py, "message"),
-                    format!("Exception in callback {}({})", callback.repr()?, child.repr()?),
+                    format!(
+                        "Exception in callback {}({})",
+                        callback.repr()?,
+                        child.repr()?
+                    ),
                 )?;
                 ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &err))?;
                 slf.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;

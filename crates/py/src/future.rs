@@ -17,7 +17,10 @@ use crate::{capi, handle, stdlib};
 /// A done callback: a Python callable with the context it runs in, or the wake-up of a native
 /// Task waiting on this future (no Python object needed until someone looks at `_callbacks`).
 pub(crate) enum Callback {
-    Python { func: Py<PyAny>, context: Py<PyAny> },
+    Python {
+        func: Py<PyAny>,
+        context: Py<PyAny>,
+    },
     TaskWakeup(Py<Task>),
     /// The done callback of a `ferroloop.gather` this future is a child of.
     Gather(Py<GatherCallback>),

@@ -21,22 +21,56 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
-use pyo3::{intern, PyTraverseError, PyVisit};
+use pyo3::{intern, PyTraverseError, PyTypeInfo, PyVisit};
 
 use crate::event_loop::LoopCore;
 use crate::future::{Future, State};
 use crate::task::Task;
 use crate::{capi, stdlib};
 
-/// A future gather can drive natively: exactly ferroloop's Future, Task or native
-/// `_GatheringFuture` (a Python subclass may override any method, so it gets method calls).
-fn as_native<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, Future>> {
+/// What kind of future an object is, by its exact type (a subclass may override any method,
+/// so it is driven through its methods like any other future).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// ferroloop's Future, Task or native `_GatheringFuture`: driven natively.
+    Native,
+    /// asyncio's (C) Future or Task, or the asyncio-based `_GatheringFuture`.
+    Asyncio,
+    /// Anything else.
+    Other,
+}
+
+/// The type objects of [`Kind::Asyncio`] (kept alive by the stdlib caches and
+/// [`python_outer_class`]).
+fn asyncio_types(py: Python<'_>) -> PyResult<&[usize; 3]> {
+    static CELL: PyOnceLock<[usize; 3]> = PyOnceLock::new();
+    CELL.get_or_try_init(py, || {
+        Ok::<_, PyErr>([
+            stdlib::future_class(py)?.as_ptr() as usize,
+            stdlib::task_class(py)?.as_ptr() as usize,
+            python_outer_class(py)?.as_ptr() as usize,
+        ])
+    })
+}
+
+fn kind_of(obj: &Bound<'_, PyAny>) -> PyResult<Kind> {
     let py = obj.py();
-    let ty = obj.get_type();
-    if ty.is(py.get_type::<Future>())
-        || ty.is(py.get_type::<Task>())
-        || ty.is(py.get_type::<GatheringFuture>())
+    let tp = obj.get_type_ptr();
+    if tp == Future::type_object_raw(py)
+        || tp == Task::type_object_raw(py)
+        || tp == GatheringFuture::type_object_raw(py)
     {
+        return Ok(Kind::Native);
+    }
+    if asyncio_types(py)?.contains(&(tp as usize)) {
+        return Ok(Kind::Asyncio);
+    }
+    Ok(Kind::Other)
+}
+
+/// The object as ferroloop's Future, if it is to be driven natively.
+fn as_native<'a, 'py>(obj: &'a Bound<'py, PyAny>, kind: Kind) -> Option<&'a Bound<'py, Future>> {
+    if kind == Kind::Native {
         obj.cast::<Future>().ok()
     } else {
         None
@@ -47,48 +81,35 @@ fn as_native<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, Futur
 /// coroutines, asyncio's and ferroloop's own future classes): gather can de-duplicate them by
 /// address instead of through a dict, with the same outcome.
 fn identity_hashed(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    if capi::is_native_coroutine(obj) || as_native(obj).is_some() {
-        return Ok(true);
-    }
-    is_known_future_type(obj)
-}
-
-/// Exactly asyncio's Future or Task class, or ferroloop's asyncio-based `_GatheringFuture`.
-fn is_known_future_type(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let py = obj.py();
-    let ty = obj.get_type();
-    Ok(ty.is(stdlib::future_class(py)?)
-        || ty.is(stdlib::task_class(py)?)
-        || ty.is(python_outer_class(py)?))
+    Ok(capi::is_native_coroutine(obj) || kind_of(obj)? != Kind::Other)
 }
 
 /// `events._get_event_loop()` as gather calls it on 3.11 (`events.get_event_loop()` on 3.12+,
 /// where the private helper is gone).
 fn get_event_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    if py.version_info() >= (3, 12) {
-        static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let f = CELL.get_or_try_init(py, || {
+    static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let f = CELL.get_or_try_init(py, || {
+        if py.version_info() >= (3, 12) {
             Ok::<_, PyErr>(
                 py.import("asyncio.events")?
                     .getattr("get_event_loop")?
                     .unbind(),
             )
-        })?;
-        return f.bind(py).call0();
-    }
-    stdlib::get_event_loop(py)?.call0()
+        } else {
+            Ok(stdlib::get_event_loop(py)?.clone().unbind())
+        }
+    })?;
+    f.bind(py).call0()
 }
 
 /// `futures._get_loop(fut)`, natively for the known future classes.
 fn loop_of<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = fut.py();
-    if let Some(native) = as_native(fut) {
-        return Future::loop_of(native);
+    match kind_of(fut)? {
+        Kind::Native => Future::loop_of(fut.cast::<Future>()?),
+        Kind::Asyncio => fut.call_method0(intern!(py, "get_loop")),
+        Kind::Other => stdlib::futures_get_loop(py)?.call1((fut,)),
     }
-    if is_known_future_type(fut)? {
-        return fut.call_method0(intern!(py, "get_loop"));
-    }
-    stdlib::futures_get_loop(py)?.call1((fut,))
 }
 
 /// `tasks._ensure_future(arg, loop=loop)`: a future is returned as is (after the loop check),
@@ -99,7 +120,7 @@ fn ensure_future<'py>(
     loop_: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = arg.py();
-    if as_native(arg).is_some() || is_known_future_type(arg)? {
+    if kind_of(arg)? != Kind::Other {
         if let Some(l) = loop_ {
             if !l.is(&loop_of(arg)?) {
                 return Err(PyValueError::new_err(
@@ -214,6 +235,7 @@ pub fn gather<'py>(
     let mut children: Vec<Bound<'py, PyAny>> = Vec::with_capacity(coros_or_futures.len());
     let mut loop_: Option<Bound<'py, PyAny>> = None;
     let mut nfuts = 0usize;
+    let mut context = None;
     for arg in coros_or_futures.iter() {
         if let Some(fut) = seen.get(&arg)? {
             // The same awaitable again: awaited once, its result appears at each place.
@@ -231,7 +253,7 @@ pub fn gather<'py>(
         }
         nfuts += 1;
         seen.insert(&arg, &fut)?;
-        add_child_callback(&fut, &callback)?;
+        add_child_callback(&fut, &callback, &mut context)?;
         children.push(fut);
     }
     let Some(loop_) = loop_ else {
@@ -248,14 +270,34 @@ pub fn gather<'py>(
     Ok(outer)
 }
 
-/// `fut.add_done_callback(callback)`: a native entry on ferroloop's futures.
-fn add_child_callback(fut: &Bound<'_, PyAny>, callback: &Bound<'_, GatherCallback>) -> PyResult<()> {
+/// `fut.add_done_callback(callback)`: a native entry on ferroloop's futures. asyncio's futures
+/// get `context=`, one copy of the caller's context for all the children of a gather, where
+/// asyncio lets each child copy it (the callback reads no context variable, so which copy it
+/// runs in is not observable).
+fn add_child_callback<'py>(
+    fut: &Bound<'py, PyAny>,
+    callback: &Bound<'py, GatherCallback>,
+    context: &mut Option<Bound<'py, PyAny>>,
+) -> PyResult<()> {
     let py = fut.py();
-    if let Some(native) = as_native(fut) {
-        return Future::add_gather_callback(native, callback);
+    match kind_of(fut)? {
+        Kind::Native => Future::add_gather_callback(fut.cast::<Future>()?, callback),
+        Kind::Asyncio => {
+            let ctx = match context {
+                Some(c) => c,
+                None => context.insert(capi::copy_context(py)?.into_bound(py)),
+            };
+            capi::call_with_kwnames(
+                &fut.getattr(intern!(py, "add_done_callback"))?,
+                &[callback.as_any(), ctx],
+                stdlib::kwnames(py, stdlib::KwNames::Context)?,
+            )
+            .map(drop)
+        }
+        Kind::Other => fut
+            .call_method1(intern!(py, "add_done_callback"), (callback,))
+            .map(drop),
     }
-    fut.call_method1(intern!(py, "add_done_callback"), (callback,))
-        .map(drop)
 }
 
 /// The outer future for `loop_`: native on a loop whose futures are ferroloop's, else an
@@ -279,13 +321,9 @@ fn new_outer<'py>(
         }
     }
     let cls = python_outer_class(py)?;
-    let outer = capi::call_with_kwnames(
-        cls,
-        &[loop_],
-        stdlib::kwnames(py, stdlib::KwNames::Loop)?,
-    )?;
+    let outer =
+        capi::call_with_kwnames(cls, &[loop_], stdlib::kwnames(py, stdlib::KwNames::Loop)?)?;
     outer.setattr(intern!(py, "_children"), children)?;
-    outer.setattr(intern!(py, "_cancel_requested"), false)?;
     Ok(outer)
 }
 
@@ -293,8 +331,8 @@ fn new_outer<'py>(
 // The children, seen through asyncio's Future API (natively for ferroloop's own futures).
 // ---------------------------------------------------------------------------------------------
 
-fn child_cancelled(fut: &Bound<'_, PyAny>) -> PyResult<bool> {
-    if let Some(native) = as_native(fut) {
+fn child_cancelled(fut: &Bound<'_, PyAny>, kind: Kind) -> PyResult<bool> {
+    if let Some(native) = as_native(fut, kind) {
         return Ok(native.borrow().state == State::Cancelled);
     }
     fut.call_method0(intern!(fut.py(), "cancelled"))?
@@ -302,9 +340,12 @@ fn child_cancelled(fut: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 /// `fut.exception()` (which also marks the exception as retrieved).
-fn child_exception<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+fn child_exception<'py>(
+    fut: &Bound<'py, PyAny>,
+    kind: Kind,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = fut.py();
-    if let Some(native) = as_native(fut) {
+    if let Some(native) = as_native(fut, kind) {
         let state = native.borrow().state;
         return match state {
             State::Cancelled => Err(PyErr::from_value(Future::make_cancelled_error(native)?)),
@@ -320,16 +361,16 @@ fn child_exception<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, P
     Ok(if exc.is_none() { None } else { Some(exc) })
 }
 
-fn child_result<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    if let Some(native) = as_native(fut) {
+fn child_result<'py>(fut: &Bound<'py, PyAny>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(native) = as_native(fut, kind) {
         return Future::result_impl(native);
     }
     fut.call_method0(intern!(fut.py(), "result"))
 }
 
 /// `fut._make_cancelled_error()`
-fn child_cancelled_error<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    if let Some(native) = as_native(fut) {
+fn child_cancelled_error<'py>(fut: &Bound<'py, PyAny>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(native) = as_native(fut, kind) {
         return Future::make_cancelled_error(native);
     }
     fut.call_method0(intern!(fut.py(), "_make_cancelled_error"))
@@ -337,9 +378,9 @@ fn child_cancelled_error<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
 
 /// `CancelledError('' if fut._cancel_message is None else fut._cancel_message)`: what a
 /// cancelled child contributes to the results (no `_make_cancelled_error`, no `__context__`).
-fn child_cancelled_result<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn child_cancelled_result<'py>(fut: &Bound<'py, PyAny>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
     let py = fut.py();
-    let message = match as_native(fut) {
+    let message = match as_native(fut, kind) {
         Some(native) => native
             .borrow()
             .cancel_message
@@ -476,7 +517,10 @@ impl capi::Finalized for GatheringFuture {
 /// `cancel(self, msg=None)` of the asyncio-based `_GatheringFuture` class.
 #[pyfunction]
 #[pyo3(name = "cancel", signature = (slf, msg=None))]
-fn gathering_future_cancel(slf: &Bound<'_, PyAny>, msg: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+fn gathering_future_cancel(
+    slf: &Bound<'_, PyAny>,
+    msg: Option<&Bound<'_, PyAny>>,
+) -> PyResult<bool> {
     let py = slf.py();
     if slf.call_method0(intern!(py, "done"))?.is_truthy()? {
         return Ok(false);
@@ -490,7 +534,7 @@ fn gathering_future_cancel(slf: &Bound<'_, PyAny>, msg: Option<&Bound<'_, PyAny>
 }
 
 /// `ferroloop._GatheringFuture` for loops whose futures are asyncio's: a subclass of
-/// `asyncio.Future` with slots `_children` and `_cancel_requested` and the `cancel` above.
+/// `asyncio.Future` with `_children`, `_cancel_requested` and the `cancel` above.
 /// Made once, at first use.
 pub(crate) fn python_outer_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -503,7 +547,9 @@ pub(crate) fn python_outer_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> 
             "The future ferroloop.gather() returns (asyncio's _GatheringFuture): cancel() \
              cancels the children.",
         )?;
-        ns.set_item("__slots__", ("_children", "_cancel_requested"))?;
+        // `_cancel_requested` is False until cancel() sets it on the instance.
+        ns.set_item("__slots__", ("_children",))?;
+        ns.set_item("_cancel_requested", false)?;
         let cancel = wrap_pyfunction!(gathering_future_cancel, py)?;
         ns.set_item("cancel", capi::instance_method(cancel.as_any())?)?;
         let bases = (stdlib::future_class(py)?,);
@@ -537,8 +583,7 @@ fn outer_done(outer: &Bound<'_, PyAny>) -> PyResult<bool> {
     if let Ok(native) = outer.cast::<GatheringFuture>() {
         return Ok(native.as_super().borrow().state != State::Pending);
     }
-    outer.call_method0(intern!(outer.py(), "done"))?
-        .is_truthy()
+    outer.call_method0(intern!(outer.py(), "done"))?.is_truthy()
 }
 
 fn outer_set_exception(outer: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -580,23 +625,24 @@ impl GatherCallback {
                 cb.return_exceptions,
             )
         };
+        let kind = kind_of(fut)?;
         let outer = match outer {
             Some(o) if !outer_done(&o)? => o,
             _ => {
                 // Nobody will look at this child's outcome: mark its exception retrieved.
-                if !child_cancelled(fut)? {
-                    child_exception(fut)?;
+                if !child_cancelled(fut, kind)? {
+                    child_exception(fut, kind)?;
                 }
                 return Ok(());
             }
         };
         if !return_exceptions {
-            if child_cancelled(fut)? {
+            if child_cancelled(fut, kind)? {
                 // Checked first: exception() would raise the CancelledError.
-                let exc = child_cancelled_error(fut)?;
+                let exc = child_cancelled_error(fut, kind)?;
                 return outer_set_exception(&outer, &exc);
             }
-            if let Some(exc) = child_exception(fut)? {
+            if let Some(exc) = child_exception(fut, kind)? {
                 return outer_set_exception(&outer, &exc);
             }
         }
@@ -615,23 +661,24 @@ impl GatherCallback {
         };
         // Every child is done: the results in argument order.
         let mut results: Vec<Bound<'_, PyAny>> = Vec::with_capacity(children.len());
-        let mut last = fut.clone();
+        let mut last = (fut.clone(), kind);
         for child in children.iter() {
-            let res = if child_cancelled(&child)? {
-                child_cancelled_result(&child)?
+            let kind = kind_of(&child)?;
+            let res = if child_cancelled(&child, kind)? {
+                child_cancelled_result(&child, kind)?
             } else {
-                match child_exception(&child)? {
+                match child_exception(&child, kind)? {
                     Some(exc) => exc,
-                    None => child_result(&child)?,
+                    None => child_result(&child, kind)?,
                 }
             };
             results.push(res);
-            last = child;
+            last = (child, kind);
         }
         if outer_cancel_requested(&outer)? {
             // gather() was cancelled: that wins over return_exceptions (bpo-32684). As asyncio,
             // the error comes from the last child.
-            let exc = child_cancelled_error(&last)?;
+            let exc = child_cancelled_error(&last.0, last.1)?;
             return outer_set_exception(&outer, &exc);
         }
         outer_set_result(&outer, PyList::new(py, results)?)
