@@ -31,10 +31,10 @@ import gc
 import sys
 import unittest
 import weakref
+from asyncio import futures, tasks
 
 import ferroloop
 import pytest
-from asyncio import futures, tasks
 from test.test_asyncio import test_tasks
 from test.test_asyncio import utils as test_utils
 
@@ -174,7 +174,9 @@ def _make_policy_classes():
         "FerroTask": (ferroloop.Task, ferroloop.Future),
     }
     others = [
-        n for n in dir(test_tasks.BaseTaskTests) if n.startswith("test") and n not in TASK_GATHER_TESTS
+        n
+        for n in dir(test_tasks.BaseTaskTests)
+        if n.startswith("test") and n not in TASK_GATHER_TESTS
     ]
     for pol_name, policy in policies.items():
         for pair_name, (task_cls, fut_cls) in pairs.items():
@@ -248,9 +250,7 @@ def run_both(loop_factory, scenario):
         loop.run_until_complete(asyncio.sleep(0))
         gc.collect()
         loop.close()
-        traces[name] = [
-            ("handler", _handler_view(t[1])) if t[0] == "handler" else t for t in trace
-        ]
+        traces[name] = [("handler", _handler_view(t[1])) if t[0] == "handler" else t for t in trace]
     assert traces["asyncio"] == traces["ferroloop"]
     return traces["ferroloop"]
 
@@ -347,7 +347,10 @@ def test_return_exceptions(loop_factory, flag):
         err = ValueError("v")
         try:
             res = await gather(
-                _value(1), _fail(err, 0.001), cancelled, _fail(KeyError("k")),
+                _value(1),
+                _fail(err, 0.001),
+                cancelled,
+                _fail(KeyError("k")),
                 return_exceptions=flag,
             )
         except BaseException as exc:  # noqa: BLE001
@@ -527,7 +530,8 @@ def test_cancelling_awaiting_task_cancels_children(loop_factory):
             await task
         except asyncio.CancelledError as exc:
             trace.append(("parent", describe(exc)))
-        trace.append(("gathered", gathered.cancelled(), [c.cancelled() for c in gathered._children]))
+        children = [c.cancelled() for c in gathered._children]
+        trace.append(("gathered", gathered.cancelled(), children))
         return sorted(started)
 
     assert run_both(loop_factory, scenario) == [
@@ -764,3 +768,30 @@ def test_patch_asyncio_is_explicit_and_reversible():
     proc = run_python(["-c", code])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_destroyed_pending_children_reported_like_asyncio(loop_factory):
+    """Tasks gather made for coroutines are not reported as "destroyed but pending" (nobody
+    else can await them); a task the caller made still is."""
+    reports = {}
+    for name, gather in GATHERS.items():
+        loop = loop_factory()
+        seen = []
+        loop.set_exception_handler(lambda lp, ctx, seen=seen: seen.append(ctx["message"]))
+
+        async def wait(fut):
+            return await fut
+
+        async def start(gather=gather, loop=loop):
+            waiter = loop.create_future()
+            outer = gather(wait(waiter), loop.create_task(wait(waiter)))
+            await asyncio.sleep(0)
+            return weakref.ref(outer)
+
+        ref = loop.run_until_complete(start())
+        loop.close()
+        gc.collect()
+        assert ref() is None
+        reports[name] = seen
+    assert reports["ferroloop"] == reports["asyncio"]
+    assert reports["ferroloop"] == ["Task was destroyed but it is pending!"]
