@@ -154,12 +154,17 @@ fn ensure_future<'py>(
     stdlib::tasks_ensure_future(py)?.call((arg,), Some(&kwargs))
 }
 
-/// Which argument already has its child future: by address for identity-hashed arguments
-/// (a short list is scanned, a long one hashed), else through a dict as asyncio's
-/// `arg_to_fut` (equality, and TypeError for an unhashable argument).
+/// Up to this many identity-hashed arguments are de-duplicated by a scan of a stack array.
+const FEW: usize = 16;
+
+/// Which argument already has its child future (an index into the children): by address for
+/// identity-hashed arguments (a short array is scanned, a long one hashed), else through a dict
+/// as asyncio's `arg_to_fut` (equality, and TypeError for an unhashable argument). It lives on
+/// the stack for one call: the array is the point (no allocation), so it is not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Seen<'py> {
-    Few(Vec<(usize, Bound<'py, PyAny>)>),
-    Many(HashMap<usize, Bound<'py, PyAny>>),
+    Few([(usize, usize); FEW], usize),
+    Many(HashMap<usize, usize>),
     Dict(Bound<'py, PyDict>),
 }
 
@@ -171,30 +176,36 @@ impl<'py> Seen<'py> {
                 return Ok(Seen::Dict(PyDict::new(py)));
             }
         }
-        Ok(if args.len() <= 16 {
-            Seen::Few(Vec::with_capacity(args.len()))
+        Ok(if args.len() <= FEW {
+            Seen::Few([(0, 0); FEW], 0)
         } else {
             Seen::Many(HashMap::with_capacity(args.len()))
         })
     }
 
-    fn get(&self, arg: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn get(&self, arg: &Bound<'py, PyAny>) -> PyResult<Option<usize>> {
         let key = arg.as_ptr() as usize;
         Ok(match self {
-            Seen::Few(v) => v.iter().find(|(k, _)| *k == key).map(|(_, f)| f.clone()),
-            Seen::Many(m) => m.get(&key).cloned(),
-            Seen::Dict(d) => d.get_item(arg)?,
+            Seen::Few(v, n) => v[..*n].iter().find(|(k, _)| *k == key).map(|(_, i)| *i),
+            Seen::Many(m) => m.get(&key).copied(),
+            Seen::Dict(d) => match d.get_item(arg)? {
+                Some(i) => Some(i.extract::<usize>()?),
+                None => None,
+            },
         })
     }
 
-    fn insert(&mut self, arg: &Bound<'py, PyAny>, fut: &Bound<'py, PyAny>) -> PyResult<()> {
+    fn insert(&mut self, arg: &Bound<'py, PyAny>, index: usize) -> PyResult<()> {
         let key = arg.as_ptr() as usize;
         match self {
-            Seen::Few(v) => v.push((key, fut.clone())),
-            Seen::Many(m) => {
-                m.insert(key, fut.clone());
+            Seen::Few(v, n) => {
+                v[*n] = (key, index);
+                *n += 1;
             }
-            Seen::Dict(d) => d.set_item(arg, fut)?,
+            Seen::Many(m) => {
+                m.insert(key, index);
+            }
+            Seen::Dict(d) => d.set_item(arg, index)?,
         }
         Ok(())
     }
@@ -237,8 +248,9 @@ pub fn gather<'py>(
     let mut nfuts = 0usize;
     let mut context = None;
     for arg in coros_or_futures.iter() {
-        if let Some(fut) = seen.get(&arg)? {
+        if let Some(index) = seen.get(&arg)? {
             // The same awaitable again: awaited once, its result appears at each place.
+            let fut = children[index].clone();
             children.push(fut);
             continue;
         }
@@ -252,7 +264,7 @@ pub fn gather<'py>(
             fut.setattr(intern!(py, "_log_destroy_pending"), false)?;
         }
         nfuts += 1;
-        seen.insert(&arg, &fut)?;
+        seen.insert(&arg, children.len())?;
         add_child_callback(&fut, &callback, &mut context)?;
         children.push(fut);
     }
