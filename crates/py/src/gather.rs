@@ -211,7 +211,11 @@ impl<'py> Seen<'py> {
     }
 }
 
-/// `asyncio.gather(*coros_or_futures, return_exceptions=False)` (tasks.gather of 3.11).
+/// asyncio.gather (Python 3.11's tasks.gather), native: returns a future aggregating the
+/// results of the given coroutines/futures, in argument order. Coroutines become tasks of the
+/// loop of the first future found; the first exception is passed on unless
+/// return_exceptions is true; cancelling the returned future cancels the children.
+/// `ferroloop.patch_asyncio()` makes asyncio.gather this function.
 #[pyfunction]
 #[pyo3(
     signature = (*coros_or_futures, return_exceptions=None),
