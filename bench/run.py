@@ -49,9 +49,17 @@ LOOPS: dict[str, tuple[str, str]] = {
     "rloop": ("rloop", "new_event_loop"),
     "ferroloop": ("ferroloop", "new_event_loop"),
     "ferroloop-native": ("ferroloop", "new_event_loop"),
+    "ferroloop-gather": ("ferroloop", "new_event_loop"),
+    "ferroloop-native-gather": ("ferroloop", "new_event_loop"),
 }
 # Keyword arguments for a loop's factory (ferroloop with its native Future/Task).
-LOOP_KWARGS: dict[str, dict[str, object]] = {"ferroloop-native": {"native_tasks": True}}
+LOOP_KWARGS: dict[str, dict[str, object]] = {
+    "ferroloop-native": {"native_tasks": True},
+    "ferroloop-native-gather": {"native_tasks": True},
+}
+# Variants whose worker calls ferroloop.patch_asyncio() first, so the rows' asyncio.gather is
+# ferroloop's native gather. They only run the scheduling/task and async_tree rows.
+GATHER_PATCHED = {"ferroloop-gather", "ferroloop-native-gather"}
 BASELINE = "asyncio"
 SUBJECT = "ferroloop"
 
@@ -255,6 +263,11 @@ def select_rows(patterns: list[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def applicable(row: str, loop_name: str) -> bool:
+    """The gather-patched variants only run the rows that are about tasks."""
+    return loop_name not in GATHER_PATCHED or ROWS[row].group in (G_CORE, G_TREE)
+
+
 def worker(row: str, loop_name: str, quick: bool) -> int:
     r = ROWS[row]
     size = r.quick if quick else r.full
@@ -264,6 +277,8 @@ def worker(row: str, loop_name: str, quick: bool) -> int:
         module, attr = LOOPS[loop_name]
         make = getattr(importlib.import_module(module), attr)
         kwargs = LOOP_KWARGS.get(loop_name, {})
+        if loop_name in GATHER_PATCHED:
+            importlib.import_module("ferroloop").patch_asyncio()
     except Exception as exc:  # noqa: BLE001 - any import problem means "n/a"
         print(json.dumps({"error": f"import: {type(exc).__name__}: {exc}", "fatal": True}))
         return 0
@@ -410,7 +425,9 @@ def build_table(
         base = medians.get((w, BASELINE))
         for lp in loops:
             m = medians.get((w, lp))
-            if m is None:
+            if not applicable(w, lp):
+                cells.append("–")
+            elif m is None:
                 why = errors.get((w, lp))
                 cells.append(f"n/a [{index[short(why)]}]" if why else "n/a")
             elif base is not None and lp != BASELINE and m > 0:
@@ -549,7 +566,7 @@ def run_suite(args: argparse.Namespace, rows: list[str], loops: list[str], argv)
         for w in rows:
             for lp in loops:
                 done += 1
-                if lp in dead or (w, lp) in errors:
+                if lp in dead or (w, lp) in errors or not applicable(w, lp):
                     continue  # failures are deterministic enough: don't pay for them R times
                 res = run_worker(w, lp, args.quick)
                 if "value" in res:

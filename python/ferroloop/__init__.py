@@ -15,6 +15,7 @@ import asyncio
 from asyncio import events as _events
 
 from ._ferroloop import Future, Handle, Task, TimerHandle
+from ._gather import gather, patch_asyncio, unpatch_asyncio
 from ._loop import Loop
 
 __all__ = [
@@ -24,9 +25,12 @@ __all__ = [
     "Loop",
     "Task",
     "TimerHandle",
+    "gather",
     "install",
     "new_event_loop",
+    "patch_asyncio",
     "run",
+    "unpatch_asyncio",
 ]
 __version__ = "0.1.0"
 

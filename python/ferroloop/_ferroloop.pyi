@@ -1,7 +1,7 @@
 # Typing stubs for ferroloop._ferroloop, the Rust extension module.
 import asyncio
 import contextvars
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
 class Handle:
@@ -46,6 +46,11 @@ class Future(Generic[_T]):
     def remove_done_callback(self, fn: Callable[[Future[_T]], object]) -> int: ...
     def __await__(self) -> Generator[Any, None, _T]: ...
     __iter__ = __await__
+
+def gather(
+    *coros_or_futures: Awaitable[Any], return_exceptions: bool = False
+) -> asyncio.Future[list[Any]]:
+    """asyncio.gather (Python 3.11's), native."""
 
 class LoopCore:
     slow_callback_duration: float

@@ -358,3 +358,17 @@ pub fn has_weakrefs(obj: &Bound<'_, PyAny>) -> bool {
         !(*slot).is_null()
     }
 }
+
+extern "C" {
+    /// CPython's `PyInstanceMethod_New` (cpython/classobject.h), not declared by pyo3-ffi.
+    fn PyInstanceMethod_New(func: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// `instancemethod(func)`: a descriptor that binds any callable (e.g. a Rust function) as a
+/// method when stored in a class, as a Python `def` in the class body would be.
+pub fn instance_method<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = func.py();
+    // SAFETY: `func` is alive (borrowed for the call); PyInstanceMethod_New takes a new
+    // reference to it and returns a new reference, or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, PyInstanceMethod_New(func.as_ptr())) }
+}

@@ -21,6 +21,7 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::future::Future;
+use crate::gather::GatherCallback;
 use crate::handle::{run_handle, Handle, TimerHandle};
 use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
@@ -41,6 +42,8 @@ pub(crate) enum Ready {
     TaskStep(Py<Task>, Option<Py<PyAny>>),
     /// `task.__wakeup(future)`, run in the task's context.
     TaskWakeup(Py<Task>, Py<PyAny>),
+    /// A `ferroloop.gather` child is done: its gather's done callback, called with it.
+    GatherChild(Py<GatherCallback>, Py<PyAny>),
     /// A Rust transport's fd is ready: `(target, write side, registration generation)`.
     Io(NativeIo, bool, u64),
 }
@@ -376,6 +379,55 @@ impl LoopCore {
         Ok(())
     }
 
+    /// `loop.call_soon(gather_callback, child)` for a gather's child, without a Handle.
+    pub(crate) fn schedule_gather_child(
+        slf: &Bound<'_, Self>,
+        callback: Py<GatherCallback>,
+        child: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        this.check_soon()?;
+        this.push_ready(Ready::GatherChild(callback, child.unbind()));
+        Ok(())
+    }
+
+    /// Runs a gather's done callback; an error goes to the exception handler, as a Handle's.
+    fn run_gather_child(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, GatherCallback>,
+        child: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        match GatherCallback::child_done(&callback, &child) {
+            Ok(()) => Ok(()),
+            Err(err)
+                if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+                    || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) =>
+            {
+                Err(err)
+            }
+            Err(err) => {
+                let ctx = PyDict::new(py);
+                ctx.set_item(
+                    intern!(py, "message"),
+                    format!(
+                        "Exception in callback {}({})",
+                        callback.repr()?,
+                        child.repr()?
+                    ),
+                )?;
+                ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &err))?;
+                slf.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether create_future()/create_task() make ferroloop's native Future/Task.
+    pub(crate) fn native_tasks_enabled(&self) -> bool {
+        self.native_tasks.load(Ordering::Relaxed)
+    }
+
     /// Runs a queued task step or wake-up in the task's context. Errors other than
     /// SystemExit/KeyboardInterrupt go to the exception handler, as a Handle's would.
     fn run_task_item(
@@ -662,6 +714,9 @@ impl LoopCore {
                 Ready::TaskWakeup(task, fut) => {
                     let task = task.into_bound(py);
                     Self::run_task_timed(slf, task, Some(fut.into_bound(py)), true, debug)?;
+                }
+                Ready::GatherChild(callback, child) => {
+                    Self::run_gather_child(slf, callback.into_bound(py), child.into_bound(py))?;
                 }
                 Ready::Io(target, write, gen) => target.on_ready(py, write, gen)?,
             }
@@ -1443,6 +1498,10 @@ impl LoopCore {
                         Ready::TaskWakeup(task, fut) => {
                             visit.call(task)?;
                             visit.call(fut)?;
+                        }
+                        Ready::GatherChild(callback, child) => {
+                            visit.call(callback)?;
+                            visit.call(child)?;
                         }
                         Ready::Io(target, ..) => target.visit(&visit)?,
                     }

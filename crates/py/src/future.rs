@@ -10,14 +10,20 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::LoopCore;
+use crate::gather::GatherCallback;
 use crate::task::{Task, TaskWakeupMethod};
 use crate::{capi, handle, stdlib};
 
 /// A done callback: a Python callable with the context it runs in, or the wake-up of a native
 /// Task waiting on this future (no Python object needed until someone looks at `_callbacks`).
 pub(crate) enum Callback {
-    Python { func: Py<PyAny>, context: Py<PyAny> },
+    Python {
+        func: Py<PyAny>,
+        context: Py<PyAny>,
+    },
     TaskWakeup(Py<Task>),
+    /// The done callback of a `ferroloop.gather` this future is a child of.
+    Gather(Py<GatherCallback>),
 }
 
 impl Callback {
@@ -36,6 +42,10 @@ impl Callback {
                 )?
                 .into_any(),
                 task.bind(py).borrow().context_object(py),
+            )),
+            Callback::Gather(cb) => Ok((
+                cb.bind(py).clone().into_any(),
+                capi::copy_context(py)?.into_bound(py),
             )),
         }
     }
@@ -128,6 +138,9 @@ impl Future {
                     Callback::TaskWakeup(task) => {
                         LoopCore::schedule_task_wakeup(native, task, slf.clone().into_any())?;
                     }
+                    Callback::Gather(cb) => {
+                        LoopCore::schedule_gather_child(native, cb, slf.clone().into_any())?;
+                    }
                 }
             }
             return Ok(());
@@ -159,6 +172,30 @@ impl Future {
         slf.borrow_mut()
             .callbacks
             .push(Callback::TaskWakeup(task.clone().unbind()));
+        Ok(())
+    }
+
+    /// Registers a gather's done callback (`add_done_callback(callback)`), natively.
+    pub(crate) fn add_gather_callback(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, GatherCallback>,
+    ) -> PyResult<()> {
+        Self::ensure_alive(slf)?;
+        if slf.borrow().state != State::Pending {
+            let loop_ = Self::loop_of(slf)?;
+            if let Ok(native) = loop_.cast::<LoopCore>() {
+                return LoopCore::schedule_gather_child(
+                    native,
+                    callback.clone().unbind(),
+                    slf.clone().into_any(),
+                );
+            }
+            let (func, context) = Callback::Gather(callback.clone().unbind()).as_pair(slf.py())?;
+            return Self::add_done_callback(slf, func.unbind(), Some(context.unbind()));
+        }
+        slf.borrow_mut()
+            .callbacks
+            .push(Callback::Gather(callback.clone().unbind()));
         Ok(())
     }
 
@@ -595,6 +632,7 @@ impl Future {
                     visit.call(context)?;
                 }
                 Callback::TaskWakeup(task) => visit.call(task)?,
+                Callback::Gather(cb) => visit.call(cb)?,
             }
         }
         visit.call(&self.cancel_message)?;

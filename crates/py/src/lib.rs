@@ -3,6 +3,7 @@
 //! - [`handle`]: Handle and TimerHandle;
 //! - [`future`]: Future and the iterator `await` drives;
 //! - [`task`]: Task, driving a coroutine;
+//! - [`gather`]: gather(), asyncio.gather natively;
 //! - [`transport`]: TransportCore, the Rust core of socket, datagram and pipe transports;
 //! - [`native_io`]: readiness dispatch from the loop to Rust transports;
 //! - [`sock_ops`]: the loop's sock_* operations, native sock_sendfile, numeric resolution;
@@ -15,6 +16,7 @@ use pyo3::prelude::*;
 mod capi;
 mod event_loop;
 mod future;
+mod gather;
 mod handle;
 mod native_io;
 mod sock_ops;
@@ -33,6 +35,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<task::Task>()?;
     m.add_class::<transport::TransportCore>()?;
     sock_ops::register(m)?;
+    gather::register(m)?;
     m.add_class::<tls::SslProtocolCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());

@@ -84,6 +84,9 @@ cached_attr!(
     /// `asyncio.coroutines.iscoroutine`
     iscoroutine, "asyncio.coroutines", "iscoroutine");
 cached_attr!(
+    /// `asyncio.tasks._ensure_future`
+    tasks_ensure_future, "asyncio.tasks", "_ensure_future");
+cached_attr!(
     /// `asyncio.base_tasks._task_get_stack`
     task_get_stack, "asyncio.base_tasks", "_task_get_stack");
 cached_attr!(

@@ -222,9 +222,13 @@ impl Task {
     /// reschedule with asyncio's RuntimeError for the misuse.
     fn handle_yield(slf: &Bound<'_, Self>, result: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        // Exactly ferroloop's Future or Task (a subclass may override add_done_callback).
+        // Exactly ferroloop's Future, Task or gather's future (a subclass may override
+        // add_done_callback).
         let ty = result.get_type();
-        if ty.is(py.get_type::<Future>()) || ty.is(py.get_type::<Task>()) {
+        if ty.is(py.get_type::<Future>())
+            || ty.is(py.get_type::<Task>())
+            || ty.is(py.get_type::<crate::gather::GatheringFuture>())
+        {
             if let Ok(native) = result.cast::<Future>() {
                 return Self::wait_on_native(slf, native);
             }
