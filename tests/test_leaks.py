@@ -253,3 +253,27 @@ def test_tasks_released_after_completion(loop):
     refs = loop.run_until_complete(main())
     gc.collect()
     assert [r for r in refs if r() is not None] == []
+
+
+def test_task_sleeping_when_the_loop_closes_is_collected(loop_factory):
+    """A task left in asyncio.sleep when its loop closes: its coroutine holds the sleep's
+    TimerHandle, which holds the future the task waits on. Once the loop is gone the cycle is
+    garbage (asyncio reports 'Task was destroyed but it is pending!' and frees it)."""
+    loop = loop_factory()
+
+    async def sleeper():
+        await asyncio.sleep(3600)
+
+    async def start():
+        task = asyncio.get_running_loop().create_task(sleeper())
+        await asyncio.sleep(0)
+        return weakref.ref(task)
+
+    ref = loop.run_until_complete(start())
+    messages = []
+    loop.set_exception_handler(lambda lp, ctx: messages.append(ctx["message"]))
+    loop.close()
+    del loop
+    gc.collect()
+    assert ref() is None
+    assert messages == ["Task was destroyed but it is pending!"]

@@ -1236,7 +1236,21 @@ impl LoopCore {
         for t in &timers {
             t.bind(py).borrow_mut().scheduled = false;
         }
+        // One-shot handles are invisible to the garbage collector; one that outlives the loop
+        // (`asyncio.sleep`'s coroutine holds its TimerHandle) must not keep its callback and
+        // arguments, or a cycle through them (task -> coroutine -> handle -> future -> task)
+        // could never be collected. They will never run: let go of what they hold.
+        let mut released = Vec::new();
+        for t in &timers {
+            released.push(release_oneshot(t.bind(py).as_super()));
+        }
+        for item in ready.iter() {
+            if let Ready::Handle(h) = item {
+                released.push(release_oneshot(h.bind(py)));
+            }
+        }
         drop((ready, timers, io));
+        drop(released);
         Ok(true)
     }
 
@@ -1544,6 +1558,28 @@ impl LoopCore {
         let f = self.task_factory.try_lock().ok().and_then(|mut f| f.take());
         drop((taken, io, f));
     }
+}
+
+/// What a one-shot handle held, taken out of it (dropped by the caller, outside any lock).
+type Released = Option<(
+    Option<Py<PyAny>>,
+    Option<Py<PyTuple>>,
+    Option<Py<PyAny>>,
+    Option<Py<PyAny>>,
+)>;
+
+/// Takes the callback, arguments, context and source traceback out of a one-shot handle.
+fn release_oneshot(h: &Bound<'_, Handle>) -> Released {
+    let mut b = h.try_borrow_mut().ok()?;
+    if !b.oneshot {
+        return None;
+    }
+    Some((
+        b.callback.take(),
+        b.args.take(),
+        b.context.take(),
+        b.source_traceback.take(),
+    ))
 }
 
 /// Visits what a queued handle references, if the loop holds the only reference to it.
