@@ -375,7 +375,8 @@ def fmt_value(v: float) -> str:
 
 
 def ratio_columns(loops: list[str]) -> list[str]:
-    return [o for o in loops if SUBJECT in loops and o not in (SUBJECT, "ferroloop-native")]
+    """The other loops ferroloop is compared with (not its own variants)."""
+    return [o for o in loops if SUBJECT in loops and not o.startswith(SUBJECT)]
 
 
 def footnotes(rows: list[str], loops: list[str], errors: dict) -> tuple[dict, list[str]]:
