@@ -31,6 +31,7 @@ import json
 import os
 import pkgutil
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -609,6 +610,11 @@ def qualify(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A background job of a non-interactive shell starts with SIGINT ignored, and the child
+    # processes inherit that; test_runners' Ctrl-C tests then wait forever. Tests expect
+    # Python's default SIGINT handling.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(
         prog="python -m tests.cpython.runner",
         description=__doc__,
