@@ -1007,29 +1007,30 @@ class NetworkMixin:
     # -- pipes ---------------------------------------------------------------------------------
 
     async def connect_read_pipe(self, protocol_factory, pipe):
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = self._make_read_pipe_transport(pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        if self.get_debug():
-            _logger().debug("Read pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol)
-        return transport, protocol
+        return await self._connect_pipe(
+            self._make_read_pipe_transport, protocol_factory, pipe, "Read"
+        )
 
     async def connect_write_pipe(self, protocol_factory, pipe):
+        return await self._connect_pipe(
+            self._make_write_pipe_transport, protocol_factory, pipe, "Write"
+        )
+
+    async def _connect_pipe(self, make_transport, protocol_factory, pipe, which):
+        """base_events.connect_read_pipe/connect_write_pipe: the transport, once the protocol
+        has seen connection_made."""
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = self._make_write_pipe_transport(pipe, protocol, waiter)
+        transport = make_transport(pipe, protocol, waiter)
         try:
             await waiter
         except BaseException:
             transport.close()
             raise
         if self.get_debug():
-            _logger().debug("Write pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol)
+            _logger().debug(
+                "%s pipe %r connected: (%r, %r)", which, pipe.fileno(), transport, protocol
+            )
         return transport, protocol
 
     # -- sendfile over a transport -------------------------------------------------------------

@@ -289,7 +289,26 @@ def _pipe_repr(self, *, with_bufsize):
     return "<{}>".format(" ".join(info))
 
 
-class ReadPipeTransport(_CoreTransport, _ReadingMixin, transports.ReadTransport):
+class _PipeMixin:
+    """What both pipe transports share: the pipe object and the unclosed-transport warning."""
+
+    @property
+    def _pipe(self):
+        return self._core._sock
+
+    @_pipe.setter
+    def _pipe(self, value):
+        self._core._sock = value
+
+    def __del__(self, _warn=warnings.warn):
+        core = self._core
+        pipe = None if core is None else core._sock
+        if pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            pipe.close()
+
+
+class ReadPipeTransport(_PipeMixin, _CoreTransport, _ReadingMixin, transports.ReadTransport):
     """The read end of a pipe (unix_events._UnixReadPipeTransport)."""
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
@@ -302,27 +321,16 @@ class ReadPipeTransport(_CoreTransport, _ReadingMixin, transports.ReadTransport)
         core.set_protocol(protocol)
         core._start(waiter)
 
-    @property
-    def _pipe(self):
-        return self._core._sock
-
-    @_pipe.setter
-    def _pipe(self, value):
-        self._core._sock = value
-
     def __repr__(self):
         return _pipe_repr(self, with_bufsize=False)
 
-    def __del__(self, _warn=warnings.warn):
-        core = self._core
-        pipe = None if core is None else core._sock
-        if pipe is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            pipe.close()
-
 
 class WritePipeTransport(
-    _CoreTransport, _WritingMixin, transports._FlowControlMixin, transports.WriteTransport
+    _PipeMixin,
+    _CoreTransport,
+    _WritingMixin,
+    transports._FlowControlMixin,
+    transports.WriteTransport,
 ):
     """The write end of a pipe (unix_events._UnixWritePipeTransport)."""
 
@@ -340,20 +348,5 @@ class WritePipeTransport(
         core.set_protocol(protocol)
         core._start(waiter)
 
-    @property
-    def _pipe(self):
-        return self._core._sock
-
-    @_pipe.setter
-    def _pipe(self, value):
-        self._core._sock = value
-
     def __repr__(self):
         return _pipe_repr(self, with_bufsize=True)
-
-    def __del__(self, _warn=warnings.warn):
-        core = self._core
-        pipe = None if core is None else core._sock
-        if pipe is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            pipe.close()

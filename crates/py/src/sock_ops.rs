@@ -32,18 +32,7 @@ use crate::event_loop::LoopCore;
 /// `(future or None, immediate result)`: what the entry points hand to the Python coroutine.
 type Started = (Option<Py<PyAny>>, Option<Py<PyAny>>);
 
-macro_rules! cached_attr {
-    ($(#[$doc:meta])* $name:ident, $module:literal, $attr:literal) => {
-        $(#[$doc])*
-        fn $name(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-            static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-            CELL.get_or_try_init(py, || {
-                Ok::<_, PyErr>(py.import($module)?.getattr($attr)?.unbind())
-            })
-            .map(|o| o.bind(py))
-        }
-    };
-}
+use crate::stdlib::cached_attr;
 
 cached_attr!(
     /// `socket.SOL_SOCKET`

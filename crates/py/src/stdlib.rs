@@ -5,18 +5,24 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 
+/// `cached_attr!(/// doc, name, "module", "attr")` defines `fn name(py) -> PyResult<&Bound<PyAny>>`
+/// returning `module.attr`, imported once per interpreter. Used across the crate.
 macro_rules! cached_attr {
     ($(#[$doc:meta])* $name:ident, $module:literal, $attr:literal) => {
         $(#[$doc])*
-        pub fn $name(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-            static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        pub(crate) fn $name(
+            py: ::pyo3::Python<'_>,
+        ) -> ::pyo3::PyResult<&::pyo3::Bound<'_, ::pyo3::PyAny>> {
+            static CELL: ::pyo3::sync::PyOnceLock<::pyo3::Py<::pyo3::PyAny>> =
+                ::pyo3::sync::PyOnceLock::new();
             CELL.get_or_try_init(py, || {
-                Ok::<_, PyErr>(py.import($module)?.getattr($attr)?.unbind())
+                Ok::<_, ::pyo3::PyErr>(py.import($module)?.getattr($attr)?.unbind())
             })
             .map(|o| o.bind(py))
         }
     };
 }
+pub(crate) use cached_attr;
 
 cached_attr!(
     /// `asyncio.events._get_running_loop`

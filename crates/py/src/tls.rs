@@ -21,41 +21,29 @@ use pyo3::exceptions::{
     PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::stdlib;
 
-macro_rules! cached {
-    ($(#[$doc:meta])* $name:ident, $module:literal, $attr:literal) => {
-        $(#[$doc])*
-        fn $name(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-            static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-            CELL.get_or_try_init(py, || {
-                Ok::<_, PyErr>(py.import($module)?.getattr($attr)?.unbind())
-            })
-            .map(|o| o.bind(py))
-        }
-    };
-}
+use crate::stdlib::cached_attr;
 
-cached!(
+cached_attr!(
     /// `ssl.SSLWantReadError`
     ssl_want_read_error, "ssl", "SSLWantReadError");
-cached!(
+cached_attr!(
     /// `ssl.SSLSyscallError`
     ssl_syscall_error, "ssl", "SSLSyscallError");
-cached!(
+cached_attr!(
     /// `ssl.SSLError`
     ssl_error, "ssl", "SSLError");
-cached!(
+cached_attr!(
     /// `ssl.CertificateError` (`SSLCertVerificationError`)
     ssl_certificate_error, "ssl", "CertificateError");
-cached!(
+cached_attr!(
     /// `ssl.SSLObject`
     ssl_object_class, "ssl", "SSLObject");
-cached!(
+cached_attr!(
     /// `ssl.MemoryBIO`
     ssl_memory_bio, "ssl", "MemoryBIO");
 /// `ssl.create_default_context`, looked up at each use (cold: only for `ssl=True`), so that
@@ -63,16 +51,16 @@ cached!(
 fn ssl_create_default_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     py.import("ssl")?.getattr("create_default_context")
 }
-cached!(
+cached_attr!(
     /// `asyncio.protocols.BufferedProtocol`
     buffered_protocol, "asyncio.protocols", "BufferedProtocol");
-cached!(
+cached_attr!(
     /// `asyncio.sslproto.SSLProtocolState` (for introspection of `_state`)
     ssl_protocol_state, "asyncio.sslproto", "SSLProtocolState");
-cached!(
+cached_attr!(
     /// `asyncio.sslproto.AppProtocolState` (for introspection of `_app_state`)
     app_protocol_state, "asyncio.sslproto", "AppProtocolState");
-cached!(
+cached_attr!(
     /// `ferroloop._tls._SSLProtocolTransport`: the app-side transport class
     app_transport_class, "ferroloop._tls", "_SSLProtocolTransport");
 
