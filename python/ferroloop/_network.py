@@ -798,46 +798,36 @@ class NetworkMixin:
             raise
         except BaseException as exc:
             conn.close()
-            if self.get_debug():
-                context = {
-                    "message": "Error on transport creation for incoming connection",
-                    "exception": exc,
-                }
-                if protocol is not None:
-                    context["protocol"] = protocol
-                self.call_exception_handler(context)
+            self._report_accept_error(exc, protocol, None)
 
     async def _accept_connection2(
         self,
         protocol_factory,
         conn,
         extra,
-        sslcontext=None,
+        sslcontext,
         server=None,
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
     ):
+        """A TLS connection: its transport, then the handshake awaited in a task
+        (selector_events._accept_connection2)."""
         protocol = None
         transport = None
         try:
             protocol = protocol_factory()
             waiter = self.create_future()
-            if sslcontext:
-                transport = self._make_ssl_transport(
-                    conn,
-                    protocol,
-                    sslcontext,
-                    waiter=waiter,
-                    server_side=True,
-                    extra=extra,
-                    server=server,
-                    ssl_handshake_timeout=ssl_handshake_timeout,
-                    ssl_shutdown_timeout=ssl_shutdown_timeout,
-                )
-            else:
-                transport = self._make_socket_transport(
-                    conn, protocol, waiter=waiter, extra=extra, server=server
-                )
+            transport = self._make_ssl_transport(
+                conn,
+                protocol,
+                sslcontext,
+                waiter=waiter,
+                server_side=True,
+                extra=extra,
+                server=server,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout,
+            )
             try:
                 await waiter
             except BaseException:
@@ -846,16 +836,21 @@ class NetworkMixin:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            if self.get_debug():
-                context = {
-                    "message": "Error on transport creation for incoming connection",
-                    "exception": exc,
-                }
-                if protocol is not None:
-                    context["protocol"] = protocol
-                if transport is not None:
-                    context["transport"] = transport
-                self.call_exception_handler(context)
+            self._report_accept_error(exc, protocol, transport)
+
+    def _report_accept_error(self, exc, protocol, transport):
+        """A failed incoming connection is reported in debug mode only, as asyncio does."""
+        if not self.get_debug():
+            return
+        context = {
+            "message": "Error on transport creation for incoming connection",
+            "exception": exc,
+        }
+        if protocol is not None:
+            context["protocol"] = protocol
+        if transport is not None:
+            context["transport"] = transport
+        self.call_exception_handler(context)
 
     # -- datagrams -----------------------------------------------------------------------------
 

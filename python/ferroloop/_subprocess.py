@@ -583,6 +583,18 @@ class _SubprocessTransport(transports.SubprocessTransport):
 # --------------------------------------------------------------------------- the loop's methods
 
 
+def _check_stream_args(bufsize, text, encoding, errors):
+    """The checks subprocess_shell and subprocess_exec share (base_events, same messages)."""
+    if bufsize != 0:
+        raise ValueError("bufsize must be 0")
+    if text:
+        raise ValueError("text must be False")
+    if encoding is not None:
+        raise ValueError("encoding must be None")
+    if errors is not None:
+        raise ValueError("errors must be None")
+
+
 class SubprocessMixin:
     __slots__ = ()
 
@@ -611,27 +623,21 @@ class SubprocessMixin:
             raise ValueError("universal_newlines must be False")
         if not shell:
             raise ValueError("shell must be True")
-        if bufsize != 0:
-            raise ValueError("bufsize must be 0")
-        if text:
-            raise ValueError("text must be False")
-        if encoding is not None:
-            raise ValueError("encoding must be None")
-        if errors is not None:
-            raise ValueError("errors must be None")
+        _check_stream_args(bufsize, text, encoding, errors)
 
-        protocol = protocol_factory()
-        debug_log = None
-        if self.get_debug():
-            # The command is logged, not its arguments (as asyncio: they may hold secrets).
-            debug_log = f"run shell command {cmd!r}"
-            self._log_subprocess(debug_log, stdin, stdout, stderr)
-        transport = await self._make_subprocess_transport(
-            protocol, cmd, True, stdin, stdout, stderr, bufsize, **kwargs
+        # The command is logged in debug mode, not its arguments (as asyncio: they may hold
+        # secrets).
+        return await self._start_subprocess(
+            protocol_factory,
+            cmd,
+            True,
+            f"run shell command {cmd!r}",
+            stdin,
+            stdout,
+            stderr,
+            bufsize,
+            kwargs,
         )
-        if debug_log is not None and self.get_debug():
-            _logger().info("%s: %r", debug_log, transport)
-        return transport, protocol
 
     async def subprocess_exec(
         self,
@@ -656,26 +662,34 @@ class SubprocessMixin:
             raise ValueError("universal_newlines must be False")
         if shell:
             raise ValueError("shell must be False")
-        if bufsize != 0:
-            raise ValueError("bufsize must be 0")
-        if text:
-            raise ValueError("text must be False")
-        if encoding is not None:
-            raise ValueError("encoding must be None")
-        if errors is not None:
-            raise ValueError("errors must be None")
+        _check_stream_args(bufsize, text, encoding, errors)
 
-        popen_args = (program, *args)
-        protocol = protocol_factory()
-        debug_log = None
-        if self.get_debug():
-            debug_log = f"execute program {program!r}"
-            self._log_subprocess(debug_log, stdin, stdout, stderr)
-        transport = await self._make_subprocess_transport(
-            protocol, popen_args, False, stdin, stdout, stderr, bufsize, **kwargs
+        return await self._start_subprocess(
+            protocol_factory,
+            (program, *args),
+            False,
+            f"execute program {program!r}",
+            stdin,
+            stdout,
+            stderr,
+            bufsize,
+            kwargs,
         )
-        if debug_log is not None and self.get_debug():
-            _logger().info("%s: %r", debug_log, transport)
+
+    async def _start_subprocess(
+        self, protocol_factory, popen_args, shell, what, stdin, stdout, stderr, bufsize, kwargs
+    ):
+        """What subprocess_shell and subprocess_exec share once their arguments are checked:
+        the protocol, the transport, and asyncio's debug log lines."""
+        protocol = protocol_factory()
+        debug = self.get_debug()
+        if debug:
+            self._log_subprocess(what, stdin, stdout, stderr)
+        transport = await self._make_subprocess_transport(
+            protocol, popen_args, shell, stdin, stdout, stderr, bufsize, **kwargs
+        )
+        if debug and self.get_debug():
+            _logger().info("%s: %r", what, transport)
         return transport, protocol
 
     def _log_subprocess(self, msg, stdin, stdout, stderr):

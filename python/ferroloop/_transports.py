@@ -29,6 +29,21 @@ def _set_nodelay(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _add_socket_extra(extra, sock):
+    """The extra info of a socket transport (selector_events._SelectorTransport.__init__):
+    the socket, its name and its peer's (None when unavailable)."""
+    extra["socket"] = trsock.TransportSocket(sock)
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    if "peername" not in extra:
+        try:
+            extra["peername"] = sock.getpeername()
+        except OSError:
+            extra["peername"] = None
+
+
 class _CoreTransport:
     """Methods shared by the three transport classes: forwarding to ``self._core``."""
 
@@ -125,16 +140,7 @@ class SocketTransport(
         # BaseTransport's only: the flow-control state lives in the core, not in
         # _FlowControlMixin's slots (which the properties here shadow).
         transports.BaseTransport.__init__(self, extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        _add_socket_extra(self._extra, sock)
         self._sock_fd = sock.fileno()
         self._core = core = TransportCore(loop, self, sock, self._sock_fd, "socket", server)
         # The hot method without a Python frame: the core's bound method.
@@ -198,16 +204,7 @@ class DatagramTransport(
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         transports.BaseTransport.__init__(self, extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        _add_socket_extra(self._extra, sock)
         self._sock_fd = sock.fileno()
         self._address = address
         self._core = core = TransportCore(

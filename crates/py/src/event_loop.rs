@@ -355,39 +355,12 @@ impl LoopCore {
         Ok(())
     }
 
-    /// `loop.call_soon(task.__step, exc, context=task._context)`, without a Handle.
-    pub(crate) fn schedule_task_step(
-        slf: &Bound<'_, Self>,
-        task: Py<Task>,
-        exc: Option<Py<PyAny>>,
-    ) -> PyResult<()> {
-        let this = slf.get();
-        this.check_soon()?;
-        this.push_ready(Ready::TaskStep(task, exc));
-        Ok(())
-    }
-
-    /// `loop.call_soon(task.__wakeup, future, context=task._context)`, without a Handle.
-    pub(crate) fn schedule_task_wakeup(
-        slf: &Bound<'_, Self>,
-        task: Py<Task>,
-        future: Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let this = slf.get();
-        this.check_soon()?;
-        this.push_ready(Ready::TaskWakeup(task, future.unbind()));
-        Ok(())
-    }
-
-    /// `loop.call_soon(gather_callback, child)` for a gather's child, without a Handle.
-    pub(crate) fn schedule_gather_child(
-        slf: &Bound<'_, Self>,
-        callback: Py<GatherCallback>,
-        child: Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let this = slf.get();
-        this.check_soon()?;
-        this.push_ready(Ready::GatherChild(callback, child.unbind()));
+    /// Queues a task step, a task wake-up or a gather child's callback: what
+    /// `loop.call_soon(task.__step | task.__wakeup | gather_callback, ...)` does, without a
+    /// Handle (with call_soon's checks).
+    pub(crate) fn schedule_ready(&self, item: Ready) -> PyResult<()> {
+        self.check_soon()?;
+        self.push_ready(item);
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::event_loop::LoopCore;
+use crate::event_loop::{LoopCore, Ready};
 use crate::gather::GatherCallback;
 use crate::task::{Task, TaskWakeupMethod};
 use crate::{capi, handle, stdlib};
@@ -27,6 +27,16 @@ pub(crate) enum Callback {
 }
 
 impl Callback {
+    /// The ready-queue entry a ferroloop loop runs for this callback once `future` is done
+    /// (None for a Python callback, which goes through call_soon).
+    fn ready_item(self, future: Py<PyAny>) -> Result<Ready, Self> {
+        match self {
+            Callback::TaskWakeup(task) => Ok(Ready::TaskWakeup(task, future)),
+            Callback::Gather(cb) => Ok(Ready::GatherChild(cb, future)),
+            python => Err(python),
+        }
+    }
+
     /// The `(callback, context)` pair asyncio would show for this entry.
     fn as_pair<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         match self {
@@ -126,8 +136,9 @@ impl Future {
         let loop_ = Self::loop_of(slf)?;
         if let Ok(native) = loop_.cast::<LoopCore>() {
             for cb in callbacks {
-                match cb {
-                    Callback::Python { func, context } => {
+                match cb.ready_item(slf.clone().into_any().unbind()) {
+                    Ok(item) => native.get().schedule_ready(item)?,
+                    Err(Callback::Python { func, context }) => {
                         LoopCore::schedule_callback(
                             native,
                             func.bind(py),
@@ -135,12 +146,7 @@ impl Future {
                             Some(context.bind(py)),
                         )?;
                     }
-                    Callback::TaskWakeup(task) => {
-                        LoopCore::schedule_task_wakeup(native, task, slf.clone().into_any())?;
-                    }
-                    Callback::Gather(cb) => {
-                        LoopCore::schedule_gather_child(native, cb, slf.clone().into_any())?;
-                    }
+                    Err(_) => unreachable!("ready_item keeps only Python callbacks"),
                 }
             }
             return Ok(());
@@ -154,49 +160,25 @@ impl Future {
         Ok(())
     }
 
-    /// Registers a native Task's wake-up (what `add_done_callback(task.__wakeup)` does).
-    pub(crate) fn add_task_wakeup(slf: &Bound<'_, Self>, task: &Bound<'_, Task>) -> PyResult<()> {
+    /// Registers a native Task's wake-up or a gather's done callback (what
+    /// `add_done_callback(task.__wakeup)` / `add_done_callback(gather_callback)` do). Already
+    /// done: queued at once, natively on a ferroloop loop.
+    pub(crate) fn add_native_callback(slf: &Bound<'_, Self>, cb: Callback) -> PyResult<()> {
         Self::ensure_alive(slf)?;
-        if slf.borrow().state != State::Pending {
-            let loop_ = Self::loop_of(slf)?;
-            if let Ok(native) = loop_.cast::<LoopCore>() {
-                return LoopCore::schedule_task_wakeup(
-                    native,
-                    task.clone().unbind(),
-                    slf.clone().into_any(),
-                );
-            }
-            let (func, context) = Callback::TaskWakeup(task.clone().unbind()).as_pair(slf.py())?;
-            return Self::add_done_callback(slf, func.unbind(), Some(context.unbind()));
+        if slf.borrow().state == State::Pending {
+            slf.borrow_mut().callbacks.push(cb);
+            return Ok(());
         }
-        slf.borrow_mut()
-            .callbacks
-            .push(Callback::TaskWakeup(task.clone().unbind()));
-        Ok(())
-    }
-
-    /// Registers a gather's done callback (`add_done_callback(callback)`), natively.
-    pub(crate) fn add_gather_callback(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, GatherCallback>,
-    ) -> PyResult<()> {
-        Self::ensure_alive(slf)?;
-        if slf.borrow().state != State::Pending {
-            let loop_ = Self::loop_of(slf)?;
-            if let Ok(native) = loop_.cast::<LoopCore>() {
-                return LoopCore::schedule_gather_child(
-                    native,
-                    callback.clone().unbind(),
-                    slf.clone().into_any(),
-                );
-            }
-            let (func, context) = Callback::Gather(callback.clone().unbind()).as_pair(slf.py())?;
-            return Self::add_done_callback(slf, func.unbind(), Some(context.unbind()));
-        }
-        slf.borrow_mut()
-            .callbacks
-            .push(Callback::Gather(callback.clone().unbind()));
-        Ok(())
+        let loop_ = Self::loop_of(slf)?;
+        let cb = match loop_.cast::<LoopCore>() {
+            Ok(native) => match cb.ready_item(slf.clone().into_any().unbind()) {
+                Ok(item) => return native.get().schedule_ready(item),
+                Err(cb) => cb,
+            },
+            Err(_) => cb,
+        };
+        let (func, context) = cb.as_pair(slf.py())?;
+        Self::add_done_callback(slf, func.unbind(), Some(context.unbind()))
     }
 
     /// `Future._make_cancelled_error`

@@ -24,7 +24,7 @@ use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyTypeInfo, PyVisit};
 
 use crate::event_loop::LoopCore;
-use crate::future::{Future, State};
+use crate::future::{Callback, Future, State};
 use crate::task::Task;
 use crate::{capi, stdlib};
 
@@ -297,7 +297,10 @@ fn add_child_callback<'py>(
 ) -> PyResult<()> {
     let py = fut.py();
     match kind_of(fut)? {
-        Kind::Native => Future::add_gather_callback(fut.cast::<Future>()?, callback),
+        Kind::Native => Future::add_native_callback(
+            fut.cast::<Future>()?,
+            Callback::Gather(callback.clone().unbind()),
+        ),
         Kind::Asyncio => {
             let ctx = match context {
                 Some(c) => c,

@@ -11,8 +11,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::event_loop::LoopCore;
-use crate::future::{Future, State};
+use crate::event_loop::{LoopCore, Ready};
+use crate::future::{Callback, Future, State};
 use crate::{capi, stdlib};
 
 /// A coroutine wrapped in a Future (asyncio's `Task`).
@@ -101,11 +101,10 @@ impl Task {
         let py = slf.py();
         let loop_ = Self::loop_of(slf)?;
         if let Ok(native) = loop_.cast::<LoopCore>() {
-            return LoopCore::schedule_task_step(
-                native,
+            return native.get().schedule_ready(Ready::TaskStep(
                 slf.clone().unbind(),
                 exc.map(Bound::unbind),
-            );
+            ));
         }
         let step = Bound::new(
             py,
@@ -327,7 +326,7 @@ impl Task {
             return Self::schedule_step(slf, Some(runtime_error(py, msg)?));
         }
         result.borrow_mut().blocking = false;
-        Future::add_task_wakeup(result, slf)?;
+        Future::add_native_callback(result, Callback::TaskWakeup(slf.clone().unbind()))?;
         Self::set_waiter(slf, result.clone().into_any())
     }
 

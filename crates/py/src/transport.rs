@@ -139,6 +139,12 @@ fn would_block(e: &io::Error) -> bool {
     )
 }
 
+/// BlockingIOError or InterruptedError from the socket object: try again on readiness.
+fn would_block_err(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py)
+}
+
 /// The bytes of `data` (bytes, bytearray or memoryview), with `f` run on them without a copy
 /// when they are a contiguous byte buffer.
 fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
@@ -803,9 +809,7 @@ impl TransportCore {
         message: &str,
     ) -> PyResult<()> {
         let py = slf.py();
-        if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
-            || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py)
-        {
+        if would_block_err(py, &e) {
             return Ok(());
         }
         if is_fatal_interrupt(py, &e) {
@@ -916,10 +920,7 @@ impl TransportCore {
             };
             match Self::send_datagram(py, sock.bind(py), target, data, &addr) {
                 Ok(()) => return Ok(()),
-                Err(e)
-                    if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
-                        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
-                {
+                Err(e) if would_block_err(py, &e) => {
                     Self::watch(slf, true)?;
                 }
                 Err(e) => {
@@ -970,10 +971,7 @@ impl TransportCore {
             let (data, addr) = (item.0.bind(py), item.1.bind(py));
             match Self::send_datagram(py, sock.bind(py), target, data, addr) {
                 Ok(()) => {}
-                Err(e)
-                    if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
-                        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
-                {
+                Err(e) if would_block_err(py, &e) => {
                     let mut st = slf.get().lock();
                     st.datagram_bytes += data.len().unwrap_or(0);
                     st.datagrams.push_front(item);
