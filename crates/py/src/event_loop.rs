@@ -1073,8 +1073,9 @@ impl LoopCore {
         self.timer_cancelled();
     }
 
-    /// Queues an existing handle and wakes the loop (`_add_callback_signalsafe`): how signal
-    /// handlers registered with add_signal_handler are run.
+    /// Queues an existing ferroloop Handle and wakes the loop (asyncio's private
+    /// `BaseEventLoop._add_callback_signalsafe`, kept for code that calls it; signal handlers
+    /// themselves go through `_handle_signal` and call_soon_threadsafe).
     fn _add_callback_signalsafe(&self, handle: &Bound<'_, Handle>) -> PyResult<()> {
         self.check_closed()?;
         self.push_ready(Ready::Handle(handle.clone().unbind()));
