@@ -90,10 +90,6 @@ ORACLE_FAILS = {
     # loop is not; the assertion then finds no mock on the loop.
     ("Ferro", "test_issue46672"): "mocks BaseEventLoop.call_exception_handler",
     ("FerroNative", "test_issue46672"): "mocks BaseEventLoop.call_exception_handler",
-    # `isinstance(asyncio.gather(), asyncio.Future)`: the loop's create_future() makes
-    # ferroloop.Future, not an asyncio.Future, on a native-task loop.
-    ("FerroNative", "test_constructor_empty_sequence_use_running_loop"): "native Future",
-    ("FerroNative", "test_constructor_empty_sequence_use_global_loop"): "native Future",
 }
 
 

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::asyncio_base::PyAsyncioFuture;
 use crate::event_loop::{LoopCore, Ready};
 use crate::gather::GatherCallback;
 use crate::task::{Task, TaskWakeupMethod};
@@ -79,7 +80,7 @@ impl State {
 }
 
 /// A result that will arrive later (asyncio's `Future`).
-#[pyclass(module = "ferroloop", name = "Future", subclass, weakref, dict)]
+#[pyclass(module = "ferroloop", name = "Future", extends = PyAsyncioFuture, subclass)]
 pub struct Future {
     pub(crate) loop_: Option<Py<PyAny>>,
     pub(crate) state: State,

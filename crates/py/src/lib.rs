@@ -13,6 +13,7 @@
 
 use pyo3::prelude::*;
 
+mod asyncio_base;
 mod capi;
 mod event_loop;
 mod future;
@@ -27,6 +28,7 @@ mod transport;
 
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    asyncio_base::check_layouts(m.py())?;
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
