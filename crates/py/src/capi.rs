@@ -372,3 +372,71 @@ pub fn instance_method<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
     // reference to it and returns a new reference, or NULL with an exception set.
     unsafe { Bound::from_owned_ptr_or_err(py, PyInstanceMethod_New(func.as_ptr())) }
 }
+
+/// A one-argument method (`METH_O`) written in Rust whose descriptor accepts any instance of a
+/// given owner type, not only of the class it is stored in: what lets `ferroloop.Future.
+/// set_result(task, ...)` apply Future's method to a ferroloop Task (a sibling class, since
+/// both extend asyncio's C classes), as `asyncio.Future.set_result(task, ...)` does.
+pub trait MethO {
+    const NAME: &'static std::ffi::CStr;
+    const DOC: &'static std::ffi::CStr;
+    fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
+}
+
+unsafe extern "C" fn meth_o_trampoline<T: MethO>(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a METH_O function with the GIL held and `slf` and `arg` alive
+    // (borrowed). We return a new reference, or NULL with an exception set. A panic is caught:
+    // unwinding out of an extern "C" function would abort.
+    unsafe {
+        let py = Python::assume_attached();
+        let slf = Bound::from_borrowed_ptr(py, slf);
+        let arg = Bound::from_borrowed_ptr(py, arg);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::call(&slf, &arg))) {
+            Ok(Ok(v)) => v.into_ptr(),
+            Ok(Err(err)) => {
+                err.restore(py);
+                std::ptr::null_mut()
+            }
+            Err(_) => {
+                pyo3::exceptions::PySystemError::new_err(
+                    "ferroloop: internal error (panic) in a method",
+                )
+                .restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    }
+}
+
+/// Stores `T` in the class `ty` as a method descriptor whose instances are checked against
+/// `owner` (a base of `ty`).
+pub fn install_meth_o<T: MethO>(
+    ty: &Bound<'_, pyo3::types::PyType>,
+    owner: &Bound<'_, pyo3::types::PyType>,
+) -> PyResult<()> {
+    let py = ty.py();
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: T::NAME.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunction: meth_o_trampoline::<T>,
+        },
+        ml_flags: ffi::METH_O,
+        ml_doc: T::DOC.as_ptr(),
+    }));
+    // SAFETY: `def` lives for the rest of the process (leaked on purpose: a descriptor keeps a
+    // pointer to its PyMethodDef). PyDescr_NewMethod returns a new reference or NULL with an
+    // exception set. The descriptor goes straight into the type's dict (PyO3's types may refuse
+    // setattr), after which PyType_Modified invalidates the method caches.
+    unsafe {
+        let descr =
+            Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(owner.as_type_ptr(), def))?;
+        let tp = ty.as_type_ptr();
+        let dict = Bound::from_borrowed_ptr(py, (*tp).tp_dict);
+        dict.set_item(T::NAME.to_str().unwrap_or_default(), descr)?;
+        ffi::PyType_Modified(tp);
+    }
+    Ok(())
+}

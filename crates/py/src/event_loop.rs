@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::future::Future;
+use crate::future::{Future, FutureCore};
 use crate::gather::GatherCallback;
 use crate::handle::{run_handle, Handle, TimerHandle};
 use crate::native_io::NativeIo;
@@ -1300,8 +1300,8 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         if this.native_tasks.load(Ordering::Relaxed) {
-            let fut = Future::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
-            return Ok(Py::new(py, fut)?.into_any());
+            let core = FutureCore::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
+            return Ok(Py::new(py, Future { core })?.into_any());
         }
         let cls = stdlib::future_class(py)?;
         Ok(capi::call_with_kwnames(cls, &[slf.as_any()], kwnames(py, KwNames::Loop)?)?.unbind())
@@ -1324,11 +1324,9 @@ impl LoopCore {
         let context = context.unwrap_or(&none);
         match factory {
             None if this.native_tasks.load(Ordering::Relaxed) => {
-                let fut = Future::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
-                let task = Bound::new(
-                    py,
-                    PyClassInitializer::from(fut).add_subclass(Task::blank()),
-                )?;
+                let core =
+                    FutureCore::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
+                let task = Bound::new(py, Task::with_core(core))?;
                 Task::start(&task, coro, Some(name), Some(context))?;
                 Ok(task.into_any().unbind())
             }

@@ -1,10 +1,12 @@
-//! ferroloop.Future: asyncio's Future, native. Behaviour, messages and private attributes follow
-//! asyncio's `futures.Future` (and its C twin `_asyncio.Future`): result/exception/set_*,
-//! cancel(msg), done callbacks run through the loop's call_soon with their contexts, `await`
-//! through [`FutureIter`], and "exception was never retrieved" reported by a finalizer through
-//! the loop's exception handler.
+//! ferroloop.Future: asyncio's Future, native, and the future state Task shares. Behaviour,
+//! messages and private attributes follow asyncio's `futures.Future` (and its C twin
+//! `_asyncio.Future`, which is its base type): result/exception/set_*, cancel(msg), done
+//! callbacks run through the loop's call_soon with their contexts, `await` through
+//! [`FutureIter`], and "exception was never retrieved" reported by a finalizer through the loop's
+//! exception handler. [`FutureCore`] is the state, [`NativeFuture`] reaches it in a Future or a
+//! Task, and `future_pymethods!` gives both classes the methods asyncio's Task inherits.
 
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
@@ -70,7 +72,7 @@ pub(crate) enum State {
 }
 
 impl State {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             State::Pending => "PENDING",
             State::Cancelled => "CANCELLED",
@@ -79,9 +81,8 @@ impl State {
     }
 }
 
-/// A result that will arrive later (asyncio's `Future`).
-#[pyclass(module = "ferroloop", name = "Future", extends = PyAsyncioFuture, subclass)]
-pub struct Future {
+/// The state of every native future, Future or Task: what asyncio's C `FutureObj` holds.
+pub(crate) struct FutureCore {
     pub(crate) loop_: Option<Py<PyAny>>,
     pub(crate) state: State,
     pub(crate) result: Option<Py<PyAny>>,
@@ -96,114 +97,24 @@ pub struct Future {
     pub(crate) source_traceback: Option<Py<PyAny>>,
 }
 
-impl Future {
+impl FutureCore {
+    /// A pending future of `loop_` (with its creation stack in debug mode).
     pub(crate) fn for_loop(py: Python<'_>, loop_: Py<PyAny>, debug: bool) -> PyResult<Self> {
         let source_traceback = if debug {
             Some(handle::capture_stack(py)?)
         } else {
             None
         };
-        Ok(Future {
+        Ok(FutureCore {
             loop_: Some(loop_),
-            state: State::Pending,
-            result: None,
-            exception: None,
-            exception_tb: None,
-            callbacks: Vec::new(),
-            log_traceback: false,
-            blocking: false,
-            cancel_message: None,
-            cancelled_exc: None,
             source_traceback,
+            ..FutureCore::uninit()
         })
     }
 
-    pub(crate) fn loop_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        match &slf.borrow().loop_ {
-            Some(l) => Ok(l.bind(slf.py()).clone()),
-            None => Err(PyRuntimeError::new_err("Future object is not initialized.")),
-        }
-    }
-
-    /// `Future.__schedule_callbacks`: every callback goes to the loop with its context. On a
-    /// ferroloop loop this is direct: no call_soon lookup, and a waiting native Task is queued
-    /// itself.
-    pub(crate) fn schedule_callbacks(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let callbacks = std::mem::take(&mut slf.borrow_mut().callbacks);
-        if callbacks.is_empty() {
-            return Ok(());
-        }
-        let loop_ = Self::loop_of(slf)?;
-        if let Ok(native) = loop_.cast::<LoopCore>() {
-            for cb in callbacks {
-                match cb.ready_item(slf.clone().into_any().unbind()) {
-                    Ok(item) => native.get().schedule_ready(item)?,
-                    Err(Callback::Python { func, context }) => {
-                        LoopCore::schedule_callback(
-                            native,
-                            func.bind(py),
-                            slf.as_any(),
-                            Some(context.bind(py)),
-                        )?;
-                    }
-                    Err(_) => unreachable!("ready_item keeps only Python callbacks"),
-                }
-            }
-            return Ok(());
-        }
-        let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
-        let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
-        for cb in callbacks {
-            let (func, context) = cb.as_pair(py)?;
-            capi::call_with_kwnames(&call_soon, &[&func, slf.as_any(), &context], kwnames)?;
-        }
-        Ok(())
-    }
-
-    /// Registers a native Task's wake-up or a gather's done callback (what
-    /// `add_done_callback(task.__wakeup)` / `add_done_callback(gather_callback)` do). Already
-    /// done: queued at once, natively on a ferroloop loop.
-    pub(crate) fn add_native_callback(slf: &Bound<'_, Self>, cb: Callback) -> PyResult<()> {
-        Self::ensure_alive(slf)?;
-        if slf.borrow().state == State::Pending {
-            slf.borrow_mut().callbacks.push(cb);
-            return Ok(());
-        }
-        let loop_ = Self::loop_of(slf)?;
-        let cb = match loop_.cast::<LoopCore>() {
-            Ok(native) => match cb.ready_item(slf.clone().into_any().unbind()) {
-                Ok(item) => return native.get().schedule_ready(item),
-                Err(cb) => cb,
-            },
-            Err(_) => cb,
-        };
-        let (func, context) = cb.as_pair(slf.py())?;
-        Self::add_done_callback(slf, func.unbind(), Some(context.unbind()))
-    }
-
-    /// `Future._make_cancelled_error`
-    pub(crate) fn make_cancelled_error<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        if let Some(exc) = slf.borrow_mut().cancelled_exc.take() {
-            return Ok(exc.into_bound(py));
-        }
-        let cls = stdlib::cancelled_error(py)?;
-        let message = slf
-            .borrow()
-            .cancel_message
-            .as_ref()
-            .map(|m| m.clone_ref(py));
-        let exc = match message {
-            Some(m) => cls.call1((m,))?,
-            None => cls.call0()?,
-        };
-        Ok(exc)
-    }
-
-    /// A Future not bound to a loop yet (`Future.__new__` without `__init__`).
-    pub(crate) fn py_new_uninit(_py: Python<'_>) -> Self {
-        Future {
+    /// A future not bound to a loop yet (`Future.__new__` without `__init__`).
+    pub(crate) fn uninit() -> Self {
+        FutureCore {
             loop_: None,
             state: State::Pending,
             result: None,
@@ -218,392 +129,7 @@ impl Future {
         }
     }
 
-    /// `Future.__init__(*, loop=None)`: (re)binds the future to a loop, fresh.
-    pub(crate) fn init_impl(slf: &Bound<'_, Self>, r#loop: Option<Py<PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let loop_ = match r#loop {
-            Some(l) if !l.is_none(py) => l,
-            _ => stdlib::get_event_loop(py)?.call0()?.unbind(),
-        };
-        let debug = loop_
-            .bind(py)
-            .call_method0(intern!(py, "get_debug"))?
-            .is_truthy()?;
-        let fresh = Future::for_loop(py, loop_, debug)?;
-        let old = std::mem::replace(&mut *slf.borrow_mut(), fresh);
-        drop(old);
-        Ok(())
-    }
-
-    /// The C Future's ENSURE_FUTURE_ALIVE: methods that need the loop refuse an uninitialized
-    /// future.
-    pub(crate) fn ensure_alive(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.borrow().loop_.is_none() {
-            return Err(PyRuntimeError::new_err("Future object is not initialized."));
-        }
-        Ok(())
-    }
-
-    fn check_state_pending(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::ensure_alive(slf)?;
-        let state = slf.borrow().state;
-        if state != State::Pending {
-            let repr = slf.repr()?;
-            return Err(stdlib::invalid_state_error(
-                slf.py(),
-                format!("{}: {}", state.name(), repr),
-            ));
-        }
-        Ok(())
-    }
-
-    pub(crate) fn set_result_impl(slf: &Bound<'_, Self>, result: Py<PyAny>) -> PyResult<()> {
-        Self::check_state_pending(slf)?;
-        {
-            let mut f = slf.borrow_mut();
-            f.result = Some(result);
-            f.state = State::Finished;
-        }
-        Self::schedule_callbacks(slf)
-    }
-
-    pub(crate) fn set_exception_impl(
-        slf: &Bound<'_, Self>,
-        exception: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        Self::check_state_pending(slf)?;
-        let exception = if exception.is_instance_of::<PyType>() {
-            exception.call0()?
-        } else {
-            exception.clone()
-        };
-        if !exception.is_instance(&py.get_type::<pyo3::exceptions::PyBaseException>())? {
-            return Err(PyTypeError::new_err("invalid exception object"));
-        }
-        if exception.get_type().is(py.get_type::<PyStopIteration>()) {
-            return Err(PyTypeError::new_err(
-                "StopIteration interacts badly with generators and cannot be raised into a Future",
-            ));
-        }
-        let tb = exception.getattr(intern!(py, "__traceback__"))?;
-        {
-            let mut f = slf.borrow_mut();
-            f.exception = Some(exception.unbind());
-            f.exception_tb = if tb.is_none() {
-                None
-            } else {
-                Some(tb.unbind())
-            };
-            f.state = State::Finished;
-        }
-        Self::schedule_callbacks(slf)?;
-        slf.borrow_mut().log_traceback = true;
-        Ok(())
-    }
-
-    pub(crate) fn cancel_impl(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
-        Self::ensure_alive(slf)?;
-        {
-            let mut f = slf.borrow_mut();
-            f.log_traceback = false;
-            if f.state != State::Pending {
-                return Ok(false);
-            }
-            f.state = State::Cancelled;
-            f.cancel_message = msg;
-        }
-        Self::schedule_callbacks(slf)?;
-        Ok(true)
-    }
-
-    pub(crate) fn result_impl<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let state = slf.borrow().state;
-        match state {
-            State::Cancelled => Err(PyErr::from_value(Self::make_cancelled_error(slf)?)),
-            State::Pending => Err(stdlib::invalid_state_error(py, "Result is not ready.")),
-            State::Finished => {
-                let mut f = slf.borrow_mut();
-                f.log_traceback = false;
-                if let Some(exc) = &f.exception {
-                    let exc = exc.bind(py).clone();
-                    let tb = f.exception_tb.as_ref().map(|t| t.bind(py).clone());
-                    drop(f);
-                    if let Some(tb) = tb {
-                        exc.call_method1(intern!(py, "with_traceback"), (tb,))?;
-                    }
-                    return Err(PyErr::from_value(exc));
-                }
-                Ok(match &f.result {
-                    Some(r) => r.bind(py).clone(),
-                    None => py.None().into_bound(py),
-                })
-            }
-        }
-    }
-}
-
-#[pymethods]
-impl Future {
-    /// A Future not yet initialized: `__init__` binds it to a loop (as the C Future, so that
-    /// a subclass skipping `super().__init__()` gets clear errors, not a crash).
-    #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn py_new(
-        py: Python<'_>,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> Self {
-        Future::py_new_uninit(py)
-    }
-
-    #[pyo3(signature = (*, r#loop=None))]
-    fn __init__(slf: &Bound<'_, Self>, r#loop: Option<Py<PyAny>>) -> PyResult<()> {
-        Future::init_impl(slf, r#loop)
-    }
-
-    /// As the C Future's `__del__`, for subclasses that define their own and call super().
-    #[pyo3(name = "__del__")]
-    fn py_del(slf: &Bound<'_, Self>) -> PyResult<()> {
-        finalize_future(slf.as_any())
-    }
-
-    fn result<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::result_impl(slf)
-    }
-
-    fn exception<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let py = slf.py();
-        let state = slf.borrow().state;
-        match state {
-            State::Cancelled => Err(PyErr::from_value(Self::make_cancelled_error(slf)?)),
-            State::Pending => Err(stdlib::invalid_state_error(py, "Exception is not set.")),
-            State::Finished => {
-                let mut f = slf.borrow_mut();
-                f.log_traceback = false;
-                Ok(f.exception.as_ref().map(|e| e.bind(py).clone()))
-            }
-        }
-    }
-
-    fn set_result(slf: &Bound<'_, Self>, result: Py<PyAny>) -> PyResult<()> {
-        Self::set_result_impl(slf, result)
-    }
-
-    fn set_exception(slf: &Bound<'_, Self>, exception: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::set_exception_impl(slf, exception)
-    }
-
-    #[pyo3(signature = (msg=None))]
-    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
-        Self::cancel_impl(slf, msg)
-    }
-
-    fn cancelled(&self) -> bool {
-        self.state == State::Cancelled
-    }
-
-    fn done(&self) -> bool {
-        self.state != State::Pending
-    }
-
-    fn get_loop<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::loop_of(slf)
-    }
-
-    #[pyo3(signature = (r#fn, *, context=None))]
-    fn add_done_callback(
-        slf: &Bound<'_, Self>,
-        r#fn: Py<PyAny>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        Self::ensure_alive(slf)?;
-        let context = match context {
-            Some(c) if !c.is_none(py) => c,
-            _ => capi::copy_context(py)?,
-        };
-        if slf.borrow().state != State::Pending {
-            let loop_ = Self::loop_of(slf)?;
-            let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
-            capi::call_with_kwnames(
-                &call_soon,
-                &[r#fn.bind(py), slf.as_any(), context.bind(py)],
-                stdlib::kwnames(py, stdlib::KwNames::Context)?,
-            )?;
-        } else {
-            slf.borrow_mut().callbacks.push(Callback::Python {
-                func: r#fn,
-                context,
-            });
-        }
-        Ok(())
-    }
-
-    /// Removes every registration of `fn`; returns how many there were.
-    fn remove_done_callback(slf: &Bound<'_, Self>, r#fn: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let py = slf.py();
-        Self::ensure_alive(slf)?;
-        let callbacks = std::mem::take(&mut slf.borrow_mut().callbacks);
-        let mut kept = Vec::with_capacity(callbacks.len());
-        let mut removed = Vec::new();
-        let mut error = None;
-        for cb in callbacks {
-            let matches = if error.is_some() {
-                Ok(false)
-            } else {
-                cb.as_pair(py).and_then(|(func, _)| func.eq(r#fn))
-            };
-            match matches {
-                Ok(true) => removed.push(cb),
-                Ok(false) => kept.push(cb),
-                Err(e) => {
-                    error = Some(e);
-                    kept.push(cb);
-                }
-            }
-        }
-        // Callbacks added while comparing (a custom __eq__) stay, after the kept ones.
-        {
-            let mut f = slf.borrow_mut();
-            let added = std::mem::take(&mut f.callbacks);
-            kept.extend(added);
-            f.callbacks = kept;
-        }
-        let count = removed.len();
-        drop(removed);
-        match error {
-            Some(e) => Err(e),
-            None => Ok(count),
-        }
-    }
-
-    fn _make_cancelled_error<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::make_cancelled_error(slf)
-    }
-
-    fn __await__(slf: &Bound<'_, Self>) -> PyResult<FutureIter> {
-        Self::ensure_alive(slf)?;
-        Ok(FutureIter {
-            future: Some(slf.clone().unbind()),
-        })
-    }
-
-    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<FutureIter> {
-        Self::__await__(slf)
-    }
-
-    fn _repr_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        stdlib::future_repr_info(slf.py())?.call1((slf,))
-    }
-
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        let py = slf.py();
-        Self::ensure_alive(slf)?;
-        let info = slf.call_method0(intern!(py, "_repr_info"))?;
-        let joined = PyString::new(py, " ").call_method1(intern!(py, "join"), (info,))?;
-        Ok(format!("<{} {}>", slf.get_type().name()?, joined.str()?))
-    }
-
-    /// Subclasses keep the "exception was never retrieved" report.
-    #[classmethod]
-    #[pyo3(signature = (**kwargs))]
-    fn __init_subclass__(
-        cls: &Bound<'_, PyType>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        init_subclass::<Future>(cls, kwargs, "Future")
-    }
-
-    #[classmethod]
-    fn __class_getitem__<'py>(
-        cls: &Bound<'py, PyType>,
-        item: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = cls.py();
-        py.import(intern!(py, "types"))?
-            .getattr(intern!(py, "GenericAlias"))?
-            .call1((cls, item))
-    }
-
-    #[getter]
-    fn _state(&self) -> &'static str {
-        self.state.name()
-    }
-
-    #[getter]
-    fn _result(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.result.as_ref().map(|r| r.clone_ref(py))
-    }
-
-    #[getter]
-    fn _exception(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.exception.as_ref().map(|r| r.clone_ref(py))
-    }
-
-    #[getter]
-    fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_.as_ref().map(|r| r.clone_ref(py))
-    }
-
-    #[getter]
-    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.source_traceback.as_ref().map(|r| r.clone_ref(py))
-    }
-
-    /// As the C Future: None when there are no callbacks, else a list of (callback, context).
-    #[getter]
-    fn _callbacks<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
-        if self.callbacks.is_empty() {
-            return Ok(None);
-        }
-        let items = self
-            .callbacks
-            .iter()
-            .map(|cb| cb.as_pair(py).and_then(|(f, c)| PyTuple::new(py, [f, c])))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(Some(PyList::new(py, items)?))
-    }
-
-    #[getter(_log_traceback)]
-    fn get_log_traceback(&self) -> bool {
-        self.log_traceback
-    }
-
-    #[setter(_log_traceback)]
-    fn set_log_traceback(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        if value.is_truthy()? {
-            return Err(PyValueError::new_err(
-                "_log_traceback can only be set to False",
-            ));
-        }
-        self.log_traceback = false;
-        Ok(())
-    }
-
-    #[getter(_asyncio_future_blocking)]
-    fn get_asyncio_future_blocking(&self) -> bool {
-        self.blocking
-    }
-
-    #[setter(_asyncio_future_blocking)]
-    fn set_asyncio_future_blocking(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.blocking = value.is_truthy()?;
-        Ok(())
-    }
-
-    #[getter(_cancel_message)]
-    fn get_cancel_message(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.cancel_message.as_ref().map(|r| r.clone_ref(py))
-    }
-
-    #[setter(_cancel_message)]
-    fn set_cancel_message(&mut self, value: Option<Py<PyAny>>) {
-        self.cancel_message = value;
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
         visit.call(&self.result)?;
         visit.call(&self.exception)?;
@@ -624,7 +150,7 @@ impl Future {
         Ok(())
     }
 
-    fn __clear__(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.loop_ = None;
         self.result = None;
         self.exception = None;
@@ -634,6 +160,719 @@ impl Future {
         self.cancelled_exc = None;
         self.source_traceback = None;
     }
+
+    /// As the C Future: None when there are no callbacks, else a list of (callback, context).
+    pub(crate) fn callbacks_list<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        if self.callbacks.is_empty() {
+            return Ok(None);
+        }
+        let items = self
+            .callbacks
+            .iter()
+            .map(|cb| cb.as_pair(py).and_then(|(f, c)| PyTuple::new(py, [f, c])))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Some(PyList::new(py, items)?))
+    }
+}
+
+/// A result that will arrive later (asyncio's `Future`); a subclass of `asyncio.Future`.
+#[pyclass(module = "ferroloop", name = "Future", extends = PyAsyncioFuture, subclass)]
+pub struct Future {
+    pub(crate) core: FutureCore,
+}
+
+/// A ferroloop Future or Task (or a subclass of either), whichever its Python type: Future
+/// extends `asyncio.Future` and Task extends `asyncio.Task`, so they share no Rust base; both
+/// hold a [`FutureCore`], which this reaches.
+#[derive(Clone)]
+pub(crate) enum NativeFuture<'py> {
+    Plain(Bound<'py, Future>),
+    Task(Bound<'py, Task>),
+}
+
+/// A shared borrow of a native future's [`FutureCore`].
+pub(crate) enum CoreRef<'py> {
+    Plain(PyRef<'py, Future>),
+    Task(PyRef<'py, Task>),
+}
+
+/// An exclusive borrow of a native future's [`FutureCore`].
+pub(crate) enum CoreMut<'py> {
+    Plain(PyRefMut<'py, Future>),
+    Task(PyRefMut<'py, Task>),
+}
+
+impl std::ops::Deref for CoreRef<'_> {
+    type Target = FutureCore;
+    fn deref(&self) -> &FutureCore {
+        match self {
+            CoreRef::Plain(f) => &f.core,
+            CoreRef::Task(t) => &t.core,
+        }
+    }
+}
+
+impl std::ops::Deref for CoreMut<'_> {
+    type Target = FutureCore;
+    fn deref(&self) -> &FutureCore {
+        match self {
+            CoreMut::Plain(f) => &f.core,
+            CoreMut::Task(t) => &t.core,
+        }
+    }
+}
+
+impl std::ops::DerefMut for CoreMut<'_> {
+    fn deref_mut(&mut self) -> &mut FutureCore {
+        match self {
+            CoreMut::Plain(f) => &mut f.core,
+            CoreMut::Task(t) => &mut t.core,
+        }
+    }
+}
+
+impl<'py> From<&Bound<'py, Future>> for NativeFuture<'py> {
+    fn from(f: &Bound<'py, Future>) -> Self {
+        NativeFuture::Plain(f.clone())
+    }
+}
+
+impl<'py> From<&Bound<'py, Task>> for NativeFuture<'py> {
+    fn from(t: &Bound<'py, Task>) -> Self {
+        NativeFuture::Task(t.clone())
+    }
+}
+
+/// An owned reference to a native future, kept without its Python type being checked again.
+pub(crate) enum OwnedNativeFuture {
+    Plain(Py<Future>),
+    Task(Py<Task>),
+}
+
+impl OwnedNativeFuture {
+    pub(crate) fn bind<'py>(&self, py: Python<'py>) -> NativeFuture<'py> {
+        match self {
+            OwnedNativeFuture::Plain(f) => NativeFuture::Plain(f.bind(py).clone()),
+            OwnedNativeFuture::Task(t) => NativeFuture::Task(t.bind(py).clone()),
+        }
+    }
+
+    fn as_any(&self) -> &Py<PyAny> {
+        match self {
+            OwnedNativeFuture::Plain(f) => f.as_any(),
+            OwnedNativeFuture::Task(t) => t.as_any(),
+        }
+    }
+}
+
+impl<'py> NativeFuture<'py> {
+    /// `obj` as a native future, if it is one.
+    pub(crate) fn of(obj: &Bound<'py, PyAny>) -> Option<Self> {
+        if let Ok(f) = obj.cast::<Future>() {
+            return Some(NativeFuture::Plain(f.clone()));
+        }
+        obj.cast::<Task>()
+            .ok()
+            .map(|t| NativeFuture::Task(t.clone()))
+    }
+
+    pub(crate) fn as_any(&self) -> &Bound<'py, PyAny> {
+        match self {
+            NativeFuture::Plain(f) => f.as_any(),
+            NativeFuture::Task(t) => t.as_any(),
+        }
+    }
+
+    pub(crate) fn py(&self) -> Python<'py> {
+        self.as_any().py()
+    }
+
+    pub(crate) fn unbind(&self) -> OwnedNativeFuture {
+        match self {
+            NativeFuture::Plain(f) => OwnedNativeFuture::Plain(f.clone().unbind()),
+            NativeFuture::Task(t) => OwnedNativeFuture::Task(t.clone().unbind()),
+        }
+    }
+
+    pub(crate) fn borrow(&self) -> CoreRef<'py> {
+        match self {
+            NativeFuture::Plain(f) => CoreRef::Plain(f.borrow()),
+            NativeFuture::Task(t) => CoreRef::Task(t.borrow()),
+        }
+    }
+
+    pub(crate) fn borrow_mut(&self) -> CoreMut<'py> {
+        match self {
+            NativeFuture::Plain(f) => CoreMut::Plain(f.borrow_mut()),
+            NativeFuture::Task(t) => CoreMut::Task(t.borrow_mut()),
+        }
+    }
+
+    pub(crate) fn try_borrow(&self) -> Option<CoreRef<'py>> {
+        match self {
+            NativeFuture::Plain(f) => f.try_borrow().ok().map(CoreRef::Plain),
+            NativeFuture::Task(t) => t.try_borrow().ok().map(CoreRef::Task),
+        }
+    }
+
+    pub(crate) fn loop_of(&self) -> PyResult<Bound<'py, PyAny>> {
+        match &self.borrow().loop_ {
+            Some(l) => Ok(l.bind(self.py()).clone()),
+            None => Err(PyRuntimeError::new_err("Future object is not initialized.")),
+        }
+    }
+
+    /// `Future.__schedule_callbacks`: every callback goes to the loop with its context. On a
+    /// ferroloop loop this is direct: no call_soon lookup, and a waiting native Task is queued
+    /// itself.
+    pub(crate) fn schedule_callbacks(&self) -> PyResult<()> {
+        let py = self.py();
+        let callbacks = std::mem::take(&mut self.borrow_mut().callbacks);
+        if callbacks.is_empty() {
+            return Ok(());
+        }
+        let loop_ = self.loop_of()?;
+        if let Ok(native) = loop_.cast::<LoopCore>() {
+            for cb in callbacks {
+                match cb.ready_item(self.as_any().clone().unbind()) {
+                    Ok(item) => native.get().schedule_ready(item)?,
+                    Err(Callback::Python { func, context }) => {
+                        LoopCore::schedule_callback(
+                            native,
+                            func.bind(py),
+                            self.as_any(),
+                            Some(context.bind(py)),
+                        )?;
+                    }
+                    Err(_) => unreachable!("ready_item keeps only Python callbacks"),
+                }
+            }
+            return Ok(());
+        }
+        let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
+        let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
+        for cb in callbacks {
+            let (func, context) = cb.as_pair(py)?;
+            capi::call_with_kwnames(&call_soon, &[&func, self.as_any(), &context], kwnames)?;
+        }
+        Ok(())
+    }
+
+    /// Registers a native Task's wake-up or a gather's done callback (what
+    /// `add_done_callback(task.__wakeup)` / `add_done_callback(gather_callback)` do). Already
+    /// done: queued at once, natively on a ferroloop loop.
+    pub(crate) fn add_native_callback(&self, cb: Callback) -> PyResult<()> {
+        self.ensure_alive()?;
+        if self.borrow().state == State::Pending {
+            self.borrow_mut().callbacks.push(cb);
+            return Ok(());
+        }
+        let loop_ = self.loop_of()?;
+        let cb = match loop_.cast::<LoopCore>() {
+            Ok(native) => match cb.ready_item(self.as_any().clone().unbind()) {
+                Ok(item) => return native.get().schedule_ready(item),
+                Err(cb) => cb,
+            },
+            Err(_) => cb,
+        };
+        let (func, context) = cb.as_pair(self.py())?;
+        self.add_done_callback(func.unbind(), Some(context.unbind()))
+    }
+
+    /// `Future.add_done_callback(fn, *, context=None)`
+    pub(crate) fn add_done_callback(
+        &self,
+        func: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        let py = self.py();
+        self.ensure_alive()?;
+        let context = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => capi::copy_context(py)?,
+        };
+        if self.borrow().state != State::Pending {
+            let loop_ = self.loop_of()?;
+            let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
+            capi::call_with_kwnames(
+                &call_soon,
+                &[func.bind(py), self.as_any(), context.bind(py)],
+                stdlib::kwnames(py, stdlib::KwNames::Context)?,
+            )?;
+        } else {
+            self.borrow_mut()
+                .callbacks
+                .push(Callback::Python { func, context });
+        }
+        Ok(())
+    }
+
+    /// `Future.remove_done_callback`: removes every registration of `fn`; returns how many
+    /// there were.
+    pub(crate) fn remove_done_callback(&self, func: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let py = self.py();
+        self.ensure_alive()?;
+        let callbacks = std::mem::take(&mut self.borrow_mut().callbacks);
+        let mut kept = Vec::with_capacity(callbacks.len());
+        let mut removed = Vec::new();
+        let mut error = None;
+        for cb in callbacks {
+            let matches = if error.is_some() {
+                Ok(false)
+            } else {
+                cb.as_pair(py).and_then(|(f, _)| f.eq(func))
+            };
+            match matches {
+                Ok(true) => removed.push(cb),
+                Ok(false) => kept.push(cb),
+                Err(e) => {
+                    error = Some(e);
+                    kept.push(cb);
+                }
+            }
+        }
+        // Callbacks added while comparing (a custom __eq__) stay, after the kept ones.
+        {
+            let mut f = self.borrow_mut();
+            let added = std::mem::take(&mut f.callbacks);
+            kept.extend(added);
+            f.callbacks = kept;
+        }
+        let count = removed.len();
+        drop(removed);
+        match error {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
+    }
+
+    /// `Future._make_cancelled_error`
+    pub(crate) fn make_cancelled_error(&self) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py();
+        if let Some(exc) = self.borrow_mut().cancelled_exc.take() {
+            return Ok(exc.into_bound(py));
+        }
+        let cls = stdlib::cancelled_error(py)?;
+        let message = self
+            .borrow()
+            .cancel_message
+            .as_ref()
+            .map(|m| m.clone_ref(py));
+        let exc = match message {
+            Some(m) => cls.call1((m,))?,
+            None => cls.call0()?,
+        };
+        Ok(exc)
+    }
+
+    /// `Future.__init__(*, loop=None)`: (re)binds the future to a loop, fresh.
+    pub(crate) fn init(&self, r#loop: Option<Py<PyAny>>) -> PyResult<()> {
+        let py = self.py();
+        let loop_ = match r#loop {
+            Some(l) if !l.is_none(py) => l,
+            _ => stdlib::get_event_loop(py)?.call0()?.unbind(),
+        };
+        let debug = loop_
+            .bind(py)
+            .call_method0(intern!(py, "get_debug"))?
+            .is_truthy()?;
+        let fresh = FutureCore::for_loop(py, loop_, debug)?;
+        let old = std::mem::replace(&mut *self.borrow_mut(), fresh);
+        drop(old);
+        Ok(())
+    }
+
+    /// The C Future's ENSURE_FUTURE_ALIVE: methods that need the loop refuse an uninitialized
+    /// future.
+    pub(crate) fn ensure_alive(&self) -> PyResult<()> {
+        if self.borrow().loop_.is_none() {
+            return Err(PyRuntimeError::new_err("Future object is not initialized."));
+        }
+        Ok(())
+    }
+
+    fn check_state_pending(&self) -> PyResult<()> {
+        self.ensure_alive()?;
+        let state = self.borrow().state;
+        if state != State::Pending {
+            let repr = self.as_any().repr()?;
+            return Err(stdlib::invalid_state_error(
+                self.py(),
+                format!("{}: {}", state.name(), repr),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_result(&self, result: Py<PyAny>) -> PyResult<()> {
+        self.check_state_pending()?;
+        {
+            let mut f = self.borrow_mut();
+            f.result = Some(result);
+            f.state = State::Finished;
+        }
+        self.schedule_callbacks()
+    }
+
+    pub(crate) fn set_exception(&self, exception: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = self.py();
+        self.check_state_pending()?;
+        let exception = if exception.is_instance_of::<PyType>() {
+            exception.call0()?
+        } else {
+            exception.clone()
+        };
+        if !exception.is_instance(&py.get_type::<pyo3::exceptions::PyBaseException>())? {
+            return Err(PyTypeError::new_err("invalid exception object"));
+        }
+        if exception.get_type().is(py.get_type::<PyStopIteration>()) {
+            return Err(PyTypeError::new_err(
+                "StopIteration interacts badly with generators and cannot be raised into a Future",
+            ));
+        }
+        let tb = exception.getattr(intern!(py, "__traceback__"))?;
+        {
+            let mut f = self.borrow_mut();
+            f.exception = Some(exception.unbind());
+            f.exception_tb = if tb.is_none() {
+                None
+            } else {
+                Some(tb.unbind())
+            };
+            f.state = State::Finished;
+        }
+        self.schedule_callbacks()?;
+        self.borrow_mut().log_traceback = true;
+        Ok(())
+    }
+
+    /// `Future.cancel` (a Task's cancel is `Task::cancel_impl`).
+    pub(crate) fn cancel(&self, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        self.ensure_alive()?;
+        {
+            let mut f = self.borrow_mut();
+            f.log_traceback = false;
+            if f.state != State::Pending {
+                return Ok(false);
+            }
+            f.state = State::Cancelled;
+            f.cancel_message = msg;
+        }
+        self.schedule_callbacks()?;
+        Ok(true)
+    }
+
+    pub(crate) fn result(&self) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py();
+        let state = self.borrow().state;
+        match state {
+            State::Cancelled => Err(PyErr::from_value(self.make_cancelled_error()?)),
+            State::Pending => Err(stdlib::invalid_state_error(py, "Result is not ready.")),
+            State::Finished => {
+                let mut f = self.borrow_mut();
+                f.log_traceback = false;
+                if let Some(exc) = &f.exception {
+                    let exc = exc.bind(py).clone();
+                    let tb = f.exception_tb.as_ref().map(|t| t.bind(py).clone());
+                    drop(f);
+                    if let Some(tb) = tb {
+                        exc.call_method1(intern!(py, "with_traceback"), (tb,))?;
+                    }
+                    return Err(PyErr::from_value(exc));
+                }
+                Ok(match &f.result {
+                    Some(r) => r.bind(py).clone(),
+                    None => py.None().into_bound(py),
+                })
+            }
+        }
+    }
+
+    pub(crate) fn exception(&self) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = self.py();
+        let state = self.borrow().state;
+        match state {
+            State::Cancelled => Err(PyErr::from_value(self.make_cancelled_error()?)),
+            State::Pending => Err(stdlib::invalid_state_error(py, "Exception is not set.")),
+            State::Finished => {
+                let mut f = self.borrow_mut();
+                f.log_traceback = false;
+                Ok(f.exception.as_ref().map(|e| e.bind(py).clone()))
+            }
+        }
+    }
+
+    /// `repr(future)`: `<ClassName info...>` with asyncio's `_repr_info`.
+    pub(crate) fn repr(&self) -> PyResult<String> {
+        let py = self.py();
+        self.ensure_alive()?;
+        let obj = self.as_any();
+        let info = obj.call_method0(intern!(py, "_repr_info"))?;
+        let joined = PyString::new(py, " ").call_method1(intern!(py, "join"), (info,))?;
+        Ok(format!("<{} {}>", obj.get_type().name()?, joined.str()?))
+    }
+}
+
+/// The methods and attributes Future and Task share (asyncio's Task inherits them from
+/// Future; here each class gets its own copy, since they share no Rust base), added to the
+/// class's own `#[pymethods]` block, which starts with its `__init__`. (`__init__`'s return
+/// type is written here: PyO3's code for the slot names locals at both the attribute's and the
+/// return type's spans, which must share this macro's hygiene.)
+macro_rules! future_pymethods {
+    (#[$attr:meta] impl $ty:ty {
+        #[pyo3(signature = $sig:tt)]
+        fn __init__($($param:tt)*) -> PyResult<()> $init:block
+        $($own:tt)*
+    }) => {
+        #[$attr]
+        impl $ty {
+            #[pyo3(signature = $sig)]
+            fn __init__($($param)*) -> PyResult<()> $init
+
+            fn result<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+                NativeFuture::from(slf).result()
+            }
+
+            fn exception<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
+                NativeFuture::from(slf).exception()
+            }
+
+            fn cancelled(&self) -> bool {
+                self.core.state == State::Cancelled
+            }
+
+            fn done(&self) -> bool {
+                self.core.state != State::Pending
+            }
+
+            fn get_loop<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+                NativeFuture::from(slf).loop_of()
+            }
+
+            #[pyo3(signature = (r#fn, *, context=None))]
+            fn add_done_callback(
+                slf: &Bound<'_, Self>,
+                r#fn: Py<PyAny>,
+                context: Option<Py<PyAny>>,
+            ) -> PyResult<()> {
+                NativeFuture::from(slf).add_done_callback(r#fn, context)
+            }
+
+            fn remove_done_callback(
+                slf: &Bound<'_, Self>,
+                r#fn: &Bound<'_, PyAny>,
+            ) -> PyResult<usize> {
+                NativeFuture::from(slf).remove_done_callback(r#fn)
+            }
+
+            fn _make_cancelled_error<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+                NativeFuture::from(slf).make_cancelled_error()
+            }
+
+            fn __await__(slf: &Bound<'_, Self>) -> PyResult<FutureIter> {
+                let fut = NativeFuture::from(slf);
+                fut.ensure_alive()?;
+                Ok(FutureIter {
+                    future: Some(fut.unbind()),
+                })
+            }
+
+            fn __iter__(slf: &Bound<'_, Self>) -> PyResult<FutureIter> {
+                Self::__await__(slf)
+            }
+
+            #[classmethod]
+            fn __class_getitem__<'py>(
+                cls: &Bound<'py, pyo3::types::PyType>,
+                item: &Bound<'py, PyAny>,
+            ) -> PyResult<Bound<'py, PyAny>> {
+                let py = cls.py();
+                py.import(intern!(py, "types"))?
+                    .getattr(intern!(py, "GenericAlias"))?
+                    .call1((cls, item))
+            }
+
+            #[getter]
+            fn _state(&self) -> &'static str {
+                self.core.state.name()
+            }
+
+            #[getter]
+            fn _result(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self.core.result.as_ref().map(|r| r.clone_ref(py))
+            }
+
+            #[getter]
+            fn _exception(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self.core.exception.as_ref().map(|r| r.clone_ref(py))
+            }
+
+            #[getter]
+            fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self.core.loop_.as_ref().map(|r| r.clone_ref(py))
+            }
+
+            #[getter]
+            fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self.core.source_traceback.as_ref().map(|r| r.clone_ref(py))
+            }
+
+            /// As the C Future: None when there are no callbacks, else a list of (callback,
+            /// context).
+            #[getter]
+            fn _callbacks<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, pyo3::types::PyList>>> {
+                self.core.callbacks_list(py)
+            }
+
+            #[getter(_log_traceback)]
+            fn get_log_traceback(&self) -> bool {
+                self.core.log_traceback
+            }
+
+            #[setter(_log_traceback)]
+            fn set_log_traceback(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+                if value.is_truthy()? {
+                    return Err(pyo3::exceptions::PyValueError::new_err(
+                        "_log_traceback can only be set to False",
+                    ));
+                }
+                self.core.log_traceback = false;
+                Ok(())
+            }
+
+            #[getter(_asyncio_future_blocking)]
+            fn get_asyncio_future_blocking(&self) -> bool {
+                self.core.blocking
+            }
+
+            #[setter(_asyncio_future_blocking)]
+            fn set_asyncio_future_blocking(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+                self.core.blocking = value.is_truthy()?;
+                Ok(())
+            }
+
+            #[getter(_cancel_message)]
+            fn get_cancel_message(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+                self.core.cancel_message.as_ref().map(|r| r.clone_ref(py))
+            }
+
+            #[setter(_cancel_message)]
+            fn set_cancel_message(&mut self, value: Option<Py<PyAny>>) {
+                self.core.cancel_message = value;
+            }
+
+            $($own)*
+        }
+    };
+}
+pub(crate) use future_pymethods;
+
+future_pymethods! {
+#[pymethods]
+impl Future {
+    #[pyo3(signature = (*, r#loop=None))]
+    fn __init__(slf: &Bound<'_, Self>, r#loop: Option<Py<PyAny>>) -> PyResult<()> {
+        NativeFuture::from(slf).init(r#loop)
+    }
+
+    /// A Future not yet initialized: `__init__` binds it to a loop (as the C Future, so that
+    /// a subclass skipping `super().__init__()` gets clear errors, not a crash).
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Future {
+            core: FutureCore::uninit(),
+        }
+    }
+
+    /// As the C Future's `__del__`, for subclasses that define their own and call super().
+    #[pyo3(name = "__del__")]
+    fn py_del(slf: &Bound<'_, Self>) -> PyResult<()> {
+        finalize_future(slf.as_any())
+    }
+
+    #[pyo3(signature = (msg=None))]
+    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        NativeFuture::from(slf).cancel(msg)
+    }
+
+    fn _repr_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        stdlib::future_repr_info(slf.py())?.call1((slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        NativeFuture::from(slf).repr()
+    }
+
+    /// Subclasses keep the "exception was never retrieved" report.
+    #[classmethod]
+    #[pyo3(signature = (**kwargs))]
+    fn __init_subclass__(
+        cls: &Bound<'_, PyType>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        init_subclass::<Future>(cls, kwargs, "Future")
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.core.traverse(&visit)
+    }
+
+    fn __clear__(&mut self) {
+        self.core.clear();
+    }
+}
+}
+
+/// The receiver of a Future method stored by [`install_base_methods`]: a ferroloop Future or
+/// Task, else the TypeError a method descriptor gives.
+fn receiver<'py>(slf: &Bound<'py, PyAny>, name: &str) -> PyResult<NativeFuture<'py>> {
+    NativeFuture::of(slf).ok_or_else(|| {
+        let tp = slf.get_type();
+        PyTypeError::new_err(format!(
+            "descriptor '{name}' for 'ferroloop.Future' objects doesn't apply to a '{}' object",
+            tp.fully_qualified_name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
+}
+
+/// `Future.set_result(result, /)`
+struct SetResult;
+
+impl capi::MethO for SetResult {
+    const NAME: &'static std::ffi::CStr = c"set_result";
+    const DOC: &'static std::ffi::CStr = c"Mark the future done and set its result.";
+    fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        receiver(slf, "set_result")?.set_result(arg.clone().unbind())?;
+        Ok(slf.py().None().into_bound(slf.py()))
+    }
+}
+
+/// `Future.set_exception(exception, /)`
+struct SetException;
+
+impl capi::MethO for SetException {
+    const NAME: &'static std::ffi::CStr = c"set_exception";
+    const DOC: &'static std::ffi::CStr = c"Mark the future done and set an exception.";
+    fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        receiver(slf, "set_exception")?.set_exception(arg)?;
+        Ok(slf.py().None().into_bound(slf.py()))
+    }
+}
+
+/// Gives ferroloop.Future the methods a Task overrides (set_result, set_exception) as
+/// descriptors that also accept a ferroloop Task: Task is a Future in asyncio, and
+/// `Future.set_result(task, ...)` sets the task's result there.
+pub(crate) fn install_base_methods(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<Future>();
+    let owner = py.get_type::<PyAsyncioFuture>();
+    capi::install_meth_o::<SetResult>(&ty, &owner)?;
+    capi::install_meth_o::<SetException>(&ty, &owner)
 }
 
 /// `__init_subclass__` of Future and Task: a Python subclass keeps the Rust finalizer of `T`
@@ -656,11 +895,11 @@ pub(crate) fn init_subclass<T: capi::Finalized>(
 /// (`Future.__del__`), through the loop's exception handler.
 pub(crate) fn finalize_future(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let Ok(fut) = obj.cast::<Future>() else {
+    let Some(fut) = NativeFuture::of(obj) else {
         return Ok(());
     };
     let (log, loop_, exc, tb) = {
-        let Ok(f) = fut.try_borrow() else {
+        let Some(f) = fut.try_borrow() else {
             return Ok(());
         };
         (
@@ -695,7 +934,7 @@ pub(crate) fn finalize_future(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 /// future while it is pending, then returns its result.
 #[pyclass(module = "ferroloop", name = "FutureIter")]
 pub struct FutureIter {
-    future: Option<Py<Future>>,
+    pub(crate) future: Option<OwnedNativeFuture>,
 }
 
 #[pymethods]
@@ -762,7 +1001,10 @@ impl FutureIter {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.future)
+        match &self.future {
+            Some(f) => visit.call(f.as_any()),
+            None => Ok(()),
+        }
     }
 
     fn __clear__(&mut self) {
@@ -785,7 +1027,7 @@ impl FutureIter {
     /// One step of `await future` without StopIteration: the future while it is pending, its
     /// result once done.
     fn step<'py>(&mut self, py: Python<'py>) -> PyResult<capi::SendResult<'py>> {
-        let Some(fut) = self.future.as_ref().map(|f| f.clone_ref(py).into_bound(py)) else {
+        let Some(fut) = self.future.as_ref().map(|f| f.bind(py)) else {
             return Ok(capi::SendResult::Returned(py.None().into_bound(py)));
         };
         {
@@ -794,13 +1036,13 @@ impl FutureIter {
                 if !f.blocking {
                     f.blocking = true;
                     drop(f);
-                    return Ok(capi::SendResult::Yielded(fut.into_any()));
+                    return Ok(capi::SendResult::Yielded(fut.as_any().clone()));
                 }
                 return Err(PyRuntimeError::new_err("await wasn't used with future"));
             }
         }
         self.future = None;
-        Ok(capi::SendResult::Returned(Future::result_impl(&fut)?))
+        Ok(capi::SendResult::Returned(fut.result()?))
     }
 }
 

@@ -24,7 +24,7 @@ use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyTypeInfo, PyVisit};
 
 use crate::event_loop::LoopCore;
-use crate::future::{Callback, Future, State};
+use crate::future::{Callback, Future, FutureCore, NativeFuture, State};
 use crate::task::Task;
 use crate::{capi, stdlib};
 
@@ -69,12 +69,18 @@ fn kind_of(obj: &Bound<'_, PyAny>) -> PyResult<Kind> {
 }
 
 /// The object as ferroloop's Future, if it is to be driven natively.
-fn as_native<'a, 'py>(obj: &'a Bound<'py, PyAny>, kind: Kind) -> Option<&'a Bound<'py, Future>> {
+fn as_native<'py>(obj: &Bound<'py, PyAny>, kind: Kind) -> Option<NativeFuture<'py>> {
     if kind == Kind::Native {
-        obj.cast::<Future>().ok()
+        NativeFuture::of(obj)
     } else {
         None
     }
+}
+
+/// An object of a native kind (see [`kind_of`]) as the native future it is.
+fn native_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<NativeFuture<'py>> {
+    NativeFuture::of(obj)
+        .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("expected a ferroloop future"))
 }
 
 /// True for futures and coroutines whose `__hash__`/`__eq__` are identity (exact native
@@ -106,7 +112,7 @@ fn get_event_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 fn loop_of<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = fut.py();
     match kind_of(fut)? {
-        Kind::Native => Future::loop_of(fut.cast::<Future>()?),
+        Kind::Native => native_of(fut)?.loop_of(),
         Kind::Asyncio => fut.call_method0(intern!(py, "get_loop")),
         Kind::Other => stdlib::futures_get_loop(py)?.call1((fut,)),
     }
@@ -297,10 +303,9 @@ fn add_child_callback<'py>(
 ) -> PyResult<()> {
     let py = fut.py();
     match kind_of(fut)? {
-        Kind::Native => Future::add_native_callback(
-            fut.cast::<Future>()?,
-            Callback::Gather(callback.clone().unbind()),
-        ),
+        Kind::Native => {
+            native_of(fut)?.add_native_callback(Callback::Gather(callback.clone().unbind()))
+        }
         Kind::Asyncio => {
             let ctx = match context {
                 Some(c) => c,
@@ -328,10 +333,11 @@ fn new_outer<'py>(
     let py = loop_.py();
     if let Ok(native) = loop_.cast::<LoopCore>() {
         if native.get().native_tasks_enabled() {
-            let base = Future::for_loop(py, loop_.clone().unbind(), native.get().debug_enabled())?;
+            let core =
+                FutureCore::for_loop(py, loop_.clone().unbind(), native.get().debug_enabled())?;
             let outer = Bound::new(
                 py,
-                PyClassInitializer::from(base).add_subclass(GatheringFuture {
+                PyClassInitializer::from(Future { core }).add_subclass(GatheringFuture {
                     children: Some(children.clone().into_any().unbind()),
                     cancel_requested: false,
                 }),
@@ -367,7 +373,7 @@ fn child_exception<'py>(
     if let Some(native) = as_native(fut, kind) {
         let state = native.borrow().state;
         return match state {
-            State::Cancelled => Err(PyErr::from_value(Future::make_cancelled_error(native)?)),
+            State::Cancelled => Err(PyErr::from_value(native.make_cancelled_error()?)),
             State::Pending => Err(stdlib::invalid_state_error(py, "Exception is not set.")),
             State::Finished => {
                 let mut f = native.borrow_mut();
@@ -382,7 +388,7 @@ fn child_exception<'py>(
 
 fn child_result<'py>(fut: &Bound<'py, PyAny>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
     if let Some(native) = as_native(fut, kind) {
-        return Future::result_impl(native);
+        return native.result();
     }
     fut.call_method0(intern!(fut.py(), "result"))
 }
@@ -390,7 +396,7 @@ fn child_result<'py>(fut: &Bound<'py, PyAny>, kind: Kind) -> PyResult<Bound<'py,
 /// `fut._make_cancelled_error()`
 fn child_cancelled_error<'py>(fut: &Bound<'py, PyAny>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
     if let Some(native) = as_native(fut, kind) {
-        return Future::make_cancelled_error(native);
+        return native.make_cancelled_error();
     }
     fut.call_method0(intern!(fut.py(), "_make_cancelled_error"))
 }
@@ -430,7 +436,7 @@ fn cancel_child(child: &Bound<'_, PyAny>, msg: Option<&Bound<'_, PyAny>>) -> PyR
         return Task::cancel_impl(child.cast::<Task>()?, msg_owned);
     }
     if ty.is(py.get_type::<Future>()) {
-        return Future::cancel_impl(child.cast::<Future>()?, msg_owned);
+        return NativeFuture::from(child.cast::<Future>()?).cancel(msg_owned);
     }
     if ty.is(py.get_type::<GatheringFuture>()) {
         return GatheringFuture::cancel_impl(child.cast::<GatheringFuture>()?, msg);
@@ -469,8 +475,8 @@ pub struct GatheringFuture {
 impl GatheringFuture {
     fn cancel_impl(slf: &Bound<'_, Self>, msg: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         let py = slf.py();
-        Future::ensure_alive(slf.as_super())?;
-        if slf.as_super().borrow().state != State::Pending {
+        NativeFuture::from(slf.as_super()).ensure_alive()?;
+        if slf.as_super().borrow().core.state != State::Pending {
             return Ok(false);
         }
         let children = slf.borrow().children.as_ref().map(|c| c.clone_ref(py));
@@ -600,14 +606,14 @@ pub struct GatherCallback {
 /// The outer future, natively or through its methods.
 fn outer_done(outer: &Bound<'_, PyAny>) -> PyResult<bool> {
     if let Ok(native) = outer.cast::<GatheringFuture>() {
-        return Ok(native.as_super().borrow().state != State::Pending);
+        return Ok(native.as_super().borrow().core.state != State::Pending);
     }
     outer.call_method0(intern!(outer.py(), "done"))?.is_truthy()
 }
 
 fn outer_set_exception(outer: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Ok(native) = outer.cast::<GatheringFuture>() {
-        return Future::set_exception_impl(native.as_super(), exc);
+        return NativeFuture::from(native.as_super()).set_exception(exc);
     }
     outer
         .call_method1(intern!(outer.py(), "set_exception"), (exc,))
@@ -616,7 +622,7 @@ fn outer_set_exception(outer: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) -> PyRe
 
 fn outer_set_result(outer: &Bound<'_, PyAny>, results: Bound<'_, PyList>) -> PyResult<()> {
     if let Ok(native) = outer.cast::<GatheringFuture>() {
-        return Future::set_result_impl(native.as_super(), results.into_any().unbind());
+        return NativeFuture::from(native.as_super()).set_result(results.into_any().unbind());
     }
     outer
         .call_method1(intern!(outer.py(), "set_result"), (results,))

@@ -1,7 +1,8 @@
 //! `ferroloop._ferroloop`: the PyO3 extension module. One module per concept:
 //! - [`event_loop`]: LoopCore, the run loop and scheduling;
 //! - [`handle`]: Handle and TimerHandle;
-//! - [`future`]: Future and the iterator `await` drives;
+//! - [`asyncio_base`]: asyncio's C Future and Task as base types of ferroloop's;
+//! - [`future`]: Future, the future state Task shares, and the iterator `await` drives;
 //! - [`task`]: Task, driving a coroutine;
 //! - [`gather`]: gather(), asyncio.gather natively;
 //! - [`transport`]: TransportCore, the Rust core of socket, datagram and pipe transports;
@@ -40,6 +41,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gather::register(m)?;
     m.add_class::<tls::SslProtocolCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
+    future::install_base_methods(m.py())?;
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
     capi::install_am_send::<future::FutureIter>(&m.py().get_type::<future::FutureIter>());
     Ok(())

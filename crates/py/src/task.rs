@@ -11,13 +11,16 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::asyncio_base::PyAsyncioTask;
 use crate::event_loop::{LoopCore, Ready};
-use crate::future::{Callback, Future, State};
+use crate::future::{future_pymethods, Callback, FutureCore, FutureIter, NativeFuture, State};
 use crate::{capi, stdlib};
 
-/// A coroutine wrapped in a Future (asyncio's `Task`).
-#[pyclass(module = "ferroloop", name = "Task", extends = Future, subclass)]
+/// A coroutine wrapped in a Future (asyncio's `Task`); a subclass of `asyncio.Task`.
+#[pyclass(module = "ferroloop", name = "Task", extends = PyAsyncioTask, subclass)]
 pub struct Task {
+    /// The Future part (asyncio's Task inherits it from Future).
+    pub(crate) core: FutureCore,
     pub(crate) coro: Option<Py<PyAny>>,
     pub(crate) context: Option<Py<PyAny>>,
     name: Option<Py<PyAny>>,
@@ -30,8 +33,10 @@ pub struct Task {
 }
 
 impl Task {
-    pub(crate) fn blank() -> Self {
+    /// A Task whose Future part is `core`, not started yet.
+    pub(crate) fn with_core(core: FutureCore) -> Self {
         Task {
+            core,
             coro: None,
             context: None,
             name: None,
@@ -93,7 +98,7 @@ impl Task {
     }
 
     fn loop_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Future::loop_of(slf.as_super())
+        NativeFuture::from(slf).loop_of()
     }
 
     /// `loop.call_soon(self.__step, exc, context=self._context)`.
@@ -127,7 +132,7 @@ impl Task {
     /// `Task.__step`, run in the task's context by the caller.
     pub(crate) fn step(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        if slf.as_super().borrow().state != State::Pending {
+        if slf.borrow().core.state != State::Pending {
             let exc_repr = match &exc {
                 Some(e) => e.repr()?.to_string(),
                 None => "None".to_string(),
@@ -144,7 +149,7 @@ impl Task {
                 None => false,
             };
             if !is_cancelled {
-                exc = Some(Future::make_cancelled_error(slf.as_super())?);
+                exc = Some(NativeFuture::from(slf).make_cancelled_error()?);
             }
             slf.borrow_mut().must_cancel = false;
         }
@@ -181,7 +186,7 @@ impl Task {
     /// The second half of `Task.__step`: what the coroutine's send/throw produced.
     fn after_send(slf: &Bound<'_, Self>, outcome: PyResult<capi::SendResult<'_>>) -> PyResult<()> {
         let py = slf.py();
-        let fut = slf.as_super();
+        let fut = NativeFuture::from(slf);
         match outcome {
             Ok(capi::SendResult::Returned(value)) => {
                 if slf.borrow().must_cancel {
@@ -191,26 +196,26 @@ impl Task {
                         .cancel_message
                         .as_ref()
                         .map(|m| m.clone_ref(py));
-                    Future::cancel_impl(fut, msg)?;
+                    fut.cancel(msg)?;
                 } else {
-                    Future::set_result_impl(fut, value.unbind())?;
+                    fut.set_result(value.unbind())?;
                 }
                 Ok(())
             }
             Err(err) if err.is_instance(py, stdlib::cancelled_error(py)?) => {
                 fut.borrow_mut().cancelled_exc = Some(stdlib::exception_value(py, &err).unbind());
-                Future::cancel_impl(fut, None)?;
+                fut.cancel(None)?;
                 Ok(())
             }
             Err(err)
                 if err.is_instance_of::<PyKeyboardInterrupt>(py)
                     || err.is_instance_of::<PySystemExit>(py) =>
             {
-                Future::set_exception_impl(fut, &stdlib::exception_value(py, &err))?;
+                fut.set_exception(&stdlib::exception_value(py, &err))?;
                 Err(err)
             }
             Err(err) => {
-                Future::set_exception_impl(fut, &stdlib::exception_value(py, &err))?;
+                fut.set_exception(&stdlib::exception_value(py, &err))?;
                 Ok(())
             }
             Ok(capi::SendResult::Yielded(result)) => Self::handle_yield(slf, result),
@@ -224,12 +229,12 @@ impl Task {
         // Exactly ferroloop's Future, Task or gather's future (a subclass may override
         // add_done_callback).
         let ty = result.get_type();
-        if ty.is(py.get_type::<Future>())
+        if ty.is(py.get_type::<crate::future::Future>())
             || ty.is(py.get_type::<Task>())
             || ty.is(py.get_type::<crate::gather::GatheringFuture>())
         {
-            if let Ok(native) = result.cast::<Future>() {
-                return Self::wait_on_native(slf, native);
+            if let Some(native) = NativeFuture::of(&result) {
+                return Self::wait_on_native(slf, &native);
             }
         }
         let blocking = match result.getattr(intern!(py, "_asyncio_future_blocking")) {
@@ -295,11 +300,11 @@ impl Task {
     }
 
     /// Waiting on a ferroloop Future: the same checks, and a native wake-up registration.
-    fn wait_on_native(slf: &Bound<'_, Self>, result: &Bound<'_, Future>) -> PyResult<()> {
+    fn wait_on_native(slf: &Bound<'_, Self>, result: &NativeFuture<'_>) -> PyResult<()> {
         let py = slf.py();
         let (blocking, same_loop) = {
             let f = result.borrow();
-            let same = match (&f.loop_, &slf.as_super().borrow().loop_) {
+            let same = match (&f.loop_, &slf.borrow().core.loop_) {
                 (Some(a), Some(b)) => a.is(b),
                 _ => false,
             };
@@ -309,7 +314,7 @@ impl Task {
             let msg = format!(
                 "Task {} got Future {} attached to a different loop",
                 slf.repr()?,
-                result.repr()?
+                result.as_any().repr()?
             );
             return Self::schedule_step(slf, Some(runtime_error(py, msg)?));
         }
@@ -317,7 +322,7 @@ impl Task {
             let msg = format!(
                 "yield was used instead of yield from in task {} with {}",
                 slf.repr()?,
-                result.repr()?
+                result.as_any().repr()?
             );
             return Self::schedule_step(slf, Some(runtime_error(py, msg)?));
         }
@@ -326,8 +331,8 @@ impl Task {
             return Self::schedule_step(slf, Some(runtime_error(py, msg)?));
         }
         result.borrow_mut().blocking = false;
-        Future::add_native_callback(result, Callback::TaskWakeup(slf.clone().unbind()))?;
-        Self::set_waiter(slf, result.clone().into_any())
+        result.add_native_callback(Callback::TaskWakeup(slf.clone().unbind()))?;
+        Self::set_waiter(slf, result.as_any().clone())
     }
 
     /// Remembers what the task waits on; a cancel() that came while stepping is passed on.
@@ -336,8 +341,8 @@ impl Task {
         slf.borrow_mut().fut_waiter = Some(waiter.clone().unbind());
         if slf.borrow().must_cancel {
             let msg = slf
-                .as_super()
                 .borrow()
+                .core
                 .cancel_message
                 .as_ref()
                 .map(|m| m.clone_ref(py));
@@ -352,8 +357,8 @@ impl Task {
     /// `Task.__wakeup(future)`: step with the future's exception, or plainly.
     pub(crate) fn wakeup(slf: &Bound<'_, Self>, future: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let outcome = if let Ok(native) = future.cast::<Future>() {
-            Future::result_impl(native).map(|_| ())
+        let outcome = if let Some(native) = NativeFuture::of(future) {
+            native.result().map(|_| ())
         } else {
             future.call_method0(intern!(py, "result")).map(|_| ())
         };
@@ -370,9 +375,9 @@ fn cancel_other(fut: &Bound<'_, PyAny>, msg: Option<Py<PyAny>>) -> PyResult<bool
     if let Ok(task) = fut.cast::<Task>() {
         return Task::cancel_impl(task, msg);
     }
-    if let Ok(native) = fut.cast::<Future>() {
-        if native.get_type().is(py.get_type::<Future>()) {
-            return Future::cancel_impl(native, msg);
+    if let Ok(native) = fut.cast::<crate::future::Future>() {
+        if native.get_type().is(py.get_type::<crate::future::Future>()) {
+            return NativeFuture::from(native).cancel(msg);
         }
     }
     let kwargs = PyDict::new(py);
@@ -431,9 +436,9 @@ impl Task {
     /// `Task.cancel`
     pub(crate) fn cancel_impl(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
         let py = slf.py();
-        Future::ensure_alive(slf.as_super())?;
-        slf.as_super().borrow_mut().log_traceback = false;
-        if slf.as_super().borrow().state != State::Pending {
+        NativeFuture::from(slf).ensure_alive()?;
+        slf.borrow_mut().core.log_traceback = false;
+        if slf.borrow().core.state != State::Pending {
             return Ok(false);
         }
         slf.borrow_mut().num_cancels_requested += 1;
@@ -447,25 +452,14 @@ impl Task {
             }
         }
         slf.borrow_mut().must_cancel = true;
-        slf.as_super().borrow_mut().cancel_message = msg;
+        slf.borrow_mut().core.cancel_message = msg;
         Ok(true)
     }
 }
 
+future_pymethods! {
 #[pymethods]
 impl Task {
-    /// A Task not yet initialized; `__init__` starts it (as asyncio's, for subclasses).
-    #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn py_new(
-        py: Python<'_>,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<PyClassInitializer<Self>> {
-        let base = Future::py_new_uninit(py);
-        Ok(PyClassInitializer::from(base).add_subclass(Task::blank()))
-    }
-
     #[pyo3(signature = (coro, *, r#loop=None, name=None, context=None))]
     fn __init__(
         slf: &Bound<'_, Self>,
@@ -474,9 +468,17 @@ impl Task {
         name: Option<&Bound<'_, PyAny>>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        Future::init_impl(slf.as_super(), r#loop)?;
+        NativeFuture::from(slf).init(r#loop)?;
         Task::start(slf, coro, name, context)
     }
+
+    /// A Task not yet initialized; `__init__` starts it (as asyncio's, for subclasses).
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Task::with_core(FutureCore::uninit())
+    }
+
 
     #[pyo3(signature = (msg=None))]
     fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
@@ -556,11 +558,7 @@ impl Task {
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        let py = slf.py();
-        Future::ensure_alive(slf.as_super())?;
-        let info = slf.call_method0(intern!(py, "_repr_info"))?;
-        let joined = PyString::new(py, " ").call_method1(intern!(py, "join"), (info,))?;
-        Ok(format!("<{} {}>", slf.get_type().name()?, joined.str()?))
+        NativeFuture::from(slf).repr()
     }
 
     /// As asyncio's `Task.__del__`, for subclasses (whose finalizer calls `__del__`).
@@ -616,6 +614,7 @@ impl Task {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.core.traverse(&visit)?;
         visit.call(&self.coro)?;
         visit.call(&self.context)?;
         visit.call(&self.name)?;
@@ -624,11 +623,13 @@ impl Task {
     }
 
     fn __clear__(&mut self) {
+        self.core.clear();
         self.coro = None;
         self.context = None;
         self.name = None;
         self.fut_waiter = None;
     }
+}
 }
 
 impl capi::Finalized for Task {
@@ -636,8 +637,9 @@ impl capi::Finalized for Task {
     fn finalize(obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = obj.py();
         if let Ok(task) = obj.cast::<Task>() {
-            let report = match (task.try_borrow(), task.as_super().try_borrow()) {
-                (Ok(t), Ok(f)) => {
+            let report = match task.try_borrow() {
+                Ok(t) => {
+                    let f = &t.core;
                     if f.state == State::Pending && t.log_destroy_pending {
                         f.loop_.as_ref().map(|l| {
                             (
