@@ -15,7 +15,7 @@ COLORS = {
     "uvloop": "#4c72b0",
     "rloop": "#55a868",
     "ferroloop": "#e8702a",
-    "ferroloop-native": "#9c3208",
+    "ferroloop-asyncio-tasks": "#9c3208",
 }
 
 

@@ -1,9 +1,10 @@
 """bench/run.py — owns ferroloop's benchmark suite driver: the row registry, per-loop workers,
 the report table (bench/results/latest.md) and the chart (bench/results/latest.png).
 
-Compares stock asyncio, uvloop, rloop and ferroloop (and ferroloop with its native Future/Task)
-on event-loop-bound workloads: scheduling and tasks (bench/wl_core.py), pyperformance's
-async_tree, TCP/UDP/TLS echo, HTTP servers and memory per connection/task (bench/wl_net.py).
+Compares stock asyncio, uvloop, rloop and ferroloop (also with asyncio's own Future/Task, and
+with its native gather patched in) on event-loop-bound workloads: scheduling and tasks
+(bench/wl_core.py), pyperformance's async_tree, TCP/UDP/TLS echo, HTTP servers and memory per
+connection/task (bench/wl_net.py).
 Each measurement runs in a fresh subprocess (`python bench/run.py --worker ROW LOOP`); loops
 are interleaved round-robin within each repeat, and the median of R repeats is reported. A loop
 that cannot be imported, or a row it cannot run (NotImplementedError, a crash, a timeout), is
@@ -48,18 +49,16 @@ LOOPS: dict[str, tuple[str, str]] = {
     "uvloop": ("uvloop", "new_event_loop"),
     "rloop": ("rloop", "new_event_loop"),
     "ferroloop": ("ferroloop", "new_event_loop"),
-    "ferroloop-native": ("ferroloop", "new_event_loop"),
+    "ferroloop-asyncio-tasks": ("ferroloop", "new_event_loop"),
     "ferroloop-gather": ("ferroloop", "new_event_loop"),
-    "ferroloop-native-gather": ("ferroloop", "new_event_loop"),
 }
-# Keyword arguments for a loop's factory (ferroloop with its native Future/Task).
+# Keyword arguments for a loop's factory (ferroloop with asyncio's own Future/Task).
 LOOP_KWARGS: dict[str, dict[str, object]] = {
-    "ferroloop-native": {"native_tasks": True},
-    "ferroloop-native-gather": {"native_tasks": True},
+    "ferroloop-asyncio-tasks": {"native_tasks": False},
 }
 # Variants whose worker calls ferroloop.patch_asyncio() first, so the rows' asyncio.gather is
 # ferroloop's native gather. They only run the scheduling/task and async_tree rows.
-GATHER_PATCHED = {"ferroloop-gather", "ferroloop-native-gather"}
+GATHER_PATCHED = {"ferroloop-gather"}
 BASELINE = "asyncio"
 SUBJECT = "ferroloop"
 

@@ -68,8 +68,8 @@ def _stock_run(name: str) -> dict:
     return runner.run_isolated("asyncio", name, budget=MODULE_BUDGET, test_timeout=TEST_TIMEOUT)
 
 
-# "ferroloop-native": the same loop with ferroloop's native Future/Task (native_tasks=True).
-@pytest.mark.parametrize("variant", ["ferroloop", "ferroloop-native"])
+# "ferroloop-asyncio-tasks": the same loop with asyncio's own Future/Task (native_tasks=False).
+@pytest.mark.parametrize("variant", ["ferroloop", "ferroloop-asyncio-tasks"])
 @pytest.mark.parametrize("module", MODULES)
 def test_stock_passing_tests_pass_on_ferroloop(module: str, variant: str) -> None:
     name = runner.qualify(module)

@@ -80,15 +80,15 @@ def _loop_override(make_loop):
 GATHER_LOOPS = {
     "TestLoop": None,  # CPython's own set-up
     "Selector": asyncio.SelectorEventLoop,
-    "Ferro": ferroloop.new_event_loop,
-    "FerroNative": lambda: ferroloop.new_event_loop(native_tasks=True),
+    "FerroAsyncioTasks": lambda: ferroloop.new_event_loop(native_tasks=False),
+    "FerroNative": ferroloop.new_event_loop,
 }
 
 # Tests that fail with asyncio.gather itself on a loop (so expected to fail with both).
 ORACLE_FAILS = {
     # It patches asyncio.base_events.BaseEventLoop.call_exception_handler, which ferroloop's
     # loop is not; the assertion then finds no mock on the loop.
-    ("Ferro", "test_issue46672"): "mocks BaseEventLoop.call_exception_handler",
+    ("FerroAsyncioTasks", "test_issue46672"): "mocks BaseEventLoop.call_exception_handler",
     ("FerroNative", "test_issue46672"): "mocks BaseEventLoop.call_exception_handler",
 }
 
@@ -196,7 +196,7 @@ globals().update(_make_policy_classes())
 OWN_LOOPS = {
     "asyncio": asyncio.SelectorEventLoop,
     "ferroloop": ferroloop.new_event_loop,
-    "ferroloop-native": lambda: ferroloop.new_event_loop(native_tasks=True),
+    "ferroloop-asyncio-tasks": lambda: ferroloop.new_event_loop(native_tasks=False),
 }
 GATHERS = {"asyncio": asyncio.gather, "ferroloop": ferroloop.gather}
 

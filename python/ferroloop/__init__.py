@@ -35,11 +35,13 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def new_event_loop(*, native_tasks: bool = False) -> Loop:
+def new_event_loop(*, native_tasks: bool = True) -> Loop:
     """A new ferroloop event loop (not set as the current loop).
 
-    ``native_tasks=True`` makes ``loop.create_future()`` and ``loop.create_task()`` return
-    ferroloop's native Future and Task instead of asyncio's."""
+    ``loop.create_future()`` and ``loop.create_task()`` return ferroloop's native Future and
+    Task (subclasses of asyncio.Future and asyncio.Task). ``native_tasks=False`` makes them
+    return asyncio's own classes instead: a way out for a compatibility problem, and a way to
+    compare."""
     return Loop(native_tasks=native_tasks)
 
 

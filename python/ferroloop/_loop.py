@@ -52,7 +52,7 @@ class Loop(
             return None
         return _SelectorView(self)
 
-    def __init__(self, *, native_tasks=False):
+    def __init__(self, *, native_tasks=True):
         self._set_native_tasks(bool(native_tasks))
         self._exception_handler = None
         self._default_executor = None

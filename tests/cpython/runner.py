@@ -70,18 +70,19 @@ def short_traceback(text: str) -> str:
 # --------------------------------------------------------------------------- loop selection
 
 
-LOOPS = ("asyncio", "ferroloop", "ferroloop-native")
+LOOPS = ("asyncio", "ferroloop", "ferroloop-asyncio-tasks")
 
 
 def ferroloop_factory(loop: str):
-    """The loop factory a ferroloop variant stands for: "ferroloop" is the default loop,
-    "ferroloop-native" the loop with ferroloop's native Future/Task (native_tasks=True)."""
+    """The loop factory a ferroloop variant stands for: "ferroloop" is the default loop (native
+    Future/Task), "ferroloop-asyncio-tasks" the loop with asyncio's own Future/Task
+    (native_tasks=False)."""
     import functools
 
     import ferroloop
 
-    if loop == "ferroloop-native":
-        return functools.partial(ferroloop.new_event_loop, native_tasks=True)
+    if loop == "ferroloop-asyncio-tasks":
+        return functools.partial(ferroloop.new_event_loop, native_tasks=False)
     return ferroloop.new_event_loop
 
 
