@@ -1392,6 +1392,20 @@ impl TransportCore {
                 .map(drop),
             _ => Ok(()),
         };
+        // A transport of a server's accepted connection defers its socket extra info (see
+        // `SocketTransport` in _transports.py): reading `_extra` fills it in while the socket
+        // is still open.
+        let lazy_extra = {
+            let st = slf.get().lock();
+            match (&st.transport, &st.server, st.kind) {
+                (Some(t), Some(_), Kind::Socket) => Some(t.clone_ref(py)),
+                _ => None,
+            }
+        };
+        let fill_result = match lazy_extra {
+            Some(t) => t.bind(py).getattr(intern!(py, "_extra")).map(drop),
+            None => Ok(()),
+        };
         let (sock, protocol, lp, server, transport) = {
             let mut st = slf.get().lock();
             st.reader_on = false;
@@ -1423,7 +1437,7 @@ impl TransportCore {
                     .call_method1(intern!(py, "set_exception"), (err,))?;
             }
         }
-        result.and(close_result).and(detach_result)
+        result.and(fill_result).and(close_result).and(detach_result)
     }
 }
 
