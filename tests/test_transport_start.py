@@ -177,7 +177,7 @@ def test_connection_made_error_is_reported_and_reading_starts(loop):
             raise ZeroDivisionError("made")
 
     async def main():
-        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        loop.set_exception_handler(lambda lp, ctx: contexts.append((ctx, repr(ctx["handle"]))))
         server, client, proto = await accept_one(loop, Failing)
         client.sendall(b"hello")
         await proto.got_data
@@ -190,11 +190,11 @@ def test_connection_made_error_is_reported_and_reading_starts(loop):
 
     run(loop, main())
     assert len(contexts) == 1
-    ctx = contexts[0]
+    ctx, handle_repr = contexts[0]
     assert ctx["message"].startswith("Exception in callback ")
     assert "Failing.connection_made(<" in ctx["message"]
     assert isinstance(ctx["exception"], ZeroDivisionError)
-    assert "Failing.connection_made" in repr(ctx["handle"])
+    assert "Failing.connection_made(<" in handle_repr
 
 
 def test_connection_made_goes_to_the_protocol_given_at_construction(loop):
