@@ -12,6 +12,11 @@
 //! Writes try the system call at once when nothing is buffered; the rest waits in a
 //! [`WriteBuffer`] flushed with one vectored call per writable event.
 //!
+//! Memory per connection is kept small: the write buffer exists only while bytes wait, what
+//! few transports use sits in a boxed [`Rare`], and the constructor's deferred start
+//! (`connection_made`, then reading) is one ready-queue entry, not Handles
+//! ([`TransportCore::run_start`]).
+//!
 //! The Python classes in `python/ferroloop/_transports.py` (instances of asyncio's Transport,
 //! ReadTransport, WriteTransport, DatagramTransport) hold one of these as `_core` and delegate
 //! to it.
