@@ -17,6 +17,9 @@ from asyncio import constants, transports, trsock
 
 from ._ferroloop import TransportCore
 
+# BaseTransport's `_extra` slot, under the `_extra` property of SocketTransport.
+_EXTRA_SLOT = transports.BaseTransport._extra
+
 
 def _set_nodelay(sock):
     """base_events._set_nodelay: disable Nagle on TCP sockets."""
@@ -131,20 +134,28 @@ class _ReadingMixin:
 class SocketTransport(
     _CoreTransport, _ReadingMixin, _WritingMixin, transports._FlowControlMixin, transports.Transport
 ):
-    """A TCP or Unix stream socket's transport (selector_events._SelectorSocketTransport)."""
+    """A TCP or Unix stream socket's transport (selector_events._SelectorSocketTransport).
+
+    Memory per connection is kept small: the instance ``__dict__`` holds only ``_sock_fd`` and
+    ``_core`` (``write`` is the class's method), and for a connection accepted by a server,
+    whose socket only this transport holds, the ``socket`` and ``sockname`` extra info are
+    filled in when first asked for (``get_extra_info``, ``_extra``, ``_sock``) or before the
+    core closes the socket: the values are the ones asyncio stores at construction.
+    """
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        # BaseTransport's only: the flow-control state lives in the core, not in
+        # BaseTransport.__init__'s only: the flow-control state lives in the core, not in
         # _FlowControlMixin's slots (which the properties here shadow).
-        transports.BaseTransport.__init__(self, extra)
-        _add_socket_extra(self._extra, sock)
+        if extra is None:
+            extra = {}
+        _EXTRA_SLOT.__set__(self, extra)
+        if server is None:
+            _add_socket_extra(extra, sock)
         self._sock_fd = sock.fileno()
         self._core = core = TransportCore(loop, self, sock, self._sock_fd, "socket", server)
-        # The hot method without a Python frame: the core's bound method.
-        self.write = core.write
         core.set_protocol(protocol)
         if server is not None:
             server._attach()
@@ -153,9 +164,37 @@ class SocketTransport(
         core._start(waiter)
 
     @property
+    def _extra(self):
+        extra = _EXTRA_SLOT.__get__(self)
+        if "socket" not in extra:
+            self._fill_extra(extra)
+        return extra
+
+    @_extra.setter
+    def _extra(self, value):
+        _EXTRA_SLOT.__set__(self, value)
+
+    def _fill_extra(self, extra):
+        """The socket's extra info, deferred from __init__ (see the class docstring)."""
+        core = self._core
+        sock = None if core is None else core._sock
+        if sock is not None:
+            _add_socket_extra(extra, sock)
+
+    def get_extra_info(self, name, default=None):
+        extra = _EXTRA_SLOT.__get__(self)
+        if name not in extra and "socket" not in extra:
+            self._fill_extra(extra)
+        return extra.get(name, default)
+
+    @property
     def _sock(self):
         core = self._core
-        return None if core is None else core._sock
+        if core is None:
+            return None
+        if "socket" not in _EXTRA_SLOT.__get__(self):
+            self._fill_extra(_EXTRA_SLOT.__get__(self))
+        return core._sock
 
     @property
     def _server(self):
@@ -219,7 +258,6 @@ class DatagramTransport(
             bool(self._extra["peername"]),
             sock.family,
         )
-        self.sendto = core.sendto
         core.set_protocol(protocol)
         loop._transports[self._sock_fd] = self
         core._start(waiter)
@@ -341,7 +379,6 @@ class WritePipeTransport(
         self._core = core = TransportCore(
             loop, self, pipe, self._fileno, "write_pipe", None, watch_eof
         )
-        self.write = core.write
         core.set_protocol(protocol)
         core._start(waiter)
 

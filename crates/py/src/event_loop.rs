@@ -45,7 +45,11 @@ pub(crate) enum Ready {
     /// A `ferroloop.gather` child is done: its gather's done callback, called with it.
     GatherChild(Py<GatherCallback>, Py<PyAny>),
     /// A Rust transport's fd is ready: `(target, write side, registration generation)`.
-    Io(NativeIo, bool, u64),
+    Io(NativeIo, bool, u32),
+    /// A Rust transport's deferred start (`protocol.connection_made(transport)`, then
+    /// reading), run in the context copied when it was queued: what a transport's `__init__`
+    /// queues as separate callbacks, as one entry and without Handles.
+    Start(NativeIo, Py<PyAny>),
 }
 
 #[derive(Default)]
@@ -62,7 +66,7 @@ type IoKey = (u8, Option<Py<Handle>>, Option<Py<Handle>>);
 /// Rust transport called directly (no Handle).
 pub(crate) enum Watcher {
     Handle(Py<Handle>),
-    Native(NativeIo, u64),
+    Native(NativeIo, u32),
 }
 
 impl Watcher {
@@ -692,6 +696,7 @@ impl LoopCore {
                     Self::run_gather_child(slf, callback.into_bound(py), child.into_bound(py))?;
                 }
                 Ready::Io(target, write, gen) => target.on_ready(py, write, gen)?,
+                Ready::Start(target, context) => target.start(py, context.into_bound(py))?,
             }
         }
         Ok(())
@@ -842,7 +847,7 @@ impl LoopCore {
         py: Python<'_>,
         fd: RawFd,
         target: NativeIo,
-        generation: u64,
+        generation: u32,
         write: bool,
     ) -> PyResult<()> {
         self.check_closed()?;
@@ -1490,6 +1495,10 @@ impl LoopCore {
                             visit.call(child)?;
                         }
                         Ready::Io(target, ..) => target.visit(&visit)?,
+                        Ready::Start(target, context) => {
+                            target.visit(&visit)?;
+                            visit.call(context)?;
+                        }
                     }
                 }
                 for (_, t) in s.timers.iter() {

@@ -116,36 +116,47 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
         {
             Err(err)
         }
-        Err(err) => {
-            let source = stdlib::format_callback_source(py)?.call1((&callback, &args))?;
-            let ctx = PyDict::new(py);
-            ctx.set_item(
-                intern!(py, "message"),
-                format!("Exception in callback {}", source.str()?),
-            )?;
-            ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &err))?;
-            ctx.set_item(intern!(py, "handle"), handle)?;
-            let (loop_, tb) = {
-                let h = handle.borrow();
-                (
-                    h.loop_.as_ref().map(|l| l.clone_ref(py)),
-                    h.source_traceback.as_ref().map(|t| t.clone_ref(py)),
-                )
-            };
-            if let Some(tb) = tb {
-                ctx.set_item(intern!(py, "source_traceback"), tb)?;
-            }
-            // The handler sees the handle as it was (its repr names the callback); a one-shot
-            // handle lets go of its references again afterwards.
-            with_references(handle, &callback, &args, &context, || match &loop_ {
-                Some(l) => l
-                    .bind(py)
-                    .call_method1(intern!(py, "call_exception_handler"), (ctx,))
-                    .map(|_| ()),
-                None => Ok(()),
-            })
-        }
+        Err(err) => report_callback_error(py, handle, &callback, &args, &context, &err),
     }
+}
+
+/// What `events.Handle._run` does with a callback's exception: "Exception in callback ..."
+/// to the loop's exception handler, with the handle (and its creation stack, if recorded).
+pub(crate) fn report_callback_error(
+    py: Python<'_>,
+    handle: &Bound<'_, Handle>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    context: &Bound<'_, PyAny>,
+    err: &PyErr,
+) -> PyResult<()> {
+    let source = stdlib::format_callback_source(py)?.call1((callback, args))?;
+    let ctx = PyDict::new(py);
+    ctx.set_item(
+        intern!(py, "message"),
+        format!("Exception in callback {}", source.str()?),
+    )?;
+    ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, err))?;
+    ctx.set_item(intern!(py, "handle"), handle)?;
+    let (loop_, tb) = {
+        let h = handle.borrow();
+        (
+            h.loop_.as_ref().map(|l| l.clone_ref(py)),
+            h.source_traceback.as_ref().map(|t| t.clone_ref(py)),
+        )
+    };
+    if let Some(tb) = tb {
+        ctx.set_item(intern!(py, "source_traceback"), tb)?;
+    }
+    // The handler sees the handle as it was (its repr names the callback); a one-shot
+    // handle lets go of its references again afterwards.
+    with_references(handle, callback, args, context, || match &loop_ {
+        Some(l) => l
+            .bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (ctx,))
+            .map(|_| ()),
+        None => Ok(()),
+    })
 }
 
 /// Runs `f` with a one-shot handle's references put back (for reporting), then releases them.

@@ -18,9 +18,16 @@ impl NativeIo {
     }
 
     /// The fd is readable (`write` false) or writable, for the registration `generation`.
-    pub(crate) fn on_ready(self, py: Python<'_>, write: bool, generation: u64) -> PyResult<()> {
+    pub(crate) fn on_ready(self, py: Python<'_>, write: bool, generation: u32) -> PyResult<()> {
         match self {
             NativeIo::Transport(t) => TransportCore::on_ready(t.bind(py), write, generation),
+        }
+    }
+
+    /// The deferred start queued by the transport's constructor, run in `context`.
+    pub(crate) fn start(self, py: Python<'_>, context: Bound<'_, PyAny>) -> PyResult<()> {
+        match self {
+            NativeIo::Transport(t) => TransportCore::run_start(t.bind(py), &context),
         }
     }
 

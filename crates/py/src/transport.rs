@@ -12,6 +12,11 @@
 //! Writes try the system call at once when nothing is buffered; the rest waits in a
 //! [`WriteBuffer`] flushed with one vectored call per writable event.
 //!
+//! Memory per connection is kept small: the write buffer exists only while bytes wait, what
+//! few transports use sits in a boxed [`Rare`], and the constructor's deferred start
+//! (`connection_made`, then reading) is one ready-queue entry, not Handles
+//! ([`TransportCore::run_start`]).
+//!
 //! The Python classes in `python/ferroloop/_transports.py` (instances of asyncio's Transport,
 //! ReadTransport, WriteTransport, DatagramTransport) hold one of these as `_core` and delegate
 //! to it.
@@ -36,9 +41,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::event_loop::{os_error, LoopCore};
+use crate::event_loop::{os_error, LoopCore, Ready};
+use crate::handle::{self, Handle};
 use crate::native_io::NativeIo;
-use crate::stdlib;
+use crate::{capi, stdlib};
 
 /// `_SelectorTransport.max_size` / `_UnixReadPipeTransport.max_size`: bytes per read.
 const MAX_SIZE: usize = 256 * 1024;
@@ -64,6 +70,82 @@ enum Kind {
 /// Datagrams waiting to be sent: (bytes, address).
 type Datagrams = VecDeque<(Py<PyAny>, Py<PyAny>)>;
 
+/// `_FlowControlMixin`'s default limits: (high, low).
+const DEFAULT_HIGH_WATER: i64 = 64 * 1024;
+const DEFAULT_LOW_WATER: i64 = 16 * 1024;
+
+/// The unsent bytes of a stream or a write pipe: no allocation while nothing waits, and the
+/// queue is let go of (not kept at its largest size) once it is flushed empty.
+#[derive(Default)]
+struct PendingBytes(Option<Box<WriteBuffer>>);
+
+impl PendingBytes {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |b| b.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.0.get_or_insert_with(Default::default).push(data);
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    fn flush(&mut self, fd: RawFd, socket: bool) -> io::Result<usize> {
+        let Some(b) = self.0.as_mut() else {
+            return Ok(0);
+        };
+        let result = b.flush(fd, socket);
+        if b.is_empty() {
+            self.0 = None;
+        }
+        result
+    }
+}
+
+/// What few transports use, allocated when first needed (datagram transports at once): kept
+/// out of [`State`] so that the common case, a stream, stays small.
+struct Rare {
+    /// Datagrams waiting to be sent, with their address, and their total size.
+    datagrams: Datagrams,
+    datagram_bytes: usize,
+    /// A connected datagram endpoint's remote address (`_address`).
+    address: Option<Py<PyAny>>,
+    /// The socket has a peer (`_extra['peername']`): send(), not sendto().
+    connected: bool,
+    /// AF_INET or AF_INET6 for such datagram sockets: datagrams and addresses are handled
+    /// in Rust; 0 for other families (through the socket object's methods).
+    inet_family: i32,
+    /// sendfile's waiter for the write buffer to drain.
+    empty_waiter: Option<Py<PyAny>>,
+    high_water: i64,
+    low_water: i64,
+    /// The protocol `connection_made` is due on when set_protocol replaced it before the
+    /// deferred start ran (asyncio binds `protocol.connection_made` in `__init__`).
+    made_protocol: Option<Py<PyAny>>,
+}
+
+impl Default for Rare {
+    fn default() -> Self {
+        Rare {
+            datagrams: VecDeque::new(),
+            datagram_bytes: 0,
+            address: None,
+            connected: false,
+            inet_family: 0,
+            empty_waiter: None,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: DEFAULT_LOW_WATER,
+            made_protocol: None,
+        }
+    }
+}
+
 struct State {
     kind: Kind,
     fd: RawFd,
@@ -80,37 +162,60 @@ struct State {
     closing: bool,
     paused: bool,
     eof: bool,
-    conn_lost: u32,
     protocol_paused: bool,
-    high_water: i64,
-    low_water: i64,
-    buffer: WriteBuffer,
-    /// Datagrams waiting to be sent, with their address, and their total size.
-    datagrams: Datagrams,
-    datagram_bytes: usize,
-    /// A connected datagram endpoint's remote address (`_address`).
-    address: Option<Py<PyAny>>,
-    /// The socket has a peer (`_extra['peername']`): send(), not sendto().
-    connected: bool,
-    /// AF_INET or AF_INET6 for such datagram sockets: datagrams and addresses are handled
-    /// in Rust; 0 for other families (through the socket object's methods).
-    inet_family: i32,
-    empty_waiter: Option<Py<PyAny>>,
     /// A write pipe watches its fd for readability to notice the reader closing.
     watch_pipe_eof: bool,
     reader_on: bool,
     writer_on: bool,
-    reader_gen: u64,
-    writer_gen: u64,
+    /// The deferred start (connection_made, then reading) is queued and has not run yet.
+    start_pending: bool,
+    conn_lost: u32,
+    reader_gen: u32,
+    writer_gen: u32,
+    buffer: PendingBytes,
+    rare: Option<Box<Rare>>,
 }
 
 impl State {
     /// Bytes waiting to be written (`get_write_buffer_size()`).
     fn pending(&self) -> usize {
         match self.kind {
-            Kind::Datagram => self.datagram_bytes,
+            Kind::Datagram => self.rare.as_ref().map_or(0, |r| r.datagram_bytes),
             _ => self.buffer.len(),
         }
+    }
+
+    /// The rarely used part, allocated on first use.
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    fn high_water(&self) -> i64 {
+        self.rare
+            .as_ref()
+            .map_or(DEFAULT_HIGH_WATER, |r| r.high_water)
+    }
+
+    fn low_water(&self) -> i64 {
+        self.rare
+            .as_ref()
+            .map_or(DEFAULT_LOW_WATER, |r| r.low_water)
+    }
+
+    fn empty_waiter(&self) -> Option<&Py<PyAny>> {
+        self.rare.as_ref().and_then(|r| r.empty_waiter.as_ref())
+    }
+
+    /// (fd, inet family, connected): how a datagram is sent.
+    fn datagram_target(&self) -> (RawFd, i32, bool) {
+        match self.rare.as_ref() {
+            Some(r) => (self.fd, r.inet_family, r.connected),
+            None => (self.fd, 0, false),
+        }
+    }
+
+    fn datagrams_empty(&self) -> bool {
+        self.rare.as_ref().is_none_or(|r| r.datagrams.is_empty())
     }
 
     /// Drops what waits to be written; true if something did. The datagrams are returned
@@ -118,8 +223,14 @@ impl State {
     fn clear_pending(&mut self) -> (bool, Datagrams) {
         let had = self.pending() > 0;
         self.buffer.clear();
-        self.datagram_bytes = 0;
-        (had, std::mem::take(&mut self.datagrams))
+        let datagrams = match self.rare.as_mut() {
+            Some(r) => {
+                r.datagram_bytes = 0;
+                std::mem::take(&mut r.datagrams)
+            }
+            None => VecDeque::new(),
+        };
+        (had, datagrams)
     }
 }
 
@@ -189,11 +300,11 @@ impl TransportCore {
                 return Ok(());
             };
             let generation = if write {
-                st.writer_gen += 1;
+                st.writer_gen = st.writer_gen.wrapping_add(1);
                 st.writer_on = true;
                 st.writer_gen
             } else {
-                st.reader_gen += 1;
+                st.reader_gen = st.reader_gen.wrapping_add(1);
                 st.reader_on = true;
                 st.reader_gen
             };
@@ -374,7 +485,7 @@ impl TransportCore {
         let py = slf.py();
         let protocol = {
             let mut st = slf.get().lock();
-            if (st.pending() as i64) <= st.high_water || st.protocol_paused {
+            if (st.pending() as i64) <= st.high_water() || st.protocol_paused {
                 return Ok(());
             }
             st.protocol_paused = true;
@@ -397,7 +508,7 @@ impl TransportCore {
         let py = slf.py();
         let protocol = {
             let mut st = slf.get().lock();
-            if !(st.protocol_paused && (st.pending() as i64) <= st.low_water) {
+            if !(st.protocol_paused && (st.pending() as i64) <= st.low_water()) {
                 return Ok(());
             }
             st.protocol_paused = false;
@@ -419,11 +530,80 @@ impl TransportCore {
         Ok(())
     }
 
+    // -- the deferred start ------------------------------------------------------------------
+
+    /// Runs the start queued by `_start` (as `Ready::Start`): `protocol.connection_made(transport)`
+    /// in `context`, then reading. Mirrors the callbacks `_SelectorSocketTransport.__init__`
+    /// queues (`connection_made`, then `_add_reader`), each error reported as their Handle's.
+    pub(crate) fn run_start(slf: &Bound<'_, Self>, context: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, transport, lp, read) = {
+            let mut st = slf.get().lock();
+            st.start_pending = false;
+            let made = st.rare.as_mut().and_then(|r| r.made_protocol.take());
+            (
+                made.or_else(|| st.protocol.as_ref().map(|p| p.clone_ref(py))),
+                st.transport.as_ref().map(|t| t.clone_ref(py)),
+                st.loop_.as_ref().map(|l| l.clone_ref(py)),
+                st.kind != Kind::WritePipe || st.watch_pipe_eof,
+            )
+        };
+        let (Some(protocol), Some(transport), Some(lp)) = (protocol, transport, lp) else {
+            return Ok(());
+        };
+        let lp = lp.into_bound(py);
+        let callback = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
+        let args = PyTuple::new(py, [transport])?;
+        if let Err(e) = capi::run_in_context(context, &callback, &args) {
+            if is_fatal_interrupt(py, &e) {
+                // The loop stops here; reading starts when it runs again, as the Handle
+                // queued after connection_made's would.
+                if read {
+                    let start = slf.getattr(intern!(py, "_start_reading"))?;
+                    Self::call_soon(slf, &start, PyTuple::empty(py))?;
+                }
+                return Err(e);
+            }
+            Self::report_start_error(&lp, &callback, &args, context, &e)?;
+        }
+        if read {
+            if let Err(e) = Self::start_reading(slf) {
+                if is_fatal_interrupt(py, &e) {
+                    return Err(e);
+                }
+                let start = slf.getattr(intern!(py, "_start_reading"))?;
+                Self::report_start_error(&lp, &start, &PyTuple::empty(py), context, &e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A failed part of the start, reported as the Handle that would have run it.
+    fn report_start_error(
+        lp: &Bound<'_, LoopCore>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: &Bound<'_, PyAny>,
+        err: &PyErr,
+    ) -> PyResult<()> {
+        let py = lp.py();
+        let handle = Handle::build(
+            py,
+            callback.clone().unbind(),
+            args.clone().unbind(),
+            lp.clone().into_any().unbind(),
+            Some(context.clone().unbind()),
+            false,
+        )?;
+        let handle = Bound::new(py, handle)?;
+        handle::report_callback_error(py, &handle, callback, args, context, err)
+    }
+
     // -- readiness ---------------------------------------------------------------------------
 
     /// Called by the loop: the fd is ready for the registration `generation`. A registration
     /// removed (or replaced) since the poll is skipped, as a cancelled Handle would be.
-    pub(crate) fn on_ready(slf: &Bound<'_, Self>, write: bool, generation: u64) -> PyResult<()> {
+    pub(crate) fn on_ready(slf: &Bound<'_, Self>, write: bool, generation: u32) -> PyResult<()> {
         let py = slf.py();
         let kind = {
             let st = slf.get().lock();
@@ -676,12 +856,7 @@ impl TransportCore {
                 let exc = os_error(e).into_value(py).into_bound(py).into_any();
                 let message = format!("Fatal write error on {} transport", Self::name(kind));
                 Self::fatal_error(slf, &exc, &message)?;
-                let waiter = slf
-                    .get()
-                    .lock()
-                    .empty_waiter
-                    .as_ref()
-                    .map(|w| w.clone_ref(py));
+                let waiter = slf.get().lock().empty_waiter().map(|w| w.clone_ref(py));
                 if let Some(w) = waiter {
                     w.bind(py)
                         .call_method1(intern!(py, "set_exception"), (exc,))?;
@@ -707,7 +882,7 @@ impl TransportCore {
             let st = slf.get().lock();
             (
                 st.buffer.is_empty(),
-                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                st.empty_waiter().map(|w| w.clone_ref(py)),
                 st.closing,
                 st.eof,
                 st.fd,
@@ -739,7 +914,12 @@ impl TransportCore {
                 return Ok(());
             }
             match (st.sock.as_ref(), st.protocol.as_ref()) {
-                (Some(s), Some(p)) => (s.clone_ref(py), p.clone_ref(py), st.fd, st.inet_family),
+                (Some(s), Some(p)) => (
+                    s.clone_ref(py),
+                    p.clone_ref(py),
+                    st.fd,
+                    st.datagram_target().1,
+                ),
                 _ => return Ok(()),
             }
         };
@@ -876,7 +1056,13 @@ impl TransportCore {
             return Ok(());
         }
         let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));
-        let address = slf.get().lock().address.as_ref().map(|a| a.clone_ref(py));
+        let address = slf
+            .get()
+            .lock()
+            .rare
+            .as_ref()
+            .and_then(|r| r.address.as_ref())
+            .map(|a| a.clone_ref(py));
         if let Some(address) = &address {
             let address = address.bind(py);
             if address.is_truthy()? {
@@ -910,8 +1096,8 @@ impl TransportCore {
             (
                 st.sock.as_ref().map(|s| s.clone_ref(py)),
                 st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                (st.fd, st.inet_family, st.connected),
-                st.datagrams.is_empty(),
+                st.datagram_target(),
+                st.datagrams_empty(),
             )
         };
         if empty {
@@ -941,8 +1127,9 @@ impl TransportCore {
         let copy = with_bytes(data, |b| PyBytes::new(py, b))?;
         {
             let mut st = slf.get().lock();
-            st.datagram_bytes += copy.as_bytes().len();
-            st.datagrams
+            let rare = st.rare();
+            rare.datagram_bytes += copy.as_bytes().len();
+            rare.datagrams
                 .push_back((copy.into_any().unbind(), addr.unbind()));
         }
         Self::maybe_pause_protocol(slf)
@@ -954,15 +1141,18 @@ impl TransportCore {
         loop {
             let (item, sock, protocol, target) = {
                 let mut st = slf.get().lock();
-                let Some(item) = st.datagrams.pop_front() else {
+                let Some(rare) = st.rare.as_mut() else {
                     break;
                 };
-                st.datagram_bytes -= item.0.bind(py).len().unwrap_or(0);
+                let Some(item) = rare.datagrams.pop_front() else {
+                    break;
+                };
+                rare.datagram_bytes -= item.0.bind(py).len().unwrap_or(0);
                 (
                     item,
                     st.sock.as_ref().map(|s| s.clone_ref(py)),
                     st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                    (st.fd, st.inet_family, st.connected),
+                    st.datagram_target(),
                 )
             };
             let Some(sock) = sock else {
@@ -973,8 +1163,9 @@ impl TransportCore {
                 Ok(()) => {}
                 Err(e) if would_block_err(py, &e) => {
                     let mut st = slf.get().lock();
-                    st.datagram_bytes += data.len().unwrap_or(0);
-                    st.datagrams.push_front(item);
+                    let rare = st.rare();
+                    rare.datagram_bytes += data.len().unwrap_or(0);
+                    rare.datagrams.push_front(item);
                     break;
                 }
                 Err(e) => {
@@ -995,7 +1186,7 @@ impl TransportCore {
         Self::maybe_resume_protocol(slf)?;
         let (empty, closing) = {
             let st = slf.get().lock();
-            (st.datagrams.is_empty(), st.closing)
+            (st.datagrams_empty(), st.closing)
         };
         if empty {
             Self::unwatch(slf, true);
@@ -1030,7 +1221,7 @@ impl TransportCore {
                     "Cannot call write() after write_eof()",
                 ));
             }
-            if st.empty_waiter.is_some() {
+            if st.empty_waiter().is_some() {
                 return Err(PyRuntimeError::new_err(
                     "unable to write; sendfile is in progress",
                 ));
@@ -1206,6 +1397,20 @@ impl TransportCore {
                 .map(drop),
             _ => Ok(()),
         };
+        // A transport of a server's accepted connection defers its socket extra info (see
+        // `SocketTransport` in _transports.py): reading `_extra` fills it in while the socket
+        // is still open.
+        let lazy_extra = {
+            let st = slf.get().lock();
+            match (&st.transport, &st.server, st.kind) {
+                (Some(t), Some(_), Kind::Socket) => Some(t.clone_ref(py)),
+                _ => None,
+            }
+        };
+        let fill_result = match lazy_extra {
+            Some(t) => t.bind(py).getattr(intern!(py, "_extra")).map(drop),
+            None => Ok(()),
+        };
         let (sock, protocol, lp, server, transport) = {
             let mut st = slf.get().lock();
             st.reader_on = false;
@@ -1228,12 +1433,7 @@ impl TransportCore {
         };
         drop((sock, protocol, lp, server, transport));
         if kind == Kind::Socket {
-            let waiter = slf
-                .get()
-                .lock()
-                .empty_waiter
-                .as_ref()
-                .map(|w| w.clone_ref(py));
+            let waiter = slf.get().lock().empty_waiter().map(|w| w.clone_ref(py));
             if let Some(w) = waiter {
                 let err = py
                     .get_type::<pyo3::exceptions::PyConnectionError>()
@@ -1242,7 +1442,7 @@ impl TransportCore {
                     .call_method1(intern!(py, "set_exception"), (err,))?;
             }
         }
-        result.and(close_result).and(detach_result)
+        result.and(fill_result).and(close_result).and(detach_result)
     }
 }
 
@@ -1356,6 +1556,18 @@ impl TransportCore {
             }
         };
         let lp = r#loop.cast::<LoopCore>()?.clone().unbind();
+        let rare = (kind == Kind::Datagram).then(|| {
+            Box::new(Rare {
+                address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
+                connected,
+                inet_family: if family == libc::AF_INET || family == libc::AF_INET6 {
+                    family
+                } else {
+                    0
+                },
+                ..Default::default()
+            })
+        });
         Ok(Self {
             state: Mutex::new(State {
                 kind,
@@ -1370,26 +1582,16 @@ impl TransportCore {
                 closing: false,
                 paused: false,
                 eof: false,
-                conn_lost: 0,
                 protocol_paused: false,
-                high_water: 64 * 1024,
-                low_water: 16 * 1024,
-                buffer: WriteBuffer::new(),
-                datagrams: VecDeque::new(),
-                datagram_bytes: 0,
-                address: address.filter(|a| !a.is_none()).map(|a| a.clone().unbind()),
-                connected,
-                inet_family: if family == libc::AF_INET || family == libc::AF_INET6 {
-                    family
-                } else {
-                    0
-                },
-                empty_waiter: None,
                 watch_pipe_eof,
                 reader_on: false,
                 writer_on: false,
+                start_pending: false,
+                conn_lost: 0,
                 reader_gen: 0,
                 writer_gen: 0,
+                buffer: PendingBytes::default(),
+                rare,
             }),
         })
     }
@@ -1412,6 +1614,24 @@ impl TransportCore {
             return Err(PyRuntimeError::new_err("transport has no protocol"));
         };
         let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
+        let no_waiter = waiter.is_none_or(|w| w.is_none());
+        if no_waiter && !slf.get().debug() {
+            // One queue entry instead of two Handles (their bound methods, argument tuples
+            // and contexts): what a burst of accepted connections leaves behind stays small.
+            // Debug mode keeps the Handles (slow-callback reports, creation tracebacks).
+            drop(made);
+            let Some(lp) = slf.get().loop_of(py) else {
+                return Ok(());
+            };
+            let context = capi::copy_context(py)?;
+            slf.get().lock().start_pending = true;
+            let target = NativeIo::Transport(slf.clone().unbind());
+            let queued = lp.get().schedule_ready(Ready::Start(target, context));
+            if queued.is_err() {
+                slf.get().lock().start_pending = false;
+            }
+            return queued;
+        }
         Self::call_soon(slf, &made, PyTuple::new(py, [transport])?)?;
         if kind != Kind::WritePipe || watch_eof {
             let start = slf.getattr(intern!(py, "_start_reading"))?;
@@ -1431,7 +1651,8 @@ impl TransportCore {
     }
 
     /// The deferred `_add_reader(fd, _read_ready)`: only if still reading.
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+    #[pyo3(name = "_start_reading")]
+    fn start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         {
             let st = slf.get().lock();
             if st.loop_.is_none() || st.closing || (st.paused && st.kind != Kind::WritePipe) {
@@ -1542,15 +1763,16 @@ impl TransportCore {
         }
         {
             let mut st = slf.get().lock();
-            st.high_water = high;
-            st.low_water = low;
+            let rare = st.rare();
+            rare.high_water = high;
+            rare.low_water = low;
         }
         Self::maybe_pause_protocol(slf)
     }
 
     fn get_write_buffer_limits(&self) -> (i64, i64) {
         let st = self.lock();
-        (st.low_water, st.high_water)
+        (st.low_water(), st.high_water())
     }
 
     fn get_write_buffer_size(&self) -> usize {
@@ -1567,7 +1789,14 @@ impl TransportCore {
             let mut st = self.lock();
             st.buffered = buffered;
             st.protocol_connected = true;
-            st.protocol.replace(protocol.clone().unbind())
+            let old = st.protocol.replace(protocol.clone().unbind());
+            // The queued start still calls connection_made on the protocol it was made with.
+            if st.start_pending && st.rare.as_ref().is_none_or(|r| r.made_protocol.is_none()) {
+                st.rare().made_protocol = old;
+                None
+            } else {
+                old
+            }
         };
         drop(old);
         Ok(())
@@ -1579,7 +1808,7 @@ impl TransportCore {
 
     fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if slf.get().lock().empty_waiter.is_some() {
+        if slf.get().lock().empty_waiter().is_some() {
             return Err(PyRuntimeError::new_err("Empty waiter is already set"));
         }
         let Some(lp) = slf.get().loop_of(py) else {
@@ -1588,7 +1817,7 @@ impl TransportCore {
         let waiter = lp.call_method0(intern!(py, "create_future"))?;
         let empty = {
             let mut st = slf.get().lock();
-            st.empty_waiter = Some(waiter.clone().unbind());
+            st.rare().empty_waiter = Some(waiter.clone().unbind());
             st.buffer.is_empty()
         };
         if empty {
@@ -1598,7 +1827,11 @@ impl TransportCore {
     }
 
     fn _reset_empty_waiter(&self) {
-        let old = self.lock().empty_waiter.take();
+        let old = self
+            .lock()
+            .rare
+            .as_mut()
+            .and_then(|r| r.empty_waiter.take());
         drop(old);
     }
 
@@ -1679,11 +1912,14 @@ impl TransportCore {
             visit.call(&st.protocol)?;
             visit.call(&st.sock)?;
             visit.call(&st.server)?;
-            visit.call(&st.empty_waiter)?;
-            visit.call(&st.address)?;
-            for (data, addr) in &st.datagrams {
-                visit.call(data)?;
-                visit.call(addr)?;
+            if let Some(rare) = st.rare.as_ref() {
+                visit.call(&rare.empty_waiter)?;
+                visit.call(&rare.address)?;
+                visit.call(&rare.made_protocol)?;
+                for (data, addr) in &rare.datagrams {
+                    visit.call(data)?;
+                    visit.call(addr)?;
+                }
             }
         }
         Ok(())
@@ -1697,9 +1933,7 @@ impl TransportCore {
                 st.protocol.take(),
                 st.sock.take(),
                 st.server.take(),
-                st.empty_waiter.take(),
-                st.address.take(),
-                std::mem::take(&mut st.datagrams),
+                st.rare.take(),
             )
         });
         drop(taken);
