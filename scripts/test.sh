@@ -19,4 +19,5 @@ PYTHONASYNCIODEBUG=1 "$PY" -m pytest -q -p no:cacheprovider "$@" \
     tests/test_loop_scheduling.py tests/test_loop_io.py tests/test_loop_errors.py \
     tests/test_threadsafe.py tests/test_signals.py tests/test_entry_points.py \
     tests/test_leaks.py tests/test_tutorial.py tests/test_transports.py tests/test_sockops.py \
-    tests/test_tls.py tests/test_subprocess.py tests/test_real_libraries.py
+    tests/test_tls.py tests/test_subprocess.py tests/test_real_libraries.py \
+    tests/test_transport_start.py
