@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 from asyncio import events as _events
 
-from ._ferroloop import Future, Handle, Task, TimerHandle
-from ._gather import gather, patch_asyncio, unpatch_asyncio
+from ._ferroloop import Future, Handle, Task, TimerHandle, gather
 from ._loop import Loop
+from ._patch import patch_asyncio, unpatch_asyncio
+from ._taskgroup import TaskGroup
 
 __all__ = [
     "EventLoopPolicy",
@@ -24,6 +25,7 @@ __all__ = [
     "Handle",
     "Loop",
     "Task",
+    "TaskGroup",
     "TimerHandle",
     "gather",
     "install",

@@ -1,8 +1,8 @@
 # Typing stubs for ferroloop._ferroloop, the Rust extension module.
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 class Handle:
     def __init__(
@@ -30,22 +30,22 @@ class TimerHandle(Handle):
 
 _T = TypeVar("_T")
 
-class Future(Generic[_T]):
+class Future(asyncio.Future[_T]):
+    """asyncio.Future, native (a subclass of asyncio.Future)."""
+
     def __init__(self, *, loop: asyncio.AbstractEventLoop | None = None) -> None: ...
-    def result(self) -> _T: ...
-    def exception(self) -> BaseException | None: ...
-    def set_result(self, result: _T) -> None: ...
-    def set_exception(self, exception: type | BaseException) -> None: ...
-    def cancel(self, msg: Any | None = None) -> bool: ...
-    def cancelled(self) -> bool: ...
-    def done(self) -> bool: ...
-    def get_loop(self) -> asyncio.AbstractEventLoop: ...
-    def add_done_callback(
-        self, fn: Callable[[Future[_T]], object], *, context: contextvars.Context | None = None
-    ) -> None: ...
-    def remove_done_callback(self, fn: Callable[[Future[_T]], object]) -> int: ...
-    def __await__(self) -> Generator[Any, None, _T]: ...
-    __iter__ = __await__
+
+class Task(asyncio.Task[_T]):
+    """asyncio.Task, native (a subclass of asyncio.Task)."""
+
+class _TaskGroupCore:
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, _T],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[_T]: ...
 
 def gather(
     *coros_or_futures: Awaitable[Any], return_exceptions: bool = False

@@ -26,6 +26,7 @@ use crate::handle::{run_handle, Handle, TimerHandle};
 use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
 use crate::task::Task;
+use crate::taskgroup::TaskGroupCore;
 use crate::{capi, stdlib::kwnames};
 
 /// asyncio's `base_events.MAXIMUM_SELECT_TIMEOUT`: the poller never sleeps longer than a day.
@@ -44,6 +45,8 @@ pub(crate) enum Ready {
     TaskWakeup(Py<Task>, Py<PyAny>),
     /// A `ferroloop.gather` child is done: its gather's done callback, called with it.
     GatherChild(Py<GatherCallback>, Py<PyAny>),
+    /// A task of a `ferroloop.TaskGroup` is done: the group's `_on_task_done`, called with it.
+    TaskGroupChild(Py<TaskGroupCore>, Py<PyAny>),
     /// A Rust transport's fd is ready: `(target, write side, registration generation)`.
     Io(NativeIo, bool, u32),
     /// A Rust transport's deferred start (`protocol.connection_made(transport)`, then
@@ -368,14 +371,16 @@ impl LoopCore {
         Ok(())
     }
 
-    /// Runs a gather's done callback; an error goes to the exception handler, as a Handle's.
-    fn run_gather_child(
+    /// Runs a native done callback (`callback(child)`, done by `run`); an error goes to the
+    /// exception handler, as a Handle's.
+    fn run_native_done(
         slf: &Bound<'_, Self>,
-        callback: Bound<'_, GatherCallback>,
+        callback: Bound<'_, PyAny>,
         child: Bound<'_, PyAny>,
+        run: impl FnOnce() -> PyResult<()>,
     ) -> PyResult<()> {
         let py = slf.py();
-        match GatherCallback::child_done(&callback, &child) {
+        match run() {
             Ok(()) => Ok(()),
             Err(err)
                 if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
@@ -693,7 +698,15 @@ impl LoopCore {
                     Self::run_task_timed(slf, task, Some(fut.into_bound(py)), true, debug)?;
                 }
                 Ready::GatherChild(callback, child) => {
-                    Self::run_gather_child(slf, callback.into_bound(py), child.into_bound(py))?;
+                    let (callback, child) = (callback.into_bound(py), child.into_bound(py));
+                    let run = || GatherCallback::child_done(&callback, &child);
+                    Self::run_native_done(slf, callback.clone().into_any(), child.clone(), run)?;
+                }
+                Ready::TaskGroupChild(group, child) => {
+                    let (group, child) = (group.into_bound(py), child.into_bound(py));
+                    let callback = TaskGroupCore::bound_done_callback(&group)?;
+                    let run = || TaskGroupCore::task_done(&group, &child);
+                    Self::run_native_done(slf, callback, child.clone(), run)?;
                 }
                 Ready::Io(target, write, gen) => target.on_ready(py, write, gen)?,
                 Ready::Start(target, context) => target.start(py, context.into_bound(py))?,
@@ -1492,6 +1505,10 @@ impl LoopCore {
                         }
                         Ready::GatherChild(callback, child) => {
                             visit.call(callback)?;
+                            visit.call(child)?;
+                        }
+                        Ready::TaskGroupChild(group, child) => {
+                            visit.call(group)?;
                             visit.call(child)?;
                         }
                         Ready::Io(target, ..) => target.visit(&visit)?,

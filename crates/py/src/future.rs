@@ -15,6 +15,7 @@ use crate::asyncio_base::PyAsyncioFuture;
 use crate::event_loop::{LoopCore, Ready};
 use crate::gather::GatherCallback;
 use crate::task::{Task, TaskWakeupMethod};
+use crate::taskgroup::TaskGroupCore;
 use crate::{capi, handle, stdlib};
 
 /// A done callback: a Python callable with the context it runs in, or the wake-up of a native
@@ -27,6 +28,8 @@ pub(crate) enum Callback {
     TaskWakeup(Py<Task>),
     /// The done callback of a `ferroloop.gather` this future is a child of.
     Gather(Py<GatherCallback>),
+    /// `_on_task_done` of the `ferroloop.TaskGroup` this task belongs to.
+    TaskGroup(Py<TaskGroupCore>),
 }
 
 impl Callback {
@@ -36,6 +39,7 @@ impl Callback {
         match self {
             Callback::TaskWakeup(task) => Ok(Ready::TaskWakeup(task, future)),
             Callback::Gather(cb) => Ok(Ready::GatherChild(cb, future)),
+            Callback::TaskGroup(tg) => Ok(Ready::TaskGroupChild(tg, future)),
             python => Err(python),
         }
     }
@@ -58,6 +62,10 @@ impl Callback {
             )),
             Callback::Gather(cb) => Ok((
                 cb.bind(py).clone().into_any(),
+                capi::copy_context(py)?.into_bound(py),
+            )),
+            Callback::TaskGroup(tg) => Ok((
+                TaskGroupCore::bound_done_callback(tg.bind(py))?,
                 capi::copy_context(py)?.into_bound(py),
             )),
         }
@@ -142,6 +150,7 @@ impl FutureCore {
                 }
                 Callback::TaskWakeup(task) => visit.call(task)?,
                 Callback::Gather(cb) => visit.call(cb)?,
+                Callback::TaskGroup(tg) => visit.call(tg)?,
             }
         }
         visit.call(&self.cancel_message)?;

@@ -5,6 +5,7 @@
 //! - [`future`]: Future, the future state Task shares, and the iterator `await` drives;
 //! - [`task`]: Task, driving a coroutine;
 //! - [`gather`]: gather(), asyncio.gather natively;
+//! - [`taskgroup`]: the native part of TaskGroup;
 //! - [`transport`]: TransportCore, the Rust core of socket, datagram and pipe transports;
 //! - [`native_io`]: readiness dispatch from the loop to Rust transports;
 //! - [`sock_ops`]: the loop's sock_* operations, native sock_sendfile, numeric resolution;
@@ -24,6 +25,7 @@ mod native_io;
 mod sock_ops;
 mod stdlib;
 mod task;
+mod taskgroup;
 mod tls;
 mod transport;
 
@@ -36,6 +38,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<future::Future>()?;
     m.add_class::<future::FutureIter>()?;
     m.add_class::<task::Task>()?;
+    m.add_class::<taskgroup::TaskGroupCore>()?;
     m.add_class::<transport::TransportCore>()?;
     sock_ops::register(m)?;
     gather::register(m)?;
