@@ -440,3 +440,22 @@ pub fn install_meth_o<T: MethO>(
     }
     Ok(())
 }
+
+/// `dict.setdefault(key, value)` in one dictionary operation (`PyDict_SetDefault`; PyO3's
+/// `set_default` takes two on Python < 3.13): the value now under `key`.
+pub fn dict_setdefault<'py>(
+    dict: &Bound<'py, pyo3::types::PyDict>,
+    key: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = dict.py();
+    // SAFETY: all three objects are alive (borrowed for the call). PyDict_SetDefault returns a
+    // borrowed reference to the value in the dict (or NULL with an exception set), which
+    // `from_borrowed_ptr_or_err` turns into an owned reference at once.
+    unsafe {
+        Bound::from_borrowed_ptr_or_err(
+            py,
+            ffi::PyDict_SetDefault(dict.as_ptr(), key.as_ptr(), value.as_ptr()),
+        )
+    }
+}

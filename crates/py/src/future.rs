@@ -911,6 +911,10 @@ pub(crate) fn finalize_future(obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let Some(f) = fut.try_borrow() else {
             return Ok(());
         };
+        if !f.log_traceback {
+            // The common case (every future whose outcome was seen): nothing to report.
+            return Ok(());
+        }
         (
             f.log_traceback,
             f.loop_.as_ref().map(|l| l.clone_ref(py)),
@@ -941,7 +945,7 @@ pub(crate) fn finalize_future(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// The iterator `await future` drives (asyncio's `Future.__await__` generator): yields the
 /// future while it is pending, then returns its result.
-#[pyclass(module = "ferroloop", name = "FutureIter")]
+#[pyclass(module = "ferroloop", name = "FutureIter", freelist = 256)]
 pub struct FutureIter {
     pub(crate) future: Option<OwnedNativeFuture>,
 }

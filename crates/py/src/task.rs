@@ -402,14 +402,18 @@ fn is_coroutine(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 fn enter_task(loop_: &Bound<'_, PyAny>, task: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = task.py();
     let current = stdlib::current_tasks(py)?;
-    if let Some(other) = current.get_item(loop_)? {
-        if !other.is_none() {
-            return Err(PyRuntimeError::new_err(format!(
-                "Cannot enter into task {} while another task {} is being executed.",
-                task.repr()?,
-                other.repr()?
-            )));
-        }
+    // One dict operation in the common case (no task current): insert unless present.
+    let before = current.len();
+    let other = capi::dict_setdefault(current, loop_, task)?;
+    if current.len() > before {
+        return Ok(());
+    }
+    if !other.is_none() {
+        return Err(PyRuntimeError::new_err(format!(
+            "Cannot enter into task {} while another task {} is being executed.",
+            task.repr()?,
+            other.repr()?
+        )));
     }
     current.set_item(loop_, task)
 }
