@@ -945,7 +945,7 @@ pub(crate) fn finalize_future(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// The iterator `await future` drives (asyncio's `Future.__await__` generator): yields the
 /// future while it is pending, then returns its result.
-#[pyclass(module = "ferroloop", name = "FutureIter", freelist = 256)]
+#[pyclass(module = "ferroloop", name = "FutureIter")]
 pub struct FutureIter {
     pub(crate) future: Option<OwnedNativeFuture>,
 }
