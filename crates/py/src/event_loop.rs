@@ -18,7 +18,7 @@ use ferroloop_core::{clock, Event, Interest, Poller, ReadyQueue, TimerHeap, Wake
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3::{intern, PyTraverseError, PyVisit};
+use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 
 use crate::future::Future;
 use crate::gather::GatherCallback;
@@ -150,7 +150,7 @@ fn fileobj_to_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 
 /// The fd as a C int: ValueError for a negative one (as `selectors._fileobj_to_fd`), the error
 /// CPython's `_PyLong_AsInt` gives for one too large (what `epoll.register` raises).
-fn fd_as_c_int(fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+pub(crate) fn fd_as_c_int(fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     if fd.lt(0)? {
         return Err(PyValueError::new_err(format!(
             "Invalid file descriptor: {fd}"
@@ -866,6 +866,35 @@ impl LoopCore {
         }
     }
 
+    /// True if the watcher of one side of `fd` is the native target `target` (its
+    /// registration was not removed or replaced).
+    pub(crate) fn is_native_watch(
+        &self,
+        fd: RawFd,
+        write: bool,
+        target: *mut ffi::PyObject,
+    ) -> bool {
+        let io = lock(&self.io);
+        let Some(w) = io.get(&fd) else { return false };
+        let side = if write { &w.writer } else { &w.reader };
+        matches!(side, Some(Watcher::Native(t, _)) if t.as_ptr() == target)
+    }
+
+    /// Stops watching one side of `fd` if its watcher is still the native target `target`
+    /// (asyncio's `_sock_read_done`: remove the reader unless its handle was cancelled).
+    pub(crate) fn remove_native_watch_if(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        write: bool,
+        target: *mut ffi::PyObject,
+    ) -> bool {
+        if self.closed.load(Ordering::Acquire) || !self.is_native_watch(fd, write, target) {
+            return false;
+        }
+        self.remove_native_watch(py, fd, write)
+    }
+
     /// Installs a watcher for one side of `fd`, cancelling the one it replaces.
     fn set_watch(&self, py: Python<'_>, fd: RawFd, watcher: Watcher, write: bool) -> PyResult<()> {
         let previous = {
@@ -954,11 +983,29 @@ impl LoopCore {
     /// The public add_reader/add_writer/remove_reader/remove_writer refuse an fd a live
     /// transport owns (`BaseSelectorEventLoop._ensure_fd_no_transport`).
     fn ensure_fd_no_transport(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::ensure_fd_no_transport_for(slf, fd)
+    }
+
+    /// `self._ensure_fd_no_transport(fd)`, asked only when the transport registry (a
+    /// WeakValueDictionary, whose entries live in its `data` dict) may hold `fd`.
+    pub(crate) fn ensure_fd_no_transport_for(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let py = slf.py();
-        if let Ok(transports) = slf.getattr(intern!(py, "_transports")) {
-            if transports.len().unwrap_or(0) > 0 {
-                slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
-            }
+        let Ok(transports) = slf.getattr(intern!(py, "_transports")) else {
+            return Ok(());
+        };
+        let maybe_owned = match transports.getattr(intern!(py, "data")) {
+            Ok(data) => match data.cast::<PyDict>() {
+                Ok(d) if fd.is_exact_instance_of::<pyo3::types::PyInt>() => d.contains(fd)?,
+                Ok(d) => !d.is_empty(),
+                Err(_) => true,
+            },
+            Err(_) => transports.len().unwrap_or(0) > 0,
+        };
+        if maybe_owned {
+            slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
         }
         Ok(())
     }
@@ -1296,7 +1343,7 @@ impl LoopCore {
         self.native_tasks.store(enabled, Ordering::Relaxed);
     }
 
-    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+    pub(crate) fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
         if this.native_tasks.load(Ordering::Relaxed) {
