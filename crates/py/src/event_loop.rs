@@ -10,6 +10,7 @@
 //! back into the loop and deadlock).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
@@ -74,6 +75,29 @@ impl Watcher {
     }
 }
 
+/// Hashes an fd with one multiplication (Fibonacci hashing): the io map's keys are small
+/// distinct ints, and SipHash showed up in profiles of socket-heavy loops.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.0 = u64::from(n as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type FdMap<V> = HashMap<RawFd, V, BuildHasherDefault<FdHasher>>;
+
 #[derive(Default)]
 struct IoWatch {
     reader: Option<Watcher>,
@@ -92,7 +116,7 @@ impl IoWatch {
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen)]
 pub struct LoopCore {
     sched: Mutex<Sched>,
-    io: Mutex<HashMap<RawFd, IoWatch>>,
+    io: Mutex<FdMap<IoWatch>>,
     /// Number of fds in `io` (read without the lock to skip polling when nothing is watched).
     io_count: AtomicUsize,
     poller: RwLock<Option<Poller>>,
@@ -1023,7 +1047,7 @@ impl LoopCore {
             .map_err(os_error)?;
         Ok(LoopCore {
             sched: Mutex::new(Sched::default()),
-            io: Mutex::new(HashMap::new()),
+            io: Mutex::new(FdMap::default()),
             io_count: AtomicUsize::new(0),
             poller: RwLock::new(Some(poller)),
             waker: RwLock::new(Some(waker)),

@@ -271,14 +271,6 @@ fn accept_once(sock: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
 // same EINTR retry, but "would block" costs no BlockingIOError object. Every other socket goes
 // through its own methods, as asyncio's loop calls them.
 
-/// The largest `sock_recv(n)` read on the raw path (bigger sizes use `sock.recv`).
-const RAW_RECV_MAX: usize = 256 * 1024;
-
-thread_local! {
-    /// The buffer raw sock_recv calls read into before the bytes object is made.
-    static RECV_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; RAW_RECV_MAX]);
-}
-
 /// The fd of `sock` when the raw path applies: an open, non-blocking (timeout 0.0), exact
 /// `socket.socket`.
 fn raw_fd(sock: &Bound<'_, PyAny>) -> PyResult<Option<RawFd>> {
@@ -311,17 +303,16 @@ fn raw_call(py: Python<'_>, mut call: impl FnMut() -> isize) -> PyResult<Option<
     }
 }
 
-/// `sock.recv(size)` on the raw fd: the bytes, or None when it would block.
+/// `sock.recv(size)` on the raw fd: the bytes (allocated at `size` and shrunk, as the socket
+/// module does), or None when it would block.
 fn raw_recv(py: Python<'_>, fd: RawFd, size: usize) -> PyResult<Option<Py<PyAny>>> {
-    RECV_BUFFER.with(|b| {
-        let mut b = b.borrow_mut();
-        let buf = &mut b[..size];
+    let data = capi::bytes_filled(py, size, |buf| {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes during the call.
-        let n = raw_call(py, || unsafe {
+        raw_call(py, || unsafe {
             libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)
-        })?;
-        Ok(n.map(|n| PyBytes::new(py, &buf[..n]).into_any().unbind()))
-    })
+        })
+    })?;
+    Ok(data.map(|d| d.into_any().unbind()))
 }
 
 /// `sock.recv_into(buf)` on the raw fd: Some(None) when it would block, None when `buf` is not
@@ -366,7 +357,9 @@ fn raw_size(n: &Bound<'_, PyAny>) -> Option<usize> {
     if !n.is_exact_instance_of::<PyInt>() {
         return None;
     }
-    n.extract::<usize>().ok()
+    n.extract::<isize>()
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
 }
 
 /// A socket operation waiting for readiness. The loop watches its fd with this object as the
@@ -611,7 +604,7 @@ fn _sock_recv(
 ) -> PyResult<Started> {
     let py = loop_.py();
     let raw = check_and_raw_fd(loop_, sock)?;
-    let size = raw_size(n).filter(|s| *s <= RAW_RECV_MAX);
+    let size = raw_size(n);
     match (raw, size) {
         (Some(fd), Some(size)) => {
             if let Some(v) = raw_recv(py, fd, size)? {
