@@ -98,10 +98,23 @@ impl Hasher for FdHasher {
 
 type FdMap<V> = HashMap<RawFd, V, BuildHasherDefault<FdHasher>>;
 
+/// What the loop watches on one fd, and how the poller has it.
+///
+/// An fd whose only watcher is a `sock_*` operation is registered one-shot: the poller disarms
+/// it when it reports it; the operation re-arms it when it must wait again, and a finished
+/// operation leaves it registered but disarmed (reporting nothing, not even a hang-up), so the
+/// next operation on the fd re-arms it with one system call instead of an add and a delete.
+/// An entry with no watcher and such a disarmed registration stays in the map.
 #[derive(Default)]
 struct IoWatch {
     reader: Option<Watcher>,
     writer: Option<Watcher>,
+    /// The fd is registered with the poller.
+    registered: bool,
+    /// The registration is one-shot.
+    oneshot: bool,
+    /// A one-shot registration has not been reported since it was (re-)armed.
+    armed: bool,
 }
 
 impl IoWatch {
@@ -110,6 +123,24 @@ impl IoWatch {
             read: self.reader.is_some(),
             write: self.writer.is_some(),
         }
+    }
+
+    fn watched(&self) -> bool {
+        self.reader.is_some() || self.writer.is_some()
+    }
+
+    /// One side watched, by a sock_* operation.
+    fn wants_oneshot(&self) -> bool {
+        matches!(
+            (&self.reader, &self.writer),
+            (Some(Watcher::Native(NativeIo::Sock(_), _)), None)
+                | (None, Some(Watcher::Native(NativeIo::Sock(_), _)))
+        )
+    }
+
+    /// Nothing watched and nothing the poller could report: the entry can go.
+    fn is_vacant(&self) -> bool {
+        !self.watched() && !self.registered
     }
 }
 
@@ -618,12 +649,16 @@ impl LoopCore {
             let mut to_run: Vec<Ready> = Vec::new();
             let mut stale: Vec<RawFd> = Vec::new();
             {
-                let io = lock(&this.io);
+                let mut io = lock(&this.io);
                 for ev in &events {
                     if Some(ev.fd) == waker_fd {
                         continue;
                     }
-                    if let Some(w) = io.get(&ev.fd) {
+                    if let Some(w) = io.get_mut(&ev.fd) {
+                        if w.oneshot {
+                            // The kernel disarmed it by reporting it.
+                            w.armed = false;
+                        }
                         for (ready, watcher, write) in [
                             (ev.readable, &w.reader, false),
                             (ev.writable, &w.writer, true),
@@ -822,14 +857,9 @@ impl LoopCore {
             {
                 removed.extend(w.writer.take());
             }
-            let interest = w.interest();
-            if interest.is_empty() {
-                io.remove(&fd);
-                self.io_count.store(io.len(), Ordering::Release);
-                self.with_poller(|p| p.delete(fd)).ok();
-            } else {
-                self.with_poller(|p| p.modify(fd, interest)).ok();
-            }
+            let before = !removed.is_empty() || w.watched();
+            self.sync_poller(w, fd).ok();
+            self.settle(&mut io, fd, before);
             removed
         };
         drop(removed);
@@ -919,43 +949,100 @@ impl LoopCore {
         self.remove_native_watch(py, fd, write)
     }
 
+    /// Makes the poller's registration of `fd` match `w`'s watchers: added, or modified (which
+    /// also re-arms a one-shot registration and re-adds an fd the kernel forgot), one-shot when
+    /// a sock_* operation is the only watcher; deleted when nothing is watched, except a
+    /// disarmed one-shot registration, which can report nothing and is kept for the next
+    /// operation. The state changes only if the system call succeeds.
+    fn sync_poller(&self, w: &mut IoWatch, fd: RawFd) -> PyResult<()> {
+        let want = w.interest();
+        if want.is_empty() {
+            if w.registered && !(w.oneshot && !w.armed) {
+                self.with_poller(|p| p.delete(fd))?;
+                w.registered = false;
+            }
+            return Ok(());
+        }
+        let oneshot = w.wants_oneshot();
+        self.with_poller(|p| match (w.registered, oneshot) {
+            (true, true) => p.modify_oneshot(fd, want),
+            (true, false) => p.modify(fd, want),
+            (false, true) => p.add_oneshot(fd, want),
+            (false, false) => p.add(fd, want),
+        })?;
+        w.registered = true;
+        w.oneshot = oneshot;
+        w.armed = true;
+        Ok(())
+    }
+
+    /// After `fd`'s entry changed: count it in or out of the watched fds (`before`: it was
+    /// watched) and drop it from the map if vacant. The caller drops what was taken out.
+    fn settle(&self, io: &mut FdMap<IoWatch>, fd: RawFd, before: bool) -> Option<IoWatch> {
+        let (after, vacant) = match io.get(&fd) {
+            Some(w) => (w.watched(), w.is_vacant()),
+            None => (false, false),
+        };
+        match (before, after) {
+            (false, true) => {
+                self.io_count.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                self.io_count.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        if vacant {
+            io.remove(&fd)
+        } else {
+            None
+        }
+    }
+
+    /// Re-arms the one-shot registration of a sock_* operation that must wait again after a
+    /// readiness report (if its watcher is still `target`).
+    pub(crate) fn rearm_native_watch(
+        &self,
+        fd: RawFd,
+        write: bool,
+        target: *mut ffi::PyObject,
+    ) -> PyResult<()> {
+        let mut io = lock(&self.io);
+        let Some(w) = io.get_mut(&fd) else {
+            return Ok(());
+        };
+        let side = if write { &w.writer } else { &w.reader };
+        let current = matches!(side, Some(Watcher::Native(t, _)) if t.as_ptr() == target);
+        if current && w.registered && w.oneshot && !w.armed {
+            self.sync_poller(w, fd)?;
+        }
+        Ok(())
+    }
+
     /// Installs a watcher for one side of `fd`, cancelling the one it replaces.
     fn set_watch(&self, py: Python<'_>, fd: RawFd, watcher: Watcher, write: bool) -> PyResult<()> {
         let previous = {
             let mut io = lock(&self.io);
-            let existed = io.contains_key(&fd);
             let w = io.entry(fd).or_default();
+            let before = w.watched();
             let previous = if write {
                 w.writer.replace(watcher)
             } else {
                 w.reader.replace(watcher)
             };
-            let interest = w.interest();
-            let res = if existed {
-                self.with_poller(|p| p.modify(fd, interest))
-            } else {
-                self.with_poller(|p| p.add(fd, interest))
-            };
-            if let Err(e) = res {
-                // Undo: the fd is not watched.
-                let undone = if existed {
-                    let w = io.get_mut(&fd).map(|w| {
-                        if write {
-                            std::mem::replace(&mut w.writer, previous)
-                        } else {
-                            std::mem::replace(&mut w.reader, previous)
-                        }
-                    });
-                    (w, None)
+            if let Err(e) = self.sync_poller(w, fd) {
+                // Undo: the fd is watched as it was.
+                let new = if write {
+                    std::mem::replace(&mut w.writer, previous)
                 } else {
-                    (None, io.remove(&fd))
+                    std::mem::replace(&mut w.reader, previous)
                 };
-                self.io_count.store(io.len(), Ordering::Release);
+                let gone = self.settle(&mut io, fd, before);
                 drop(io);
-                drop(undone);
+                drop((new, gone));
                 return Err(e);
             }
-            self.io_count.store(io.len(), Ordering::Release);
+            self.settle(&mut io, fd, before);
             previous
         };
         if let Some(Watcher::Handle(prev)) = &previous {
@@ -969,19 +1056,16 @@ impl LoopCore {
     fn take_watch(&self, fd: RawFd, write: bool) -> Option<Watcher> {
         let mut io = lock(&self.io);
         let w = io.get_mut(&fd)?;
+        let before = w.watched();
         let removed = if write {
             w.writer.take()
         } else {
             w.reader.take()
         };
-        let interest = w.interest();
-        if interest.is_empty() {
-            io.remove(&fd);
-            self.io_count.store(io.len(), Ordering::Release);
-            self.with_poller(|p| p.delete(fd)).ok();
-        } else {
-            self.with_poller(|p| p.modify(fd, interest)).ok();
-        }
+        removed.as_ref()?;
+        self.sync_poller(w, fd).ok();
+        // A vacant entry holds no watcher: nothing Python is dropped under the lock.
+        drop(self.settle(&mut io, fd, before));
         removed
     }
 
@@ -1516,7 +1600,7 @@ impl LoopCore {
     /// side watched by a Rust transport).
     fn _io_key(&self, py: Python<'_>, fd: RawFd) -> Option<IoKey> {
         let io = lock(&self.io);
-        let w = io.get(&fd)?;
+        let w = io.get(&fd).filter(|w| w.watched())?;
         let events = u8::from(w.reader.is_some()) | (u8::from(w.writer.is_some()) << 1);
         let handle_of = |x: &Option<Watcher>| {
             x.as_ref()

@@ -465,7 +465,14 @@ impl SockWait {
         if !lp.get().is_native_watch(this.fd, write, slf.as_ptr()) {
             return Ok(());
         }
-        match Self::ready(slf, write) {
+        let result = Self::ready(slf, write);
+        if result.is_err() {
+            // Still waiting: the poller must report the fd again.
+            lp.get()
+                .rearm_native_watch(this.fd, write, slf.as_ptr())
+                .ok();
+        }
+        match result {
             Ok(()) => Ok(()),
             Err(e) if escapes(py, &e) => Err(e),
             Err(e) => {
@@ -482,7 +489,9 @@ impl SockWait {
     }
 
     /// The readiness callback: retry unless the future is already done (cancelled since the
-    /// fd became ready: its done callback removes the watch).
+    /// fd became ready: its done callback removes the watch). The report disarmed the fd's
+    /// one-shot registration: an operation that must wait again re-arms it; a finished one
+    /// leaves it disarmed for the next operation on the socket.
     fn ready(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -492,8 +501,20 @@ impl SockWait {
         }
         let outcome = match this.attempt(py) {
             Ok(Step::Done(v)) => Ok(v),
-            Ok(Step::Again) => return Ok(()),
-            Err(e) if would_block(py, &e) => return Ok(()),
+            Ok(Step::Again) => {
+                return this
+                    .loop_
+                    .bind(py)
+                    .get()
+                    .rearm_native_watch(this.fd, write, slf.as_ptr())
+            }
+            Err(e) if would_block(py, &e) => {
+                return this
+                    .loop_
+                    .bind(py)
+                    .get()
+                    .rearm_native_watch(this.fd, write, slf.as_ptr())
+            }
             Err(e) if escapes(py, &e) => return Err(e),
             Err(e) => Err(e),
         };
