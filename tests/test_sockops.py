@@ -1111,7 +1111,7 @@ def test_dead_peer_mid_sendall_same_error_as_asyncio():
 def test_many_sockets_no_fd_left(lp):
     # The autouse fixture checks the fd count; here many sockets wait and finish.
     pairs = [socket.socketpair() for _ in range(30)]
-    for a, b in pairs:
+    for a, _ in pairs:
         a.setblocking(False)
 
     async def main():
