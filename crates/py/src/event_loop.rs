@@ -957,7 +957,9 @@ impl LoopCore {
     fn sync_poller(&self, w: &mut IoWatch, fd: RawFd) -> PyResult<()> {
         let want = w.interest();
         if want.is_empty() {
-            if w.registered && !(w.oneshot && !w.armed) {
+            // A disarmed one-shot registration stays (see IoWatch).
+            let disarmed = w.oneshot && !w.armed;
+            if w.registered && !disarmed {
                 self.with_poller(|p| p.delete(fd))?;
                 w.registered = false;
             }

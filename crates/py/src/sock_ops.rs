@@ -329,7 +329,7 @@ fn raw_recv_into(
         return Ok(None);
     }
     let len = view.len_bytes();
-    let ptr = view.buf_ptr() as *mut libc::c_void;
+    let ptr = view.buf_ptr();
     // SAFETY: the buffer is writable, C-contiguous and `len` bytes long; `view` keeps it
     // exported (alive and unmoved) until it is dropped after the call, and the GIL is held.
     let n = raw_call(py, || unsafe { libc::recv(fd, ptr, len, 0) })?;
@@ -545,7 +545,11 @@ impl SockWait {
         let py = loop_.py();
         let lp = loop_.cast::<LoopCore>()?;
         let fut = LoopCore::create_future(lp)?.into_bound(py);
-        let fd_obj = sock.call_method0(intern!(py, "fileno"))?;
+        // The raw path read the fd just before (`sock.fileno()`, as asyncio reads it here).
+        let fd_obj = match raw {
+            Some(fd) => fd.into_pyobject(py)?.into_any(),
+            None => sock.call_method0(intern!(py, "fileno"))?,
+        };
         LoopCore::ensure_fd_no_transport_for(lp, &fd_obj)?;
         let fd = match raw {
             Some(fd) => fd,
