@@ -176,7 +176,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The first half of `selectors._fileobj_to_fd`: an int, or `int(obj.fileno())`, as a Python int
 /// (checked by [`fd_as_c_int`] once the loop is known to be open).
-fn fileobj_to_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn fileobj_to_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let fd = if obj.is_instance_of::<pyo3::types::PyInt>() {
         obj.clone()

@@ -32,7 +32,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use ferroloop_core::net;
 
 use crate::capi;
-use crate::event_loop::{fd_as_c_int, os_error, LoopCore};
+use crate::event_loop::{fd_as_c_int, fileobj_to_fd, os_error, LoopCore};
 use crate::native_io::NativeIo;
 use crate::stdlib;
 
@@ -41,9 +41,6 @@ type Started = (Option<Py<PyAny>>, Option<Py<PyAny>>);
 
 use crate::stdlib::cached_attr;
 
-cached_attr!(
-    /// `socket.socket`
-    socket_class, "socket", "socket");
 cached_attr!(
     /// `socket.SOL_SOCKET`
     sol_socket, "socket", "SOL_SOCKET");
@@ -85,6 +82,31 @@ fn os_module(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     CELL.get_or_try_init(py, || Ok::<_, PyErr>(py.import("os")?.into_any().unbind()))
         .map(|o| o.bind(py))
+}
+
+/// `socket.socket` when the raw path may stand in for its methods: its `recv`, `recv_into`,
+/// `send`, `fileno` and `gettimeout` are the `_socket` module's own (checked once; a class
+/// replaced or patched before the first operation, e.g. by a green-thread library, keeps every
+/// call going through its methods). None otherwise.
+fn raw_socket_class(py: Python<'_>) -> PyResult<Option<&Bound<'_, PyAny>>> {
+    static CELL: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
+    let cls = CELL.get_or_try_init(py, || -> PyResult<Option<Py<PyAny>>> {
+        let cls = socket_module(py)?.getattr(intern!(py, "socket"))?;
+        let base = py.import("_socket")?.getattr(intern!(py, "socket"))?;
+        for name in ["recv", "recv_into", "send", "fileno", "gettimeout"] {
+            if !cls.getattr(name)?.is(&base.getattr(name)?) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(cls.unbind()))
+    })?;
+    Ok(cls.as_ref().map(|c| c.bind(py)))
+}
+
+/// True if `sock` is exactly the (unpatched) `socket.socket`: no subclass can override its
+/// methods, and its `__slots__` leave no room for an instance attribute that would.
+fn is_plain_socket(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(raw_socket_class(sock.py())?.is_some_and(|cls| sock.get_type().is(cls)))
 }
 
 /// `ssl.SSLSocket`, or None when the ssl module cannot be imported (as `base_events.ssl`).
@@ -275,7 +297,7 @@ fn accept_once(sock: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
 /// `socket.socket`.
 fn raw_fd(sock: &Bound<'_, PyAny>) -> PyResult<Option<RawFd>> {
     let py = sock.py();
-    if !sock.get_type().is(socket_class(py)?) {
+    if !is_plain_socket(sock)? {
         return Ok(None);
     }
     let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
@@ -553,7 +575,8 @@ impl SockWait {
         LoopCore::ensure_fd_no_transport_for(lp, &fd_obj)?;
         let fd = match raw {
             Some(fd) => fd,
-            None => fd_as_c_int(&fd_obj)?,
+            // What `_add_reader(fd, ...)` accepts (selectors' `_fileobj_to_fd`).
+            None => fd_as_c_int(&fileobj_to_fd(&fd_obj)?)?,
         };
         let write = op.is_write();
         let this = Bound::new(
@@ -613,7 +636,7 @@ fn first_try(py: Python<'_>, r: PyResult<Bound<'_, PyAny>>) -> PyResult<Option<P
 /// The checks of every sock_* coroutine but sock_sendfile (see [`_sock_check`]), and the raw
 /// fd when the raw path applies. An exact `socket.socket` is no SSLSocket.
 fn check_and_raw_fd(loop_: &Bound<'_, PyAny>, sock: &Bound<'_, PyAny>) -> PyResult<Option<RawFd>> {
-    if !sock.get_type().is(socket_class(sock.py())?) {
+    if !is_plain_socket(sock)? {
         check_ssl_socket(sock)?;
     }
     check_nonblocking(loop_, sock)?;
