@@ -802,7 +802,8 @@ def test_many_waits_on_one_socket(lp, pair):
     assert lp.remove_reader(a) is False
 
 
-def test_fd_number_reused_after_close(lp):
+@pytest.mark.parametrize("second", ["sock_recv", "add_reader", "transport"])
+def test_fd_number_reused_after_close(lp, second):
     a, b = socket.socketpair()
     a.setblocking(False)
     fd = a.fileno()
@@ -822,8 +823,34 @@ def test_fd_number_reused_after_close(lp):
         if mine.fileno() != fd:
             pytest.skip("the fd number was not reused")
         mine.setblocking(False)
-        assert run(lp, recv_after_waiting(lp, mine, peer, b"second")) == b"second"
-        assert lp.remove_reader(mine) is False
+        if second == "sock_recv":
+            assert run(lp, recv_after_waiting(lp, mine, peer, b"second")) == b"second"
+            assert lp.remove_reader(mine) is False
+        elif second == "add_reader":
+            got = lp.create_future()
+            lp.add_reader(mine, lambda: got.done() or got.set_result(mine.recv(100)))
+            peer.send(b"second")
+            assert run(lp, got) == b"second"
+            assert lp.remove_reader(mine) is True
+        else:
+
+            class Proto(asyncio.Protocol):
+                def __init__(self):
+                    self.got = lp.create_future()
+
+                def data_received(self, data):
+                    if not self.got.done():
+                        self.got.set_result(data)
+
+            async def main():
+                transport, proto = await lp.connect_accepted_socket(Proto, mine)
+                peer.send(b"second")
+                data = await proto.got
+                transport.close()
+                await turns()
+                return data
+
+            assert run(lp, main()) == b"second"
     finally:
         c.close()
         d.close()
