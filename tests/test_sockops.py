@@ -959,6 +959,30 @@ def test_loop_closed_with_a_pending_recv(loop_factory, pair):
     assert task.cancelled()
 
 
+def test_loop_subclass_create_future_is_used(lp, pair):
+    # A waiting operation gets its future from self.create_future(), as asyncio's does.
+    a, b = pair
+    made = []
+
+    class Sub(type(lp)):
+        def create_future(self):
+            fut = super().create_future()
+            made.append(fut)
+            return fut
+
+    async def main():
+        before = len(made)
+        got = await recv_after_waiting(loop, a, b, b"sub")
+        return got, len(made) - before
+
+    loop = Sub()
+    try:
+        loop.set_debug(False)
+        assert run(loop, main()) == (b"sub", 1)
+    finally:
+        loop.close()
+
+
 # -- what the socket's own methods decide -------------------------------------------------------
 
 

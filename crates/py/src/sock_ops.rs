@@ -42,6 +42,9 @@ type Started = (Option<Py<PyAny>>, Option<Py<PyAny>>);
 use crate::stdlib::cached_attr;
 
 cached_attr!(
+    /// `ferroloop._loop.Loop`, the loop class whose create_future is LoopCore's
+    loop_class, "ferroloop._loop", "Loop");
+cached_attr!(
     /// `socket.SOL_SOCKET`
     sol_socket, "socket", "SOL_SOCKET");
 cached_attr!(
@@ -566,7 +569,12 @@ impl SockWait {
     ) -> PyResult<Py<PyAny>> {
         let py = loop_.py();
         let lp = loop_.cast::<LoopCore>()?;
-        let fut = LoopCore::create_future(lp)?.into_bound(py);
+        // `self.create_future()`: called directly unless a subclass may have replaced it.
+        let fut = if loop_.get_type().is(loop_class(py)?) {
+            LoopCore::create_future(lp)?.into_bound(py)
+        } else {
+            loop_.call_method0(intern!(py, "create_future"))?
+        };
         // The raw path read the fd just before (`sock.fileno()`, as asyncio reads it here).
         let fd_obj = match raw {
             Some(fd) => fd.into_pyobject(py)?.into_any(),
