@@ -11,6 +11,7 @@ import gc
 import io
 import logging
 import os
+import re
 import socket
 import ssl
 import tempfile
@@ -754,6 +755,430 @@ def test_two_readers_on_one_socket_the_last_wins(lp, pair):
         return got, still_pending
 
     assert run(lp, main()) == (b"data", True)
+
+
+# -- the watch an operation leaves behind ---------------------------------------------------------
+# ferroloop waits natively (one-shot readiness registrations kept between operations on a
+# socket, system calls made directly for plain sockets): none of it may show.
+
+
+async def recv_after_waiting(lp, a, b, payload=b"data"):
+    task = asyncio.ensure_future(lp.sock_recv(a, 100))
+    await turns()
+    assert not task.done()
+    b.send(payload)
+    return await task
+
+
+def test_fd_free_after_a_recv_that_waited(lp, pair):
+    a, b = pair
+    fired = []
+
+    async def main():
+        got = await recv_after_waiting(lp, a, b)
+        await turns()
+        # Nothing watches the fd any more...
+        unwatched = (lp.remove_reader(a), lp.remove_writer(a))
+        # ...and a reader added now is called when data comes.
+        lp.add_reader(a, lambda: fired.append(a.recv(100)))
+        b.send(b"more")
+        for _ in range(100):
+            if fired:
+                break
+            await asyncio.sleep(0)
+        return got, unwatched, lp.remove_reader(a)
+
+    assert run(lp, main()) == (b"data", (False, False), True)
+    assert fired == [b"more"]
+
+
+def test_many_waits_on_one_socket(lp, pair):
+    a, b = pair
+
+    async def main():
+        return [await recv_after_waiting(lp, a, b, bytes([i])) for i in range(20)]
+
+    assert run(lp, main()) == [bytes([i]) for i in range(20)]
+    assert lp.remove_reader(a) is False
+
+
+@pytest.mark.parametrize("second", ["sock_recv", "add_reader", "transport"])
+def test_fd_number_reused_after_close(lp, second):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    fd = a.fileno()
+
+    async def first():
+        return await recv_after_waiting(lp, a, b, b"first")
+
+    try:
+        assert run(lp, first()) == b"first"
+    finally:
+        a.close()
+        b.close()
+    # The lowest free numbers are reused: one of the new pair has the old number.
+    c, d = socket.socketpair()
+    try:
+        mine, peer = (c, d) if c.fileno() == fd else (d, c)
+        if mine.fileno() != fd:
+            pytest.skip("the fd number was not reused")
+        mine.setblocking(False)
+        if second == "sock_recv":
+            assert run(lp, recv_after_waiting(lp, mine, peer, b"second")) == b"second"
+            assert lp.remove_reader(mine) is False
+        elif second == "add_reader":
+            got = lp.create_future()
+            lp.add_reader(mine, lambda: got.done() or got.set_result(mine.recv(100)))
+            peer.send(b"second")
+            assert run(lp, got) == b"second"
+            assert lp.remove_reader(mine) is True
+        else:
+
+            class Proto(asyncio.Protocol):
+                def __init__(self):
+                    self.got = lp.create_future()
+
+                def data_received(self, data):
+                    if not self.got.done():
+                        self.got.set_result(data)
+
+            async def main():
+                transport, proto = await lp.connect_accepted_socket(Proto, mine)
+                peer.send(b"second")
+                data = await proto.got
+                transport.close()
+                await turns()
+                return data
+
+            assert run(lp, main()) == b"second"
+    finally:
+        c.close()
+        d.close()
+
+
+def test_socket_closed_while_recv_waits(lp):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    fd = a.fileno()
+
+    async def main():
+        task = asyncio.ensure_future(lp.sock_recv(a, 100))
+        await turns()
+        a.close()
+        await turns()
+        pending = not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await turns()
+        return pending, task.cancelled()
+
+    try:
+        assert run(lp, main()) == (True, True)
+        assert lp.remove_reader(fd) is False
+    finally:
+        a.close()
+        b.close()
+
+
+def test_remove_reader_stops_a_pending_recv(lp, pair):
+    # asyncio: remove_reader cancels the operation's handle; the future stays pending.
+    a, b = pair
+
+    async def main():
+        task = asyncio.ensure_future(lp.sock_recv(a, 100))
+        await turns()
+        removed = lp.remove_reader(a)
+        b.send(b"unread")
+        await turns(10)
+        pending = not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return removed, pending, a.recv(100)
+
+    assert run(lp, main()) == (True, True, b"unread")
+
+
+def test_add_reader_replaces_a_pending_recv(lp, pair):
+    a, b = pair
+    fired = []
+
+    async def main():
+        task = asyncio.ensure_future(lp.sock_recv(a, 100))
+        await turns()
+        lp.add_reader(a, lambda: fired.append(a.recv(100)))
+        b.send(b"for the reader")
+        for _ in range(100):
+            if fired:
+                break
+            await asyncio.sleep(0)
+        pending = not task.done()
+        removed = lp.remove_reader(a)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await turns()
+        return pending, removed, lp.remove_reader(a)
+
+    assert run(lp, main()) == (True, True, False)
+    assert fired == [b"for the reader"]
+
+
+def test_recv_and_sendall_waiting_on_one_socket(lp, tcp_pair):
+    # A reader and a writer on the same fd at once, each finishing on its own.
+    client, server = tcp_pair
+
+    async def main():
+        fill_send_buffer(client)
+        recv = asyncio.ensure_future(lp.sock_recv(client, 100))
+        send = asyncio.ensure_future(lp.sock_sendall(client, b"tail"))
+        await turns()
+        server.send(b"reply")
+        got = await recv
+        drained = b""
+        while not drained.endswith(b"tail"):
+            try:
+                drained += server.recv(1 << 20)
+            except BlockingIOError:
+                await asyncio.sleep(0)
+        await send
+        await turns()
+        return got, lp.remove_reader(client), lp.remove_writer(client)
+
+    assert run(lp, main()) == (b"reply", False, False)
+
+
+def test_loop_closed_with_a_pending_recv(loop_factory, pair):
+    a, b = pair
+    loop = loop_factory()
+    task = loop.create_task(loop.sock_recv(a, 100))
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.run_until_complete(asyncio.sleep(0))
+    assert not task.done()
+    task.cancel()
+    loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    loop.close()
+    assert task.cancelled()
+
+
+def test_loop_subclass_create_future_is_used(lp, pair):
+    # A waiting operation gets its future from self.create_future(), as asyncio's does.
+    a, b = pair
+    made = []
+
+    class Sub(type(lp)):
+        def create_future(self):
+            fut = super().create_future()
+            made.append(fut)
+            return fut
+
+    async def main():
+        before = len(made)
+        got = await recv_after_waiting(loop, a, b, b"sub")
+        return got, len(made) - before
+
+    loop = Sub()
+    try:
+        loop.set_debug(False)
+        assert run(loop, main()) == (b"sub", 1)
+    finally:
+        loop.close()
+
+
+# -- what the socket's own methods decide -------------------------------------------------------
+
+
+class CountingSocket(socket.socket):
+    """A socket subclass whose data methods are counted: both loops call them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def recv(self, n):
+        self.calls.append("recv")
+        return super().recv(n)
+
+    def recv_into(self, buf):
+        self.calls.append("recv_into")
+        return super().recv_into(buf)
+
+    def send(self, data):
+        self.calls.append("send")
+        return super().send(data)
+
+
+def counting_pair():
+    a, b = socket.socketpair()
+    try:
+        c = CountingSocket(fileno=a.detach())
+    finally:
+        a.close()
+    c.setblocking(False)
+    b.setblocking(False)
+    return c, b
+
+
+def test_socket_subclass_methods_are_called(lp):
+    a, b = counting_pair()
+
+    async def main():
+        got = await recv_after_waiting(lp, a, b, b"x")
+        task = asyncio.ensure_future(lp.sock_recv_into(a, bytearray(10)))
+        await turns()
+        b.send(b"yz")
+        n = await task
+        await lp.sock_sendall(a, b"out")
+        return got, n, b.recv(10)
+
+    try:
+        assert run(lp, main()) == (b"x", 2, b"out")
+        # The first attempt would block, the second (on readiness) gets the data.
+        assert a.calls == ["recv", "recv", "recv_into", "recv_into", "send"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_socket_with_a_timeout_outside_debug_mode(lp, pair):
+    a, b = pair
+    a.settimeout(30)
+    b.send(b"ready")
+    assert run(lp, lp.sock_recv(a, 100)) == b"ready"
+    run(lp, lp.sock_sendall(a, b"back"))
+    assert b.recv(100) == b"back"
+
+
+@pytest.mark.parametrize("n", [-1, 1.5, "10", None])
+def test_recv_bad_size(lp, pair, n):
+    a, b = pair
+    b.send(b"data")
+    with pytest.raises((ValueError, TypeError)) as info:
+        run(lp, lp.sock_recv(a, n))
+    with pytest.raises(type(info.value), match=f"^{re.escape(str(info.value))}$"):
+        a.recv(n)
+
+
+def test_recv_size_zero_and_huge(lp, pair):
+    a, b = pair
+    b.send(b"abc")
+    assert run(lp, lp.sock_recv(a, 0)) == a.recv(0)
+    assert run(lp, lp.sock_recv(a, 1 << 20)) == b"abc"
+
+
+def test_recv_bool_size(lp, pair):
+    # bool is an int: True reads one byte, as sock.recv(True) does.
+    a, b = pair
+    b.send(b"ab")
+    assert run(lp, lp.sock_recv(a, True)) == b"a"
+
+
+def test_recv_into_readonly_buffer(lp, pair):
+    a, b = pair
+    b.send(b"data")
+    with pytest.raises(TypeError) as info:
+        run(lp, lp.sock_recv_into(a, b"readonly"))
+    with pytest.raises(TypeError) as direct:
+        a.recv_into(b"readonly")
+    assert str(info.value) == str(direct.value)
+
+
+def test_recv_into_buffers_of_other_formats(lp, pair):
+    import array
+
+    a, b = pair
+    words = array.array("i", [0, 0])
+
+    async def main():
+        task = asyncio.ensure_future(lp.sock_recv_into(a, words))
+        await turns()
+        b.send(b"\x01\0\0\0\x02\0\0\0")
+        return await task
+
+    assert run(lp, main()) == 8
+    assert list(words) == [1, 2]
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "memoryview", "bytes_subclass"])
+def test_sendall_partial_sends_of_other_buffers(lp, tcp_pair, kind):
+    client, server = tcp_pair
+    payload = os.urandom(300_000)
+
+    class Bytes(bytes):
+        pass
+
+    data = {
+        "bytearray": bytearray(payload),
+        "memoryview": memoryview(b"\0" + payload)[1:],
+        "bytes_subclass": Bytes(payload),
+    }[kind]
+
+    async def main():
+        fill_send_buffer(client)
+        reader = asyncio.ensure_future(read_all(lp, server))
+        await lp.sock_sendall(client, data)
+        client.shutdown(socket.SHUT_WR)
+        return await reader
+
+    received = run(lp, main())
+    assert received.endswith(payload)
+    assert set(received[: -len(payload)]) == {ord("x")}
+
+
+def dead_peer_mid_sendall(loop):
+    """sock_sendall waiting on a full buffer when the peer closes with unread data."""
+    client, server = make_tcp_pair()
+
+    async def main():
+        fill_send_buffer(client)
+        task = asyncio.ensure_future(loop.sock_sendall(client, b"y" * 200_000))
+        await turns()
+        server.close()  # unread data: the kernel resets the connection
+        return await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        (exc,) = run(loop, main())
+        return type(exc), getattr(exc, "errno", None), loop.remove_writer(client)
+    finally:
+        client.close()
+        server.close()
+
+
+def test_dead_peer_mid_sendall_same_error_as_asyncio():
+    import ferroloop
+
+    outcomes = {}
+    for name, factory in [
+        ("asyncio", asyncio.SelectorEventLoop),
+        ("ferroloop", ferroloop.new_event_loop),
+    ]:
+        loop = factory()
+        try:
+            outcomes[name] = dead_peer_mid_sendall(loop)
+        finally:
+            loop.close()
+    assert outcomes["asyncio"][0] in (ConnectionResetError, BrokenPipeError)
+    assert outcomes["ferroloop"] == outcomes["asyncio"]
+
+
+def test_many_sockets_no_fd_left(lp):
+    # The autouse fixture checks the fd count; here many sockets wait and finish.
+    pairs = [socket.socketpair() for _ in range(30)]
+    for a, _ in pairs:
+        a.setblocking(False)
+
+    async def main():
+        tasks = [asyncio.ensure_future(lp.sock_recv(a, 10)) for a, _ in pairs]
+        await turns()
+        for i, (_, b) in enumerate(pairs):
+            b.send(bytes([i]))
+        return await asyncio.gather(*tasks)
+
+    try:
+        assert run(lp, main()) == [bytes([i]) for i in range(30)]
+        assert not any(lp.remove_reader(a) for a, _ in pairs)
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
 
 
 # -- bad arguments -------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Mixed into ``ferroloop.Loop``; the data paths run in Rust (``ferroloop._ferroloop``, module
 ``sock_ops``): each coroutine calls one Rust function, which makes the system call at once and,
-if it would block, returns a future of the loop whose completion is driven by readiness
-(add_reader/add_writer). Here are only the coroutines themselves (so ``create_task`` takes
-them) and the cold paths: argument checks, address resolution, the sendfile orchestration.
+if it would block, returns a future of the loop whose completion is driven by readiness (the
+loop watches the fd natively and retries the call in Rust: no Handle, no Python callback). Here
+are only the coroutines themselves (so ``create_task`` takes them) and the cold paths: argument
+checks, address resolution, the sendfile orchestration.
 """
 
 from __future__ import annotations

@@ -74,8 +74,12 @@ impl Poller {
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.ctl_bits(op, fd, interest.epoll_bits())
+    }
+
+    fn ctl_bits(&self, op: libc::c_int, fd: RawFd, events: u32) -> io::Result<()> {
         let mut ev = libc::epoll_event {
-            events: interest.epoll_bits(),
+            events,
             u64: fd as u32 as u64,
         };
         // SAFETY: `ev` is a valid epoll_event for the duration of the call; epoll_ctl checks `fd`.
@@ -93,6 +97,27 @@ impl Poller {
     pub fn modify(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
         match self.ctl(libc::EPOLL_CTL_MOD, fd, interest) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.add(fd, interest),
+            other => other,
+        }
+    }
+
+    /// Starts watching `fd` one-shot (EPOLLONESHOT): once it has been reported, `fd` stays
+    /// registered but disarmed — it reports nothing, not even a hang-up — until
+    /// [`Poller::modify_oneshot`] (or [`Poller::modify`]) arms it again.
+    pub fn add_oneshot(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.ctl_bits(
+            libc::EPOLL_CTL_ADD,
+            fd,
+            interest.epoll_bits() | libc::EPOLLONESHOT as u32,
+        )
+    }
+
+    /// (Re-)arms `fd` one-shot for `interest`; added again if the kernel forgot it (closed and
+    /// its number reused), as [`Poller::modify`].
+    pub fn modify_oneshot(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        let bits = interest.epoll_bits() | libc::EPOLLONESHOT as u32;
+        match self.ctl_bits(libc::EPOLL_CTL_MOD, fd, bits) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.add_oneshot(fd, interest),
             other => other,
         }
     }
@@ -214,6 +239,35 @@ mod tests {
         assert!(evs.is_empty());
         close(r);
         close(w);
+    }
+
+    #[test]
+    fn oneshot_reports_once_until_rearmed() {
+        let p = Poller::new().unwrap();
+        let (r, w) = pipe();
+        p.add_oneshot(r, Interest::READ).unwrap();
+        // SAFETY: writing one byte from a valid buffer to our pipe.
+        assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
+        let mut evs = Vec::new();
+        p.wait(&mut evs, Some(1.0)).unwrap();
+        assert_eq!(evs.len(), 1);
+        // Disarmed: still readable, not reported again, not even for a hang-up.
+        p.wait(&mut evs, Some(0.0)).unwrap();
+        assert!(evs.is_empty());
+        close(w);
+        p.wait(&mut evs, Some(0.0)).unwrap();
+        assert!(evs.is_empty());
+        // Re-armed: reported again; the registration still exists (MOD, not ADD).
+        p.modify_oneshot(r, Interest::READ).unwrap();
+        p.wait(&mut evs, Some(1.0)).unwrap();
+        assert_eq!(evs.len(), 1);
+        assert!(evs[0].readable);
+        // A number the kernel forgot (closed, reused) is added again by modify_oneshot.
+        p.delete(r).unwrap();
+        p.modify_oneshot(r, Interest::READ).unwrap();
+        p.wait(&mut evs, Some(1.0)).unwrap();
+        assert_eq!(evs.len(), 1);
+        close(r);
     }
 
     #[test]

@@ -458,4 +458,51 @@ pub fn dict_setdefault<'py>(
             ffi::PyDict_SetDefault(dict.as_ptr(), key.as_ptr(), value.as_ptr()),
         )
     }
+
+extern "C" {
+    /// CPython's `_PyBytes_Resize` (exported by the interpreter; PyO3 keeps its binding private).
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> libc::c_int;
+}
+
+/// A bytes object of at most `size` bytes filled by `fill`, as the socket module's `recv`
+/// makes it: allocated at full size, filled in place, then shrunk to the count `fill` returns
+/// (`_PyBytes_Resize`). `fill` gets the object's uninitialised-but-allocated storage and
+/// returns the bytes written, or None (nothing to return: the object is released).
+pub fn bytes_filled<'py>(
+    py: Python<'py>,
+    size: usize,
+    fill: impl FnOnce(&mut [u8]) -> PyResult<Option<usize>>,
+) -> PyResult<Option<Bound<'py, pyo3::types::PyBytes>>> {
+    let Ok(len) = ffi::Py_ssize_t::try_from(size) else {
+        return Err(pyo3::exceptions::PyOverflowError::new_err("size too large"));
+    };
+    // SAFETY: GIL held; a NULL source asks for an allocated, not yet initialised bytes object
+    // of `len` bytes (or NULL with MemoryError set).
+    let mut obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+    if obj.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `obj` is a fresh bytes object we own, with `size` bytes of storage at
+    // PyBytes_AsString (plus the trailing NUL); nobody else sees it while `fill` writes.
+    let storage =
+        unsafe { std::slice::from_raw_parts_mut(ffi::PyBytes_AsString(obj).cast::<u8>(), size) };
+    let written = match fill(storage) {
+        Ok(Some(n)) => n.min(size),
+        other => {
+            // SAFETY: we own the only reference to `obj`.
+            unsafe { ffi::Py_DECREF(obj) };
+            return other.map(|_| None);
+        }
+    };
+    if written != size {
+        // SAFETY: `obj` is a bytes object with refcount 1 that we own; _PyBytes_Resize
+        // reallocates it (updating `obj`) or frees it, sets `obj` to NULL and raises.
+        if unsafe { _PyBytes_Resize(&mut obj, written as ffi::Py_ssize_t) } < 0 {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    // SAFETY: `obj` is a valid owned reference to a bytes object.
+    Ok(Some(unsafe {
+        Bound::from_owned_ptr(py, obj).cast_into_unchecked()
+    }))
 }

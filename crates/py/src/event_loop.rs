@@ -10,6 +10,7 @@
 //! back into the loop and deadlock).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
@@ -18,7 +19,7 @@ use ferroloop_core::{clock, Event, Interest, Poller, ReadyQueue, TimerHeap, Wake
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3::{intern, PyTraverseError, PyVisit};
+use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 
 use crate::future::{Future, FutureCore};
 use crate::gather::GatherCallback;
@@ -81,10 +82,46 @@ impl Watcher {
     }
 }
 
+/// Hashes an fd with one multiplication (Fibonacci hashing): the io map's keys are small
+/// distinct ints, and SipHash showed up in profiles of socket-heavy loops.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.0 = u64::from(n as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type FdMap<V> = HashMap<RawFd, V, BuildHasherDefault<FdHasher>>;
+
+/// What the loop watches on one fd, and how the poller has it.
+///
+/// An fd whose only watcher is a `sock_*` operation is registered one-shot: the poller disarms
+/// it when it reports it; the operation re-arms it when it must wait again, and a finished
+/// operation leaves it registered but disarmed (reporting nothing, not even a hang-up), so the
+/// next operation on the fd re-arms it with one system call instead of an add and a delete.
+/// An entry with no watcher and such a disarmed registration stays in the map.
 #[derive(Default)]
 struct IoWatch {
     reader: Option<Watcher>,
     writer: Option<Watcher>,
+    /// The fd is registered with the poller.
+    registered: bool,
+    /// The registration is one-shot.
+    oneshot: bool,
+    /// A one-shot registration has not been reported since it was (re-)armed.
+    armed: bool,
 }
 
 impl IoWatch {
@@ -94,12 +131,30 @@ impl IoWatch {
             write: self.writer.is_some(),
         }
     }
+
+    fn watched(&self) -> bool {
+        self.reader.is_some() || self.writer.is_some()
+    }
+
+    /// One side watched, by a sock_* operation.
+    fn wants_oneshot(&self) -> bool {
+        matches!(
+            (&self.reader, &self.writer),
+            (Some(Watcher::Native(NativeIo::Sock(_), _)), None)
+                | (None, Some(Watcher::Native(NativeIo::Sock(_), _)))
+        )
+    }
+
+    /// Nothing watched and nothing the poller could report: the entry can go.
+    fn is_vacant(&self) -> bool {
+        !self.watched() && !self.registered
+    }
 }
 
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen)]
 pub struct LoopCore {
     sched: Mutex<Sched>,
-    io: Mutex<HashMap<RawFd, IoWatch>>,
+    io: Mutex<FdMap<IoWatch>>,
     /// Number of fds in `io` (read without the lock to skip polling when nothing is watched).
     io_count: AtomicUsize,
     poller: RwLock<Option<Poller>>,
@@ -128,7 +183,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The first half of `selectors._fileobj_to_fd`: an int, or `int(obj.fileno())`, as a Python int
 /// (checked by [`fd_as_c_int`] once the loop is known to be open).
-fn fileobj_to_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn fileobj_to_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let fd = if obj.is_instance_of::<pyo3::types::PyInt>() {
         obj.clone()
@@ -157,7 +212,7 @@ fn fileobj_to_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 
 /// The fd as a C int: ValueError for a negative one (as `selectors._fileobj_to_fd`), the error
 /// CPython's `_PyLong_AsInt` gives for one too large (what `epoll.register` raises).
-fn fd_as_c_int(fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+pub(crate) fn fd_as_c_int(fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     if fd.lt(0)? {
         return Err(PyValueError::new_err(format!(
             "Invalid file descriptor: {fd}"
@@ -603,12 +658,16 @@ impl LoopCore {
             let mut to_run: Vec<Ready> = Vec::new();
             let mut stale: Vec<RawFd> = Vec::new();
             {
-                let io = lock(&this.io);
+                let mut io = lock(&this.io);
                 for ev in &events {
                     if Some(ev.fd) == waker_fd {
                         continue;
                     }
-                    if let Some(w) = io.get(&ev.fd) {
+                    if let Some(w) = io.get_mut(&ev.fd) {
+                        if w.oneshot {
+                            // The kernel disarmed it by reporting it.
+                            w.armed = false;
+                        }
                         for (ready, watcher, write) in [
                             (ev.readable, &w.reader, false),
                             (ev.writable, &w.writer, true),
@@ -816,14 +875,9 @@ impl LoopCore {
             {
                 removed.extend(w.writer.take());
             }
-            let interest = w.interest();
-            if interest.is_empty() {
-                io.remove(&fd);
-                self.io_count.store(io.len(), Ordering::Release);
-                self.with_poller(|p| p.delete(fd)).ok();
-            } else {
-                self.with_poller(|p| p.modify(fd, interest)).ok();
-            }
+            let before = !removed.is_empty() || w.watched();
+            self.sync_poller(w, fd).ok();
+            self.settle(&mut io, fd, before);
             removed
         };
         drop(removed);
@@ -884,43 +938,131 @@ impl LoopCore {
         }
     }
 
+    /// True if the watcher of one side of `fd` is the native target `target` (its
+    /// registration was not removed or replaced).
+    pub(crate) fn is_native_watch(
+        &self,
+        fd: RawFd,
+        write: bool,
+        target: *mut ffi::PyObject,
+    ) -> bool {
+        let io = lock(&self.io);
+        let Some(w) = io.get(&fd) else { return false };
+        let side = if write { &w.writer } else { &w.reader };
+        matches!(side, Some(Watcher::Native(t, _)) if t.as_ptr() == target)
+    }
+
+    /// Stops watching one side of `fd` if its watcher is still the native target `target`
+    /// (asyncio's `_sock_read_done`: remove the reader unless its handle was cancelled).
+    pub(crate) fn remove_native_watch_if(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        write: bool,
+        target: *mut ffi::PyObject,
+    ) -> bool {
+        if self.closed.load(Ordering::Acquire) || !self.is_native_watch(fd, write, target) {
+            return false;
+        }
+        self.remove_native_watch(py, fd, write)
+    }
+
+    /// Makes the poller's registration of `fd` match `w`'s watchers: added, or modified (which
+    /// also re-arms a one-shot registration and re-adds an fd the kernel forgot), one-shot when
+    /// a sock_* operation is the only watcher; deleted when nothing is watched, except a
+    /// disarmed one-shot registration, which can report nothing and is kept for the next
+    /// operation. The state changes only if the system call succeeds.
+    fn sync_poller(&self, w: &mut IoWatch, fd: RawFd) -> PyResult<()> {
+        let want = w.interest();
+        if want.is_empty() {
+            // A disarmed one-shot registration stays (see IoWatch).
+            let disarmed = w.oneshot && !w.armed;
+            if w.registered && !disarmed {
+                self.with_poller(|p| p.delete(fd))?;
+                w.registered = false;
+            }
+            return Ok(());
+        }
+        let oneshot = w.wants_oneshot();
+        self.with_poller(|p| match (w.registered, oneshot) {
+            (true, true) => p.modify_oneshot(fd, want),
+            (true, false) => p.modify(fd, want),
+            (false, true) => p.add_oneshot(fd, want),
+            (false, false) => p.add(fd, want),
+        })?;
+        w.registered = true;
+        w.oneshot = oneshot;
+        w.armed = true;
+        Ok(())
+    }
+
+    /// After `fd`'s entry changed: count it in or out of the watched fds (`before`: it was
+    /// watched) and drop it from the map if vacant. The caller drops what was taken out.
+    fn settle(&self, io: &mut FdMap<IoWatch>, fd: RawFd, before: bool) -> Option<IoWatch> {
+        let (after, vacant) = match io.get(&fd) {
+            Some(w) => (w.watched(), w.is_vacant()),
+            None => (false, false),
+        };
+        match (before, after) {
+            (false, true) => {
+                self.io_count.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                self.io_count.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        if vacant {
+            io.remove(&fd)
+        } else {
+            None
+        }
+    }
+
+    /// Re-arms the one-shot registration of a sock_* operation that must wait again after a
+    /// readiness report (if its watcher is still `target`).
+    pub(crate) fn rearm_native_watch(
+        &self,
+        fd: RawFd,
+        write: bool,
+        target: *mut ffi::PyObject,
+    ) -> PyResult<()> {
+        let mut io = lock(&self.io);
+        let Some(w) = io.get_mut(&fd) else {
+            return Ok(());
+        };
+        let side = if write { &w.writer } else { &w.reader };
+        let current = matches!(side, Some(Watcher::Native(t, _)) if t.as_ptr() == target);
+        if current && w.registered && w.oneshot && !w.armed {
+            self.sync_poller(w, fd)?;
+        }
+        Ok(())
+    }
+
     /// Installs a watcher for one side of `fd`, cancelling the one it replaces.
     fn set_watch(&self, py: Python<'_>, fd: RawFd, watcher: Watcher, write: bool) -> PyResult<()> {
         let previous = {
             let mut io = lock(&self.io);
-            let existed = io.contains_key(&fd);
             let w = io.entry(fd).or_default();
+            let before = w.watched();
             let previous = if write {
                 w.writer.replace(watcher)
             } else {
                 w.reader.replace(watcher)
             };
-            let interest = w.interest();
-            let res = if existed {
-                self.with_poller(|p| p.modify(fd, interest))
-            } else {
-                self.with_poller(|p| p.add(fd, interest))
-            };
-            if let Err(e) = res {
-                // Undo: the fd is not watched.
-                let undone = if existed {
-                    let w = io.get_mut(&fd).map(|w| {
-                        if write {
-                            std::mem::replace(&mut w.writer, previous)
-                        } else {
-                            std::mem::replace(&mut w.reader, previous)
-                        }
-                    });
-                    (w, None)
+            if let Err(e) = self.sync_poller(w, fd) {
+                // Undo: the fd is watched as it was.
+                let new = if write {
+                    std::mem::replace(&mut w.writer, previous)
                 } else {
-                    (None, io.remove(&fd))
+                    std::mem::replace(&mut w.reader, previous)
                 };
-                self.io_count.store(io.len(), Ordering::Release);
+                let gone = self.settle(&mut io, fd, before);
                 drop(io);
-                drop(undone);
+                drop((new, gone));
                 return Err(e);
             }
-            self.io_count.store(io.len(), Ordering::Release);
+            self.settle(&mut io, fd, before);
             previous
         };
         if let Some(Watcher::Handle(prev)) = &previous {
@@ -934,19 +1076,16 @@ impl LoopCore {
     fn take_watch(&self, fd: RawFd, write: bool) -> Option<Watcher> {
         let mut io = lock(&self.io);
         let w = io.get_mut(&fd)?;
+        let before = w.watched();
         let removed = if write {
             w.writer.take()
         } else {
             w.reader.take()
         };
-        let interest = w.interest();
-        if interest.is_empty() {
-            io.remove(&fd);
-            self.io_count.store(io.len(), Ordering::Release);
-            self.with_poller(|p| p.delete(fd)).ok();
-        } else {
-            self.with_poller(|p| p.modify(fd, interest)).ok();
-        }
+        removed.as_ref()?;
+        self.sync_poller(w, fd).ok();
+        // A vacant entry holds no watcher: nothing Python is dropped under the lock.
+        drop(self.settle(&mut io, fd, before));
         removed
     }
 
@@ -972,11 +1111,29 @@ impl LoopCore {
     /// The public add_reader/add_writer/remove_reader/remove_writer refuse an fd a live
     /// transport owns (`BaseSelectorEventLoop._ensure_fd_no_transport`).
     fn ensure_fd_no_transport(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::ensure_fd_no_transport_for(slf, fd)
+    }
+
+    /// `self._ensure_fd_no_transport(fd)`, asked only when the transport registry (a
+    /// WeakValueDictionary, whose entries live in its `data` dict) may hold `fd`.
+    pub(crate) fn ensure_fd_no_transport_for(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let py = slf.py();
-        if let Ok(transports) = slf.getattr(intern!(py, "_transports")) {
-            if transports.len().unwrap_or(0) > 0 {
-                slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
-            }
+        let Ok(transports) = slf.getattr(intern!(py, "_transports")) else {
+            return Ok(());
+        };
+        let maybe_owned = match transports.getattr(intern!(py, "data")) {
+            Ok(data) => match data.cast::<PyDict>() {
+                Ok(d) if fd.is_exact_instance_of::<pyo3::types::PyInt>() => d.contains(fd)?,
+                Ok(d) => !d.is_empty(),
+                Err(_) => true,
+            },
+            Err(_) => transports.len().unwrap_or(0) > 0,
+        };
+        if maybe_owned {
+            slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
         }
         Ok(())
     }
@@ -994,7 +1151,7 @@ impl LoopCore {
             .map_err(os_error)?;
         Ok(LoopCore {
             sched: Mutex::new(Sched::default()),
-            io: Mutex::new(HashMap::new()),
+            io: Mutex::new(FdMap::default()),
             io_count: AtomicUsize::new(0),
             poller: RwLock::new(Some(poller)),
             waker: RwLock::new(Some(waker)),
@@ -1314,7 +1471,7 @@ impl LoopCore {
         self.native_tasks.store(enabled, Ordering::Relaxed);
     }
 
-    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+    pub(crate) fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
         if this.native_tasks.load(Ordering::Relaxed) {
@@ -1461,7 +1618,7 @@ impl LoopCore {
     /// side watched by a Rust transport).
     fn _io_key(&self, py: Python<'_>, fd: RawFd) -> Option<IoKey> {
         let io = lock(&self.io);
-        let w = io.get(&fd)?;
+        let w = io.get(&fd).filter(|w| w.watched())?;
         let events = u8::from(w.reader.is_some()) | (u8::from(w.writer.is_some()) << 1);
         let handle_of = |x: &Option<Watcher>| {
             x.as_ref()

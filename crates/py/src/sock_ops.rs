@@ -5,15 +5,19 @@
 //! getnameinfo answered without a thread).
 //!
 //! The coroutines are thin `async def`s in `python/ferroloop/_sockops.py`: each calls one
-//! function here, which tries the system call at once and, when it would block, returns a future
-//! of the loop together with a waiter registered through the loop's Python-level
-//! `add_reader`/`add_writer`. The waiter retries the call on readiness and completes the future;
-//! the future's done callback removes the registration (so cancellation leaves nothing behind).
+//! function here, which tries the system call at once and, only when it would block, creates a
+//! future of the loop and a [`SockWait`] the loop watches the fd with natively (no Handle, no
+//! Python callback): on readiness the loop calls it, it retries the call and, once done, stops
+//! watching and completes the future. It is also the future's done callback, so a cancelled
+//! operation leaves nothing behind.
 //!
 //! Socket calls go through the socket object's own methods (`sock.recv`, `sock.send`, ...), as
-//! asyncio does, so timeouts, subclasses and test doubles behave as they do on asyncio's loop.
+//! asyncio does, so timeouts, subclasses and test doubles behave as they do on asyncio's loop;
+//! an exact `socket.socket` in non-blocking mode gets its recv/recv_into/send made directly on
+//! its fd (the same system call, without a BlockingIOError object per "would block").
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use pyo3::exceptions::{
@@ -22,18 +26,24 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyFrozenSet, PyInt, PySlice, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PySlice, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use ferroloop_core::net;
 
-use crate::event_loop::LoopCore;
+use crate::capi;
+use crate::event_loop::{fd_as_c_int, fileobj_to_fd, os_error, LoopCore};
+use crate::native_io::NativeIo;
+use crate::stdlib;
 
 /// `(future or None, immediate result)`: what the entry points hand to the Python coroutine.
 type Started = (Option<Py<PyAny>>, Option<Py<PyAny>>);
 
 use crate::stdlib::cached_attr;
 
+cached_attr!(
+    /// `ferroloop._loop.Loop`, the loop class whose create_future is LoopCore's
+    loop_class, "ferroloop._loop", "Loop");
 cached_attr!(
     /// `socket.SOL_SOCKET`
     sol_socket, "socket", "SOL_SOCKET");
@@ -75,6 +85,31 @@ fn os_module(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     CELL.get_or_try_init(py, || Ok::<_, PyErr>(py.import("os")?.into_any().unbind()))
         .map(|o| o.bind(py))
+}
+
+/// `socket.socket` when the raw path may stand in for its methods: its `recv`, `recv_into`,
+/// `send`, `fileno` and `gettimeout` are the `_socket` module's own (checked once; a class
+/// replaced or patched before the first operation, e.g. by a green-thread library, keeps every
+/// call going through its methods). None otherwise.
+fn raw_socket_class(py: Python<'_>) -> PyResult<Option<&Bound<'_, PyAny>>> {
+    static CELL: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
+    let cls = CELL.get_or_try_init(py, || -> PyResult<Option<Py<PyAny>>> {
+        let cls = socket_module(py)?.getattr(intern!(py, "socket"))?;
+        let base = py.import("_socket")?.getattr(intern!(py, "socket"))?;
+        for name in ["recv", "recv_into", "send", "fileno", "gettimeout"] {
+            if !cls.getattr(name)?.is(&base.getattr(name)?) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(cls.unbind()))
+    })?;
+    Ok(cls.as_ref().map(|c| c.bind(py)))
+}
+
+/// True if `sock` is exactly the (unpatched) `socket.socket`: no subclass can override its
+/// methods, and its `__slots__` leave no room for an instance attribute that would.
+fn is_plain_socket(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(raw_socket_class(sock.py())?.is_some_and(|cls| sock.get_type().is(cls)))
 }
 
 /// `ssl.SSLSocket`, or None when the ssl module cannot be imported (as `base_events.ssl`).
@@ -168,6 +203,8 @@ fn unpack2<'py>(value: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound
 enum Op {
     Recv {
         n: Py<PyAny>,
+        /// `n` as a byte count, when the raw path may read it (an exact int in range).
+        size: Option<usize>,
     },
     RecvInto {
         buf: Py<PyAny>,
@@ -179,9 +216,10 @@ enum Op {
         buf: Py<PyAny>,
         nbytes: Py<PyAny>,
     },
-    /// `view` is `memoryview(data)`; the position sent so far is `SockOp::pos`.
+    /// `data` is the bytes object itself on the raw path, else `memoryview(data)`; the
+    /// position sent so far is `SockWait::pos`.
     SendAll {
-        view: Py<PyAny>,
+        data: Py<PyAny>,
         len: usize,
     },
     SendTo {
@@ -204,13 +242,13 @@ impl Op {
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
-            Op::Recv { n } | Op::RecvFrom { n } => visit.call(n),
+            Op::Recv { n, .. } | Op::RecvFrom { n } => visit.call(n),
             Op::RecvInto { buf } => visit.call(buf),
             Op::RecvFromInto { buf, nbytes } => {
                 visit.call(buf)?;
                 visit.call(nbytes)
             }
-            Op::SendAll { view, .. } => visit.call(view),
+            Op::SendAll { data, .. } => visit.call(data),
             Op::SendTo { data, address } => {
                 visit.call(data)?;
                 visit.call(address)
@@ -237,8 +275,8 @@ impl Op {
 /// What one attempt of an operation gave.
 enum Step {
     Done(Py<PyAny>),
-    /// sock_sendall sent part of the data: wait for writability again.
-    Partial,
+    /// The call would block (or sock_sendall sent only part of the data): wait again.
+    Again,
 }
 
 /// `sock.accept()` then `conn.setblocking(False)`: `(conn, address)`.
@@ -250,52 +288,177 @@ fn accept_once(sock: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     Ok(PyTuple::new(py, [conn, address])?.into_any().unbind())
 }
 
-/// A socket operation waiting for readiness: the future it completes and what to retry. The
-/// future's done callback (`__call__`) removes the reader/writer if this operation's
-/// registration is still the fd's current one.
-#[pyclass(module = "ferroloop._ferroloop", name = "_SockOp", frozen)]
-pub struct SockOp {
-    loop_: Py<PyAny>,
-    fut: Py<PyAny>,
-    sock: Py<PyAny>,
-    /// `sock.fileno()` when the operation started (what remove_reader/remove_writer get).
-    fd: Py<PyAny>,
-    op: Op,
-    /// sock_sendall: bytes of the view sent so far.
-    pos: AtomicUsize,
-    /// True while the loop holds this operation's waiter as the fd's reader/writer. The
-    /// waiter clears it when the loop lets go of it: on remove_reader/remove_writer, when
-    /// another callback replaces it (the loop cancels the old handle, which releases its
-    /// callback), or when the loop closes. This is asyncio's `handle.cancelled()` test in
-    /// `_sock_read_done`/`_sock_write_done`.
-    registered: AtomicBool,
+// -- raw system calls ----------------------------------------------------------------------------
+//
+// A socket that is exactly `socket.socket` (no subclass can override its methods, and its
+// `__slots__` leave no room for an instance attribute) in non-blocking mode gets its recv,
+// recv_into and send made here on its fd: the same system call its C method makes, with the
+// same EINTR retry, but "would block" costs no BlockingIOError object. Every other socket goes
+// through its own methods, as asyncio's loop calls them.
+
+/// The fd of `sock` when the raw path applies: an open, non-blocking (timeout 0.0), exact
+/// `socket.socket`.
+fn raw_fd(sock: &Bound<'_, PyAny>) -> PyResult<Option<RawFd>> {
+    let py = sock.py();
+    if !is_plain_socket(sock)? {
+        return Ok(None);
+    }
+    let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
+    if timeout.cast::<PyFloat>().map(|t| t.value()).ok() != Some(0.0) {
+        return Ok(None);
+    }
+    let fd: i64 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+    Ok(RawFd::try_from(fd).ok().filter(|fd| *fd >= 0))
 }
 
-impl SockOp {
-    /// One attempt of the operation from a readiness callback (asyncio's `_sock_recv`,
-    /// `_sock_sendall`, `_sock_connect_cb`, ...).
+/// Runs a system call as the socket module does (`sock_call_ex`): retried after EINTR once
+/// Python's signal handlers have run (their exception wins); None when it would block.
+fn raw_call(py: Python<'_>, mut call: impl FnMut() -> isize) -> PyResult<Option<usize>> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let err = std::io::Error::last_os_error();
+        match err.kind() {
+            std::io::ErrorKind::Interrupted => capi::check_signals(py)?,
+            std::io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(os_error(err)),
+        }
+    }
+}
+
+/// `sock.recv(size)` on the raw fd: the bytes (allocated at `size` and shrunk, as the socket
+/// module does), or None when it would block.
+fn raw_recv(py: Python<'_>, fd: RawFd, size: usize) -> PyResult<Option<Py<PyAny>>> {
+    let data = capi::bytes_filled(py, size, |buf| {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes during the call.
+        raw_call(py, || unsafe {
+            libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)
+        })
+    })?;
+    Ok(data.map(|d| d.into_any().unbind()))
+}
+
+/// `sock.recv_into(buf)` on the raw fd: Some(None) when it would block, None when `buf` is not
+/// a writable contiguous byte buffer this path takes (the socket method then says why).
+fn raw_recv_into(
+    py: Python<'_>,
+    fd: RawFd,
+    buf: &Bound<'_, PyAny>,
+) -> PyResult<Option<Option<Py<PyAny>>>> {
+    let Ok(view) = pyo3::buffer::PyBuffer::<u8>::get(buf) else {
+        return Ok(None);
+    };
+    if view.readonly() || !view.is_c_contiguous() {
+        return Ok(None);
+    }
+    let len = view.len_bytes();
+    let ptr = view.buf_ptr();
+    // SAFETY: the buffer is writable, C-contiguous and `len` bytes long; `view` keeps it
+    // exported (alive and unmoved) until it is dropped after the call, and the GIL is held.
+    let n = raw_call(py, || unsafe { libc::recv(fd, ptr, len, 0) })?;
+    drop(view);
+    match n {
+        Some(n) => Ok(Some(Some(n.into_pyobject(py)?.into_any().unbind()))),
+        None => Ok(Some(None)),
+    }
+}
+
+/// `sock.send(data[start:])` on the raw fd for a bytes object: the count sent (0 when it would
+/// block).
+fn raw_send(py: Python<'_>, fd: RawFd, data: &Bound<'_, PyBytes>, start: usize) -> PyResult<usize> {
+    let rest = &data.as_bytes()[start..];
+    // SAFETY: `rest` is valid for reads of `rest.len()` bytes during the call (the bytes
+    // object is immutable and borrowed).
+    let n = raw_call(py, || unsafe {
+        libc::send(fd, rest.as_ptr().cast(), rest.len(), 0)
+    })?;
+    Ok(n.unwrap_or(0))
+}
+
+/// An int argument usable by the raw path as a byte count.
+fn raw_size(n: &Bound<'_, PyAny>) -> Option<usize> {
+    if !n.is_exact_instance_of::<PyInt>() {
+        return None;
+    }
+    n.extract::<isize>()
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+}
+
+/// A socket operation waiting for readiness. The loop watches its fd with this object as the
+/// reader or writer (`Watcher::Native`: no Handle, no Python callback); on readiness it retries
+/// the call and, once done, stops watching and completes the future. It is also the future's
+/// done callback (`_sock_read_done` / `_sock_write_done`), which only matters when the future
+/// ends otherwise (cancelled): then it removes the watch if it is still this operation's.
+#[pyclass(module = "ferroloop._ferroloop", name = "_SockWait", frozen)]
+pub struct SockWait {
+    loop_: Py<LoopCore>,
+    fut: Py<PyAny>,
+    sock: Py<PyAny>,
+    /// `sock.fileno()` when the operation started: the fd watched.
+    fd: RawFd,
+    op: Op,
+    /// The raw system calls apply (see [`raw_fd`]).
+    raw: bool,
+    /// sock_sendall: bytes of the data sent so far.
+    pos: AtomicUsize,
+}
+
+impl SockWait {
+    /// One attempt of the operation on readiness (asyncio's `_sock_recv`, `_sock_sendall`,
+    /// `_sock_connect_cb`, ...).
     fn attempt(&self, py: Python<'_>) -> PyResult<Step> {
         let sock = self.sock.bind(py);
+        // The raw path only while the socket still has its fd (a closed socket goes through its
+        // method, which raises what asyncio's loop would get).
+        let raw = self.raw
+            && sock
+                .call_method0(intern!(py, "fileno"))?
+                .extract::<i64>()
+                .ok()
+                == Some(i64::from(self.fd));
         let r = match &self.op {
-            Op::Recv { n } => sock.call_method1(intern!(py, "recv"), (n,))?,
-            Op::RecvInto { buf } => sock.call_method1(intern!(py, "recv_into"), (buf,))?,
+            Op::Recv { n, size } => match size {
+                Some(size) if raw => match raw_recv(py, self.fd, *size)? {
+                    Some(v) => return Ok(Step::Done(v)),
+                    None => return Ok(Step::Again),
+                },
+                _ => sock.call_method1(intern!(py, "recv"), (n,))?,
+            },
+            Op::RecvInto { buf } => {
+                if raw {
+                    match raw_recv_into(py, self.fd, buf.bind(py))? {
+                        Some(Some(v)) => return Ok(Step::Done(v)),
+                        Some(None) => return Ok(Step::Again),
+                        None => {}
+                    }
+                }
+                sock.call_method1(intern!(py, "recv_into"), (buf,))?
+            }
             Op::RecvFrom { n } => sock.call_method1(intern!(py, "recvfrom"), (n,))?,
             Op::RecvFromInto { buf, nbytes } => {
                 sock.call_method1(intern!(py, "recvfrom_into"), (buf, nbytes))?
             }
-            Op::SendAll { view, len } => {
+            Op::SendAll { data, len } => {
                 // Mirrors selector_events.BaseSelectorEventLoop._sock_sendall.
                 let start = self.pos.load(Ordering::Relaxed);
-                let rest =
-                    view.bind(py)
-                        .get_item(PySlice::new(py, start as isize, *len as isize, 1))?;
-                let n: usize = sock.call_method1(intern!(py, "send"), (rest,))?.extract()?;
+                let data = data.bind(py);
+                let n = match data.cast::<PyBytes>() {
+                    Ok(bytes) if raw => raw_send(py, self.fd, bytes, start)?,
+                    _ => {
+                        let rest =
+                            data.get_item(PySlice::new(py, start as isize, *len as isize, 1))?;
+                        sock.call_method1(intern!(py, "send"), (rest,))?.extract()?
+                    }
+                };
                 let start = start + n;
                 if start == *len {
                     return Ok(Step::Done(py.None()));
                 }
                 self.pos.store(start, Ordering::Relaxed);
-                return Ok(Step::Partial);
+                return Ok(Step::Again);
             }
             // The retry passes flags (selector_events.BaseSelectorEventLoop._sock_sendto).
             Op::SendTo { data, address } => {
@@ -312,143 +475,159 @@ impl SockOp {
                 }
                 py.None().into_bound(py)
             }
-            Op::Accept => return Ok(Step::Done(accept_once(sock)?)),
+            Op::Accept => accept_once(sock)?.into_bound(py),
         };
         Ok(Step::Done(r.unbind()))
     }
 
-    /// The readiness callback: retry unless the future is already done (it may have been
-    /// cancelled since the fd became ready).
-    fn on_ready(&self, py: Python<'_>) -> PyResult<()> {
-        let fut = self.fut.bind(py);
+    /// Called by the loop: the fd is ready. Skipped when this operation's watch was removed or
+    /// replaced since the poll (as asyncio skips a cancelled Handle). An error other than
+    /// SystemExit/KeyboardInterrupt goes to the exception handler, as a callback's would.
+    pub(crate) fn on_ready(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let lp = this.loop_.bind(py);
+        if !lp.get().is_native_watch(this.fd, write, slf.as_ptr()) {
+            return Ok(());
+        }
+        let result = Self::ready(slf, write);
+        if result.is_err() {
+            // Still waiting: the poller must report the fd again.
+            lp.get()
+                .rearm_native_watch(this.fd, write, slf.as_ptr())
+                .ok();
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if escapes(py, &e) => Err(e),
+            Err(e) => {
+                let ctx = PyDict::new(py);
+                ctx.set_item(
+                    intern!(py, "message"),
+                    format!("Exception in callback {}", slf.repr()?),
+                )?;
+                ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &e))?;
+                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The readiness callback: retry unless the future is already done (cancelled since the
+    /// fd became ready: its done callback removes the watch). The report disarmed the fd's
+    /// one-shot registration: an operation that must wait again re-arms it; a finished one
+    /// leaves it disarmed for the next operation on the socket.
+    fn ready(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let fut = this.fut.bind(py);
         if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
             return Ok(());
         }
-        match self.attempt(py) {
-            Ok(Step::Done(v)) => {
-                fut.call_method1(intern!(py, "set_result"), (v,))?;
+        let outcome = match this.attempt(py) {
+            Ok(Step::Done(v)) => Ok(v),
+            Ok(Step::Again) => {
+                return this
+                    .loop_
+                    .bind(py)
+                    .get()
+                    .rearm_native_watch(this.fd, write, slf.as_ptr())
             }
-            Ok(Step::Partial) => {}
-            Err(e) if would_block(py, &e) => {}
+            Err(e) if would_block(py, &e) => {
+                return this
+                    .loop_
+                    .bind(py)
+                    .get()
+                    .rearm_native_watch(this.fd, write, slf.as_ptr())
+            }
             Err(e) if escapes(py, &e) => return Err(e),
-            Err(e) => {
-                fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))?;
-            }
-        }
+            Err(e) => Err(e),
+        };
+        // Done: stop watching now (asyncio's done callback would, one turn later), so the done
+        // callback has nothing left to do and is taken off the future.
+        this.loop_
+            .bind(py)
+            .get()
+            .remove_native_watch_if(py, this.fd, write, slf.as_ptr());
+        fut.call_method1(intern!(py, "remove_done_callback"), (slf,))?;
+        match outcome {
+            Ok(v) => fut.call_method1(intern!(py, "set_result"), (v,))?,
+            Err(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))?,
+        };
         Ok(())
     }
 
-    /// Creates the future, registers the waiter for `fd` and the done callback that removes it
-    /// (`self._ensure_fd_no_transport(fd)`, `self._add_reader(...)`, `fut.add_done_callback(...)`
-    /// in asyncio's methods).
+    /// Creates the future, watches the fd and adds the done callback that stops watching
+    /// (`self._ensure_fd_no_transport(fd)`, `self._add_reader(...)`,
+    /// `fut.add_done_callback(...)` in asyncio's methods).
     fn wait(
         loop_: &Bound<'_, PyAny>,
         sock: &Bound<'_, PyAny>,
-        fut: Option<Bound<'_, PyAny>>,
+        raw: Option<RawFd>,
         op: Op,
         pos: usize,
     ) -> PyResult<Py<PyAny>> {
         let py = loop_.py();
-        let fut = match fut {
-            Some(f) => f,
-            None => loop_.call_method0(intern!(py, "create_future"))?,
+        let lp = loop_.cast::<LoopCore>()?;
+        // `self.create_future()`: called directly unless a subclass may have replaced it.
+        let fut = if loop_.get_type().is(loop_class(py)?) {
+            LoopCore::create_future(lp)?.into_bound(py)
+        } else {
+            loop_.call_method0(intern!(py, "create_future"))?
         };
-        let fd = sock.call_method0(intern!(py, "fileno"))?;
-        loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (&fd,))?;
+        // The raw path read the fd just before (`sock.fileno()`, as asyncio reads it here).
+        let fd_obj = match raw {
+            Some(fd) => fd.into_pyobject(py)?.into_any(),
+            None => sock.call_method0(intern!(py, "fileno"))?,
+        };
+        LoopCore::ensure_fd_no_transport_for(lp, &fd_obj)?;
+        let fd = match raw {
+            Some(fd) => fd,
+            // What `_add_reader(fd, ...)` accepts (selectors' `_fileobj_to_fd`).
+            None => fd_as_c_int(&fileobj_to_fd(&fd_obj)?)?,
+        };
         let write = op.is_write();
         let this = Bound::new(
             py,
-            SockOp {
-                loop_: loop_.clone().unbind(),
+            SockWait {
+                loop_: lp.clone().unbind(),
                 fut: fut.clone().unbind(),
                 sock: sock.clone().unbind(),
-                fd: fd.clone().unbind(),
+                fd,
                 op,
+                raw: raw.is_some(),
                 pos: AtomicUsize::new(pos),
-                registered: AtomicBool::new(true),
             },
         )?;
-        let waiter = Bound::new(
-            py,
-            SockWaiter {
-                op: this.clone().unbind(),
-            },
-        )?;
-        let method = if write {
-            intern!(py, "add_writer")
-        } else {
-            intern!(py, "add_reader")
-        };
-        loop_.call_method1(method, (&fd, &waiter))?;
-        drop(waiter);
+        lp.get()
+            .add_native_watch(py, fd, NativeIo::Sock(this.clone().unbind()), 0, write)?;
         fut.call_method1(intern!(py, "add_done_callback"), (&this,))?;
         Ok(fut.unbind())
     }
 }
 
 #[pymethods]
-impl SockOp {
+impl SockWait {
     /// The done callback (`_sock_read_done` / `_sock_write_done`).
-    fn __call__(&self, py: Python<'_>, _fut: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !self.registered.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let method = if self.op.is_write() {
-            intern!(py, "remove_writer")
-        } else {
-            intern!(py, "remove_reader")
-        };
-        self.loop_.bind(py).call_method1(method, (&self.fd,))?;
-        Ok(())
+    fn __call__(slf: &Bound<'_, Self>, _fut: &Bound<'_, PyAny>) {
+        let this = slf.get();
+        let py = slf.py();
+        let write = this.op.is_write();
+        this.loop_
+            .bind(py)
+            .get()
+            .remove_native_watch_if(py, this.fd, write, slf.as_ptr());
     }
 
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "<{} done callback fd={}>",
-            self.op.name(),
-            self.fd.bind(py).repr()?
-        ))
+    fn __repr__(&self) -> String {
+        format!("<{} waiter fd={}>", self.op.name(), self.fd)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
         visit.call(&self.fut)?;
         visit.call(&self.sock)?;
-        visit.call(&self.fd)?;
         self.op.traverse(&visit)
-    }
-}
-
-/// The callable the loop holds as the fd's reader/writer. The loop is its only owner, so it is
-/// released exactly when the registration ends; dropping it marks the operation unregistered.
-#[pyclass(module = "ferroloop._ferroloop", name = "_SockWaiter", frozen)]
-pub struct SockWaiter {
-    op: Py<SockOp>,
-}
-
-impl Drop for SockWaiter {
-    fn drop(&mut self) {
-        self.op.get().registered.store(false, Ordering::Release);
-    }
-}
-
-#[pymethods]
-impl SockWaiter {
-    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        self.op.get().on_ready(py)
-    }
-
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let op = self.op.get();
-        Ok(format!(
-            "<{} waiter fd={}>",
-            op.op.name(),
-            op.fd.bind(py).repr()?
-        ))
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.op)
     }
 }
 
@@ -462,6 +641,16 @@ fn first_try(py: Python<'_>, r: PyResult<Bound<'_, PyAny>>) -> PyResult<Option<P
     }
 }
 
+/// The checks of every sock_* coroutine but sock_sendfile (see [`_sock_check`]), and the raw
+/// fd when the raw path applies. An exact `socket.socket` is no SSLSocket.
+fn check_and_raw_fd(loop_: &Bound<'_, PyAny>, sock: &Bound<'_, PyAny>) -> PyResult<Option<RawFd>> {
+    if !is_plain_socket(sock)? {
+        check_ssl_socket(sock)?;
+    }
+    check_nonblocking(loop_, sock)?;
+    raw_fd(sock)
+}
+
 /// Mirrors selector_events.BaseSelectorEventLoop.sock_recv.
 #[pyfunction]
 fn _sock_recv(
@@ -470,14 +659,25 @@ fn _sock_recv(
     n: &Bound<'_, PyAny>,
 ) -> PyResult<Started> {
     let py = loop_.py();
-    _sock_check(loop_, sock)?;
-    if let Some(v) = first_try(py, sock.call_method1(intern!(py, "recv"), (n,)))? {
-        return Ok((None, Some(v)));
+    let raw = check_and_raw_fd(loop_, sock)?;
+    let size = raw_size(n);
+    match (raw, size) {
+        (Some(fd), Some(size)) => {
+            if let Some(v) = raw_recv(py, fd, size)? {
+                return Ok((None, Some(v)));
+            }
+        }
+        _ => {
+            if let Some(v) = first_try(py, sock.call_method1(intern!(py, "recv"), (n,)))? {
+                return Ok((None, Some(v)));
+            }
+        }
     }
     let op = Op::Recv {
         n: n.clone().unbind(),
+        size,
     };
-    Ok((Some(SockOp::wait(loop_, sock, None, op, 0)?), None))
+    Ok((Some(SockWait::wait(loop_, sock, raw, op, 0)?), None))
 }
 
 /// Mirrors selector_events.BaseSelectorEventLoop.sock_recv_into.
@@ -488,14 +688,24 @@ fn _sock_recv_into(
     buf: &Bound<'_, PyAny>,
 ) -> PyResult<Started> {
     let py = loop_.py();
-    _sock_check(loop_, sock)?;
-    if let Some(v) = first_try(py, sock.call_method1(intern!(py, "recv_into"), (buf,)))? {
-        return Ok((None, Some(v)));
+    let raw = check_and_raw_fd(loop_, sock)?;
+    let first = match raw {
+        Some(fd) => raw_recv_into(py, fd, buf)?,
+        None => None,
+    };
+    match first {
+        Some(Some(v)) => return Ok((None, Some(v))),
+        Some(None) => {}
+        None => {
+            if let Some(v) = first_try(py, sock.call_method1(intern!(py, "recv_into"), (buf,)))? {
+                return Ok((None, Some(v)));
+            }
+        }
     }
     let op = Op::RecvInto {
         buf: buf.clone().unbind(),
     };
-    Ok((Some(SockOp::wait(loop_, sock, None, op, 0)?), None))
+    Ok((Some(SockWait::wait(loop_, sock, raw, op, 0)?), None))
 }
 
 /// Mirrors selector_events.BaseSelectorEventLoop.sock_recvfrom.
@@ -513,7 +723,7 @@ fn _sock_recvfrom(
     let op = Op::RecvFrom {
         n: bufsize.clone().unbind(),
     };
-    Ok((Some(SockOp::wait(loop_, sock, None, op, 0)?), None))
+    Ok((Some(SockWait::wait(loop_, sock, None, op, 0)?), None))
 }
 
 /// Mirrors selector_events.BaseSelectorEventLoop.sock_recvfrom_into (a false `nbytes` means
@@ -540,11 +750,12 @@ fn _sock_recvfrom_into(
         buf: buf.clone().unbind(),
         nbytes: nbytes.unbind(),
     };
-    Ok((Some(SockOp::wait(loop_, sock, None, op, 0)?), None))
+    Ok((Some(SockWait::wait(loop_, sock, None, op, 0)?), None))
 }
 
 /// Mirrors selector_events.BaseSelectorEventLoop.sock_sendall: one send at once; the rest is
-/// sent from a memoryview as the socket becomes writable.
+/// sent as the socket becomes writable (from a memoryview of the data, or straight from a
+/// bytes object on the raw path).
 #[pyfunction]
 fn _sock_sendall(
     loop_: &Bound<'_, PyAny>,
@@ -552,7 +763,19 @@ fn _sock_sendall(
     data: &Bound<'_, PyAny>,
 ) -> PyResult<Started> {
     let py = loop_.py();
-    _sock_check(loop_, sock)?;
+    let raw = check_and_raw_fd(loop_, sock)?;
+    if let (Some(fd), Ok(bytes)) = (raw, data.cast_exact::<PyBytes>()) {
+        let total = bytes.as_bytes().len();
+        let sent = raw_send(py, fd, bytes, 0)?;
+        if sent == total {
+            return Ok((None, Some(py.None())));
+        }
+        let op = Op::SendAll {
+            data: data.clone().unbind(),
+            len: total,
+        };
+        return Ok((Some(SockWait::wait(loop_, sock, raw, op, sent)?), None));
+    }
     let sent = match first_try(py, sock.call_method1(intern!(py, "send"), (data,)))? {
         Some(n) => n.into_bound(py),
         None => 0usize.into_pyobject(py)?.into_any(),
@@ -565,10 +788,11 @@ fn _sock_sendall(
     let view = py.get_type::<pyo3::types::PyMemoryView>().call1((data,))?;
     let len = view.len()?;
     let op = Op::SendAll {
-        view: view.unbind(),
+        data: view.unbind(),
         len,
     };
-    Ok((Some(SockOp::wait(loop_, sock, None, op, sent)?), None))
+    // The memoryview is sliced and sent through `sock.send` (raw=None).
+    Ok((Some(SockWait::wait(loop_, sock, None, op, sent)?), None))
 }
 
 /// Mirrors selector_events.BaseSelectorEventLoop.sock_sendto.
@@ -589,7 +813,7 @@ fn _sock_sendto(
         data: data.clone().unbind(),
         address: address.clone().unbind(),
     };
-    Ok((Some(SockOp::wait(loop_, sock, None, op, 0)?), None))
+    Ok((Some(SockWait::wait(loop_, sock, None, op, 0)?), None))
 }
 
 /// The connect step of selector_events.BaseSelectorEventLoop.sock_connect (`_sock_connect`),
@@ -602,7 +826,6 @@ fn _sock_connect(
     address: &Bound<'_, PyAny>,
 ) -> PyResult<Started> {
     let py = loop_.py();
-    let fut = loop_.call_method0(intern!(py, "create_future"))?;
     // asyncio reads the fd before connecting.
     let _fd = sock.call_method0(intern!(py, "fileno"))?;
     if first_try(py, sock.call_method1(intern!(py, "connect"), (address,)))?.is_some() {
@@ -611,7 +834,7 @@ fn _sock_connect(
     let op = Op::Connect {
         address: address.clone().unbind(),
     };
-    Ok((Some(SockOp::wait(loop_, sock, Some(fut), op, 0)?), None))
+    Ok((Some(SockWait::wait(loop_, sock, None, op, 0)?), None))
 }
 
 /// Mirrors selector_events.BaseSelectorEventLoop.sock_accept: `(conn, address)` with `conn`
@@ -620,12 +843,11 @@ fn _sock_connect(
 fn _sock_accept(loop_: &Bound<'_, PyAny>, sock: &Bound<'_, PyAny>) -> PyResult<Started> {
     let py = loop_.py();
     _sock_check(loop_, sock)?;
-    let fut = loop_.call_method0(intern!(py, "create_future"))?;
     let _fd = sock.call_method0(intern!(py, "fileno"))?;
     match accept_once(sock) {
         Ok(v) => Ok((None, Some(v))),
         Err(e) if would_block(py, &e) => Ok((
-            Some(SockOp::wait(loop_, sock, Some(fut), Op::Accept, 0)?),
+            Some(SockWait::wait(loop_, sock, None, Op::Accept, 0)?),
             None,
         )),
         Err(e) => Err(e),
@@ -1093,8 +1315,7 @@ fn _getnameinfo_numeric(
 
 /// Adds this module's functions and classes to `ferroloop._ferroloop`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<SockOp>()?;
-    m.add_class::<SockWaiter>()?;
+    m.add_class::<SockWait>()?;
     m.add_class::<SendfileOp>()?;
     m.add_function(wrap_pyfunction!(_sock_check, m)?)?;
     m.add_function(wrap_pyfunction!(_sock_sendfile_check, m)?)?;
