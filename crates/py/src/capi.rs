@@ -458,6 +458,7 @@ pub fn dict_setdefault<'py>(
             ffi::PyDict_SetDefault(dict.as_ptr(), key.as_ptr(), value.as_ptr()),
         )
     }
+}
 
 extern "C" {
     /// CPython's `_PyBytes_Resize` (exported by the interpreter; PyO3 keeps its binding private).
