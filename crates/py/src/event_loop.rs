@@ -28,6 +28,7 @@ use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
 use crate::task::Task;
 use crate::taskgroup::TaskGroupCore;
+use crate::transport::TransportCore;
 use crate::{capi, stdlib::kwnames};
 
 /// asyncio's `base_events.MAXIMUM_SELECT_TIMEOUT`: the poller never sleeps longer than a day.
@@ -53,7 +54,7 @@ pub(crate) enum Ready {
     /// A Rust transport's deferred start (`protocol.connection_made(transport)`, then
     /// reading), run in the context copied when it was queued: what a transport's `__init__`
     /// queues as separate callbacks, as one entry and without Handles.
-    Start(NativeIo, Py<PyAny>),
+    Start(Py<TransportCore>, Py<PyAny>),
 }
 
 #[derive(Default)]
@@ -768,7 +769,9 @@ impl LoopCore {
                     Self::run_native_done(slf, callback, child.clone(), run)?;
                 }
                 Ready::Io(target, write, gen) => target.on_ready(py, write, gen)?,
-                Ready::Start(target, context) => target.start(py, context.into_bound(py))?,
+                Ready::Start(target, context) => {
+                    TransportCore::run_start(target.bind(py), context.bind(py))?
+                }
             }
         }
         Ok(())
@@ -1670,7 +1673,7 @@ impl LoopCore {
                         }
                         Ready::Io(target, ..) => target.visit(&visit)?,
                         Ready::Start(target, context) => {
-                            target.visit(&visit)?;
+                            visit.call(target)?;
                             visit.call(context)?;
                         }
                     }

@@ -37,13 +37,6 @@ impl NativeIo {
         }
     }
 
-    /// The deferred start queued by the transport's constructor, run in `context`.
-    pub(crate) fn start(self, py: Python<'_>, context: Bound<'_, PyAny>) -> PyResult<()> {
-        match self {
-            NativeIo::Transport(t) => TransportCore::run_start(t.bind(py), &context),
-        }
-    }
-
     pub(crate) fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
             NativeIo::Transport(t) => visit.call(t),

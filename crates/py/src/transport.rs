@@ -1625,8 +1625,9 @@ impl TransportCore {
             };
             let context = capi::copy_context(py)?;
             slf.get().lock().start_pending = true;
-            let target = NativeIo::Transport(slf.clone().unbind());
-            let queued = lp.get().schedule_ready(Ready::Start(target, context));
+            let queued = lp
+                .get()
+                .schedule_ready(Ready::Start(slf.clone().unbind(), context));
             if queued.is_err() {
                 slf.get().lock().start_pending = false;
             }
