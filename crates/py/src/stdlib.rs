@@ -81,6 +81,9 @@ cached_attr!(
     /// `asyncio.tasks._register_task`
     register_task, "asyncio.tasks", "_register_task");
 cached_attr!(
+    /// `asyncio.futures._set_result_unless_cancelled` (the timer callback of asyncio.sleep)
+    set_result_unless_cancelled, "asyncio.futures", "_set_result_unless_cancelled");
+cached_attr!(
     /// `asyncio.futures._get_loop`
     futures_get_loop, "asyncio.futures", "_get_loop");
 cached_attr!(

@@ -1,0 +1,84 @@
+"""Timer callbacks ferroloop runs natively (asyncio.sleep's `_set_result_unless_cancelled` on a
+ferroloop Future) behave as asyncio's Python callback does. Each test runs on both loops.
+
+Owns tests/test_known_callbacks.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.futures
+
+
+def test_sleep_result_and_order(loop):
+    order = []
+
+    async def sleeper(delay, tag):
+        value = await asyncio.sleep(delay, tag)
+        order.append(value)
+        return value
+
+    async def main():
+        return await asyncio.gather(sleeper(0.02, "b"), sleeper(0.01, "a"), sleeper(0, "z"))
+
+    assert loop.run_until_complete(main()) == ["b", "a", "z"]
+    assert order == ["z", "a", "b"]
+
+
+def test_cancelled_sleep_leaves_no_timer_and_no_error(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def main():
+        task = asyncio.ensure_future(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert loop.run_until_complete(main()) == "cancelled"
+    assert errors == []
+
+
+def test_timer_on_a_cancelled_future_does_nothing(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    fut = loop.create_future()
+    loop.call_later(0.001, asyncio.futures._set_result_unless_cancelled, fut, 1)
+    fut.cancel()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert fut.cancelled()
+    assert errors == []
+
+
+def test_timer_on_a_done_future_reports_invalid_state(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    fut = loop.create_future()
+    handle = loop.call_later(0.001, asyncio.futures._set_result_unless_cancelled, fut, 1)
+    fut.set_result(0)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert fut.result() == 0
+    assert len(errors) == 1
+    ctx = errors[0]
+    assert type(ctx["exception"]) is asyncio.InvalidStateError
+    assert ctx["handle"] is handle
+    assert ctx["message"].startswith("Exception in callback _set_result_unless_cancelled(")
+
+
+def test_subclass_set_result_is_called(loop):
+    calls = []
+
+    base = type(loop.create_future())  # ferroloop.Future on ferroloop's loop
+
+    class MyFuture(base):
+        def set_result(self, result):
+            calls.append(result)
+            super().set_result(result)
+
+    fut = MyFuture(loop=loop)
+    loop.call_later(0.001, asyncio.futures._set_result_unless_cancelled, fut, "r")
+    assert loop.run_until_complete(fut) == "r"
+    assert calls == ["r"]
