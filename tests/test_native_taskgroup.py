@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import asyncio.taskgroups
 import gc
+import subprocess
+import sys
+import textwrap
 import weakref
 
 import ferroloop
@@ -152,3 +155,34 @@ def test_patch_and_unpatch():
         ferroloop.unpatch_asyncio()
     assert asyncio.TaskGroup is original
     assert asyncio.taskgroups.TaskGroup is original
+
+
+def test_nested_groups_under_frequent_collections():
+    """A collection can start while a TaskGroup is being made (its instance dict is set up
+    after the object is tracked): the half-made object must be safe to visit. Run in a child
+    process, since the failure was a crash."""
+    script = textwrap.dedent(
+        """
+        import asyncio, gc, ferroloop
+        gc.set_threshold(10)
+        ferroloop.patch_asyncio()
+
+        async def node(level):
+            if level == 0:
+                await asyncio.sleep(0)
+                return
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(6):
+                    tg.create_task(node(level - 1))
+
+        loop = ferroloop.new_event_loop()
+        for _ in range(3):
+            loop.run_until_complete(node(4))
+        loop.close()
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]

@@ -21,6 +21,9 @@ cached_attr!(
     current_task, "asyncio.tasks", "current_task");
 
 /// The state and per-task machinery of a task group (the attributes asyncio's TaskGroup has).
+/// Every field is valid when zeroed (None, false): the garbage collector may visit an instance
+/// before `__new__` has filled it in (PyO3 makes `dict` classes through `object.__new__`, which
+/// can collect while it sets up the instance dict).
 #[pyclass(module = "ferroloop", name = "_TaskGroupCore", subclass, dict, weakref)]
 pub struct TaskGroupCore {
     entered: bool,
@@ -29,9 +32,9 @@ pub struct TaskGroupCore {
     loop_: Option<Py<PyAny>>,
     parent_task: Option<Py<PyAny>>,
     parent_cancel_requested: bool,
-    tasks: Py<PySet>,
+    tasks: Option<Py<PySet>>,
     /// A list, or None once `__aexit__` has raised the group's errors.
-    errors: Py<PyAny>,
+    errors: Option<Py<PyAny>>,
     base_error: Option<Py<PyAny>>,
     on_completed_fut: Option<Py<PyAny>>,
 }
@@ -59,10 +62,19 @@ fn is_base_error(exc: &Bound<'_, PyAny>) -> bool {
 impl TaskGroupCore {
     fn errors_len(&self, py: Python<'_>) -> usize {
         self.errors
-            .bind(py)
-            .cast::<PyList>()
-            .map(|l| l.len())
+            .as_ref()
+            .and_then(|e| e.bind(py).cast::<PyList>().ok().map(|l| l.len()))
             .unwrap_or(0)
+    }
+
+    /// `self._tasks` (made by `__new__`).
+    fn task_set<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySet>> {
+        match &self.tasks {
+            Some(t) => Ok(t.bind(py).clone()),
+            None => Err(PyRuntimeError::new_err(
+                "TaskGroup object is not initialized.",
+            )),
+        }
     }
 
     /// The group's `_on_task_done` as asyncio registers it (a bound method), for foreign
@@ -92,9 +104,8 @@ impl TaskGroupCore {
         let py = slf.py();
         let (tasks, on_completed) = {
             let g = slf.borrow();
-            (g.tasks.clone_ref(py), opt(py, &g.on_completed_fut))
+            (g.task_set(py)?, opt(py, &g.on_completed_fut))
         };
-        let tasks = tasks.into_bound(py);
         tasks.discard(task)?;
         let on_completed = on_completed.into_bound(py);
         if !on_completed.is_none() && tasks.is_empty() {
@@ -131,7 +142,7 @@ impl TaskGroupCore {
         let Some(exc) = exc else {
             return Ok(());
         };
-        let errors = slf.borrow().errors.clone_ref(py);
+        let errors = opt(py, &slf.borrow().errors);
         errors
             .bind(py)
             .call_method1(intern!(py, "append"), (&exc,))?;
@@ -171,7 +182,7 @@ impl TaskGroupCore {
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         slf.borrow_mut().aborting = true;
-        let tasks = slf.borrow().tasks.clone_ref(py).into_bound(py);
+        let tasks = slf.borrow().task_set(py)?;
         let snapshot: Vec<Bound<'_, PyAny>> = tasks.iter().collect();
         for t in snapshot {
             if !t.call_method0(intern!(py, "done"))?.is_truthy()? {
@@ -193,8 +204,8 @@ impl TaskGroupCore {
             loop_: None,
             parent_task: None,
             parent_cancel_requested: false,
-            tasks: PySet::empty(py)?.unbind(),
-            errors: PyList::empty(py).into_any().unbind(),
+            tasks: Some(PySet::empty(py)?.unbind()),
+            errors: Some(PyList::empty(py).into_any().unbind()),
             base_error: None,
             on_completed_fut: None,
         })
@@ -202,7 +213,7 @@ impl TaskGroupCore {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let mut info = String::new();
-        let ntasks = self.tasks.bind(py).len();
+        let ntasks = self.tasks.as_ref().map_or(0, |t| t.bind(py).len());
         if ntasks > 0 {
             info.push_str(&format!(" tasks={ntasks}"));
         }
@@ -256,12 +267,7 @@ impl TaskGroupCore {
         let py = slf.py();
         let (entered, exiting, aborting, no_tasks) = {
             let g = slf.borrow();
-            (
-                g.entered,
-                g.exiting,
-                g.aborting,
-                g.tasks.bind(py).is_empty(),
-            )
+            (g.entered, g.exiting, g.aborting, g.task_set(py)?.is_empty())
         };
         let refuse = if !entered {
             Some("has not been entered")
@@ -301,7 +307,7 @@ impl TaskGroupCore {
                 )?;
             }
         }
-        slf.borrow().tasks.bind(py).add(&task)?;
+        slf.borrow().task_set(py)?.add(&task)?;
         Ok(task)
     }
 
@@ -366,20 +372,20 @@ impl TaskGroupCore {
         self.parent_task = some(v, py);
     }
     #[getter(_tasks)]
-    fn get_tasks(&self, py: Python<'_>) -> Py<PySet> {
-        self.tasks.clone_ref(py)
+    fn get_tasks(&self, py: Python<'_>) -> PyResult<Py<PySet>> {
+        Ok(self.task_set(py)?.unbind())
     }
     #[setter(_tasks)]
     fn set_tasks(&mut self, v: Bound<'_, PySet>) {
-        self.tasks = v.unbind();
+        self.tasks = Some(v.unbind());
     }
     #[getter(_errors)]
     fn get_errors(&self, py: Python<'_>) -> Py<PyAny> {
-        self.errors.clone_ref(py)
+        opt(py, &self.errors)
     }
     #[setter(_errors)]
-    fn set_errors(&mut self, v: Py<PyAny>) {
-        self.errors = v;
+    fn set_errors(&mut self, py: Python<'_>, v: Py<PyAny>) {
+        self.errors = some(v, py);
     }
     #[getter(_base_error)]
     fn get_base_error(&self, py: Python<'_>) -> Py<PyAny> {
@@ -408,6 +414,8 @@ impl TaskGroupCore {
     }
 
     fn __clear__(&mut self) {
+        self.tasks = None;
+        self.errors = None;
         self.loop_ = None;
         self.parent_task = None;
         self.base_error = None;
