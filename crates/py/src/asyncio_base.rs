@@ -8,18 +8,20 @@
 //! On Python 3.11 the C layouts have fixed sizes, checked when the module loads; on 3.12+ the
 //! layout is opaque (PEP 697), as PyO3 does for bases of unknown size.
 
-use pyo3::exceptions::PyImportError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
-use pyo3::{ffi, PyTypeInfo};
 
 /// `sizeof(FutureObj)` in CPython 3.11's `_asynciomodule.c`.
+#[cfg_attr(Py_3_12, allow(dead_code))]
 const FUTURE_OBJ_SIZE: usize = 128;
 /// `sizeof(TaskObj)` in CPython 3.11's `_asynciomodule.c`.
+#[cfg_attr(Py_3_12, allow(dead_code))]
 const TASK_OBJ_SIZE: usize = 176;
 
 /// The memory of a `_asyncio.Future` object, opaque past the object header.
+#[cfg_attr(Py_3_12, allow(dead_code))]
 #[repr(C)]
 pub struct FutureObjLayout {
     ob_base: ffi::PyObject,
@@ -27,6 +29,7 @@ pub struct FutureObjLayout {
 }
 
 /// The memory of a `_asyncio.Task` object, opaque past the object header.
+#[cfg_attr(Py_3_12, allow(dead_code))]
 #[repr(C)]
 pub struct TaskObjLayout {
     ob_base: ffi::PyObject,
@@ -110,6 +113,8 @@ asyncio_base_type!(PyAsyncioTask, TaskObjLayout);
 pub(crate) fn check_layouts(py: Python<'_>) -> PyResult<()> {
     #[cfg(not(Py_3_12))]
     {
+        use pyo3::exceptions::PyImportError;
+        use pyo3::PyTypeInfo;
         let sizes = [
             (
                 PyAsyncioFuture::type_object(py),
