@@ -23,7 +23,7 @@ use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 
 use crate::future::{Future, FutureCore};
 use crate::gather::GatherCallback;
-use crate::handle::{run_handle, Handle, TimerHandle};
+use crate::handle::{report_unhandled, run_handle, Handle, TimerHandle};
 use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
 use crate::task::Task;
@@ -435,30 +435,13 @@ impl LoopCore {
         child: Bound<'_, PyAny>,
         run: impl FnOnce() -> PyResult<()>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        match run() {
-            Ok(()) => Ok(()),
-            Err(err)
-                if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
-                    || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) =>
-            {
-                Err(err)
-            }
-            Err(err) => {
-                let ctx = PyDict::new(py);
-                ctx.set_item(
-                    intern!(py, "message"),
-                    format!(
-                        "Exception in callback {}({})",
-                        callback.repr()?,
-                        child.repr()?
-                    ),
-                )?;
-                ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &err))?;
-                slf.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-                Ok(())
-            }
-        }
+        report_unhandled(slf.as_any(), run(), || {
+            Ok(format!(
+                "Exception in callback {}({})",
+                callback.repr()?,
+                child.repr()?
+            ))
+        })
     }
 
     /// Whether create_future()/create_task() make ferroloop's native Future/Task.
@@ -480,26 +463,13 @@ impl LoopCore {
             (Some(fut), true) => Task::wakeup(&task, fut),
             _ => Task::step(&task, arg.clone()),
         });
-        match result {
-            Ok(()) => Ok(()),
-            Err(err)
-                if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
-                    || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) =>
-            {
-                Err(err)
-            }
-            Err(err) => {
-                let ctx = PyDict::new(py);
-                let what = if wakeup { "__wakeup" } else { "__step" };
-                ctx.set_item(
-                    intern!(py, "message"),
-                    format!("Exception in callback Task.{what}() of {}", task.repr()?),
-                )?;
-                ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &err))?;
-                slf.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-                Ok(())
-            }
-        }
+        report_unhandled(slf.as_any(), result, || {
+            let what = if wakeup { "__wakeup" } else { "__step" };
+            Ok(format!(
+                "Exception in callback Task.{what}() of {}",
+                task.repr()?
+            ))
+        })
     }
 
     fn push_ready(&self, item: Ready) {

@@ -115,12 +115,7 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
     };
     match outcome {
         Ok(()) => Ok(()),
-        Err(err)
-            if err.is_instance_of::<PySystemExit>(py)
-                || err.is_instance_of::<PyKeyboardInterrupt>(py) =>
-        {
-            Err(err)
-        }
+        Err(err) if escapes_loop(py, &err) => Err(err),
         Err(err) => report_callback_error(py, handle, &callback, &args, &context, &err),
     }
 }
@@ -147,6 +142,35 @@ fn run_known_callback(
         return Some(Ok(()));
     }
     Some(args.get_item(1).and_then(|r| fut.set_result(r.unbind())))
+}
+
+/// `except (SystemExit, KeyboardInterrupt): raise` in `events.Handle._run`: the exceptions a
+/// callback lets escape from the loop; every other one goes to the exception handler.
+pub(crate) fn escapes_loop(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// What `events.Handle._run` does with the outcome of a callback the loop runs without a
+/// Handle object (a task step, a native done callback, a transport or sock_* readiness):
+/// SystemExit and KeyboardInterrupt escape; another exception goes to
+/// `loop.call_exception_handler({'message': message(), 'exception': exc})`.
+pub(crate) fn report_unhandled(
+    loop_: &Bound<'_, PyAny>,
+    outcome: PyResult<()>,
+    message: impl FnOnce() -> PyResult<String>,
+) -> PyResult<()> {
+    let py = loop_.py();
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(err) if escapes_loop(py, &err) => Err(err),
+        Err(err) => {
+            let ctx = PyDict::new(py);
+            ctx.set_item(intern!(py, "message"), message()?)?;
+            ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &err))?;
+            loop_.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+            Ok(())
+        }
+    }
 }
 
 /// What `events.Handle._run` does with a callback's exception: "Exception in callback ..."

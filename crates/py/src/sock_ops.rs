@@ -21,12 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use pyo3::exceptions::{
-    PyBlockingIOError, PyConnectionError, PyInterruptedError, PyKeyboardInterrupt, PyOSError,
-    PySystemExit, PyTypeError, PyValueError,
+    PyBlockingIOError, PyConnectionError, PyInterruptedError, PyOSError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PySlice, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyFrozenSet, PyInt, PySlice, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use ferroloop_core::net;
@@ -34,11 +33,11 @@ use ferroloop_core::net;
 use crate::capi;
 use crate::event_loop::{fd_as_c_int, fileobj_to_fd, os_error, LoopCore};
 use crate::native_io::NativeIo;
-use crate::stdlib;
 
 /// `(future or None, immediate result)`: what the entry points hand to the Python coroutine.
 type Started = (Option<Py<PyAny>>, Option<Py<PyAny>>);
 
+use crate::handle::{escapes_loop, report_unhandled};
 use crate::stdlib::cached_attr;
 
 cached_attr!(
@@ -172,11 +171,6 @@ fn _sock_sendfile_check(loop_: &Bound<'_, PyAny>, sock: &Bound<'_, PyAny>) -> Py
 /// BlockingIOError or InterruptedError: the call is retried on the next readiness.
 fn would_block(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyBlockingIOError>(py) || err.is_instance_of::<PyInterruptedError>(py)
-}
-
-/// SystemExit and KeyboardInterrupt escape a readiness callback; anything else goes to the future.
-fn escapes(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
 /// `a, b = value` (ValueError/TypeError as Python's unpacking gives them).
@@ -497,20 +491,9 @@ impl SockWait {
                 .rearm_native_watch(this.fd, write, slf.as_ptr())
                 .ok();
         }
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if escapes(py, &e) => Err(e),
-            Err(e) => {
-                let ctx = PyDict::new(py);
-                ctx.set_item(
-                    intern!(py, "message"),
-                    format!("Exception in callback {}", slf.repr()?),
-                )?;
-                ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, &e))?;
-                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-                Ok(())
-            }
-        }
+        report_unhandled(lp.as_any(), result, || {
+            Ok(format!("Exception in callback {}", slf.repr()?))
+        })
     }
 
     /// The readiness callback: retry unless the future is already done (cancelled since the
@@ -540,7 +523,7 @@ impl SockWait {
                     .get()
                     .rearm_native_watch(this.fd, write, slf.as_ptr())
             }
-            Err(e) if escapes(py, &e) => return Err(e),
+            Err(e) if escapes_loop(py, &e) => return Err(e),
             Err(e) => Err(e),
         };
         // Done: stop watching now (asyncio's done callback would, one turn later), so the done
@@ -965,7 +948,7 @@ impl SendfileOp {
                     fut.call_method1(intern!(py, "set_exception"), (exc,))?;
                 }
             }
-            Err(e) if escapes(py, &e) => return Err(e),
+            Err(e) if escapes_loop(py, &e) => return Err(e),
             Err(e) => {
                 this.update_filepos(py, offset, total_sent)?;
                 fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))?;

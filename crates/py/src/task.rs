@@ -6,7 +6,7 @@
 //! `tasks.Task` (`__step`, `__wakeup`, cancel/uncancel, naming, repr, the
 //! "Task was destroyed but it is pending!" report).
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
@@ -14,6 +14,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::asyncio_base::PyAsyncioTask;
 use crate::event_loop::{LoopCore, Ready};
 use crate::future::{future_pymethods, Callback, FutureCore, FutureIter, NativeFuture, State};
+use crate::handle::escapes_loop;
 use crate::{capi, stdlib};
 
 /// A coroutine wrapped in a Future (asyncio's `Task`); a subclass of `asyncio.Task`.
@@ -207,10 +208,7 @@ impl Task {
                 fut.cancel(None)?;
                 Ok(())
             }
-            Err(err)
-                if err.is_instance_of::<PyKeyboardInterrupt>(py)
-                    || err.is_instance_of::<PySystemExit>(py) =>
-            {
+            Err(err) if escapes_loop(py, &err) => {
                 fut.set_exception(&stdlib::exception_value(py, &err))?;
                 Err(err)
             }

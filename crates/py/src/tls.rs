@@ -16,9 +16,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use pyo3::exceptions::{
-    PyAssertionError, PyConnectionAbortedError, PyConnectionResetError, PyException,
-    PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTimeoutError, PyTypeError,
-    PyValueError,
+    PyAssertionError, PyConnectionAbortedError, PyConnectionResetError, PyException, PyOSError,
+    PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString};
@@ -26,6 +25,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::stdlib;
 
+use crate::handle::escapes_loop;
 use crate::stdlib::cached_attr;
 
 cached_attr!(
@@ -86,11 +86,6 @@ fn is_again(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
 /// `except Exception`.
 fn is_exception(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyException>(py)
-}
-
-/// `except (KeyboardInterrupt, SystemExit): raise`.
-fn is_exit(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
 /// asyncio.sslproto.SSLProtocolState.
@@ -953,7 +948,7 @@ impl SslProtocolCore {
                 Ok(())
             });
         match result {
-            Err(e) if !is_exit(py, &e) => {
+            Err(e) if !escapes_loop(py, &e) => {
                 let exc = e.into_value(py).into_bound(py).into_any();
                 Self::fatal_error(slf, &exc, "Error calling eof_received()")
             }
@@ -999,7 +994,7 @@ impl SslProtocolCore {
         };
         match Self::get(slf, |s| &s.app_protocol).call_method0(method) {
             Ok(_) => Ok(()),
-            Err(e) if is_exit(py, &e) => Err(e),
+            Err(e) if escapes_loop(py, &e) => Err(e),
             Err(e) => {
                 let exc = e.into_value(py).into_bound(py).into_any();
                 let tr = Self::get(slf, |s| &s.app_transport);

@@ -33,16 +33,13 @@ use std::sync::{Mutex, MutexGuard};
 use ferroloop_core::fdio;
 use ferroloop_core::net::{self, InetAddr};
 use ferroloop_core::WriteBuffer;
-use pyo3::exceptions::{
-    PyAssertionError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError,
-    PyValueError,
-};
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::{os_error, LoopCore, Ready};
-use crate::handle::{self, Handle};
+use crate::handle::{self, escapes_loop, report_unhandled, Handle};
 use crate::native_io::NativeIo;
 use crate::{capi, stdlib};
 
@@ -237,10 +234,6 @@ impl State {
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct TransportCore {
     state: Mutex<State>,
-}
-
-fn is_fatal_interrupt(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -495,7 +488,7 @@ impl TransportCore {
             return Ok(());
         };
         if let Err(e) = protocol.bind(py).call_method0(intern!(py, "pause_writing")) {
-            if is_fatal_interrupt(py, &e) {
+            if escapes_loop(py, &e) {
                 return Err(e);
             }
             let exc = stdlib::exception_value(py, &e);
@@ -521,7 +514,7 @@ impl TransportCore {
             .bind(py)
             .call_method0(intern!(py, "resume_writing"))
         {
-            if is_fatal_interrupt(py, &e) {
+            if escapes_loop(py, &e) {
                 return Err(e);
             }
             let exc = stdlib::exception_value(py, &e);
@@ -555,7 +548,7 @@ impl TransportCore {
         let callback = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
         let args = PyTuple::new(py, [transport])?;
         if let Err(e) = capi::run_in_context(context, &callback, &args) {
-            if is_fatal_interrupt(py, &e) {
+            if escapes_loop(py, &e) {
                 // The loop stops here; reading starts when it runs again, as the Handle
                 // queued after connection_made's would.
                 if read {
@@ -568,7 +561,7 @@ impl TransportCore {
         }
         if read {
             if let Err(e) = Self::start_reading(slf) {
-                if is_fatal_interrupt(py, &e) {
+                if escapes_loop(py, &e) {
                     return Err(e);
                 }
                 let start = slf.getattr(intern!(py, "_start_reading"))?;
@@ -625,26 +618,20 @@ impl TransportCore {
             (Kind::ReadPipe, false) => Self::pipe_read_ready(slf),
             (Kind::WritePipe, false) => Self::pipe_closed_by_peer(slf),
         };
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if is_fatal_interrupt(py, &e) => Err(e),
-            Err(e) => {
-                // What the loop does with a callback that raised (events.Handle._run).
-                let what = if write { "_write_ready" } else { "_read_ready" };
-                let transport = slf.get().transport_obj(py);
-                let cls = transport.get_type().qualname()?;
-                let message = format!("Exception in callback {cls}.{what}()");
-                let exc = stdlib::exception_value(py, &e);
-                let Some(lp) = slf.get().loop_of(py) else {
-                    return Ok(());
-                };
-                let ctx = PyDict::new(py);
-                ctx.set_item(intern!(py, "message"), message)?;
-                ctx.set_item(intern!(py, "exception"), exc)?;
-                lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-                Ok(())
-            }
-        }
+        // What the loop does with a callback that raised (events.Handle._run).
+        let lp = match &result {
+            Err(e) if !escapes_loop(py, e) => match slf.get().loop_of(py) {
+                Some(lp) => lp,
+                None => return Ok(()),
+            },
+            _ => return result,
+        };
+        report_unhandled(lp.as_any(), result, || {
+            let what = if write { "_write_ready" } else { "_read_ready" };
+            let transport = slf.get().transport_obj(py);
+            let cls = transport.get_type().qualname()?;
+            Ok(format!("Exception in callback {cls}.{what}()"))
+        })
     }
 
     /// `_SelectorSocketTransport._read_ready`.
@@ -677,7 +664,7 @@ impl TransportCore {
             return Self::read_eof(slf, &protocol);
         }
         if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
-            if is_fatal_interrupt(py, &e) {
+            if escapes_loop(py, &e) {
                 return Err(e);
             }
             let exc = stdlib::exception_value(py, &e);
@@ -710,7 +697,7 @@ impl TransportCore {
             });
         let buf = match buf {
             Ok(b) => b,
-            Err(e) if is_fatal_interrupt(py, &e) => return Err(e),
+            Err(e) if escapes_loop(py, &e) => return Err(e),
             Err(e) => {
                 let exc = stdlib::exception_value(py, &e);
                 return Self::fatal_error(
@@ -735,7 +722,7 @@ impl TransportCore {
             return Self::read_eof(slf, protocol);
         }
         if let Err(e) = protocol.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
-            if is_fatal_interrupt(py, &e) {
+            if escapes_loop(py, &e) {
                 return Err(e);
             }
             let exc = stdlib::exception_value(py, &e);
@@ -759,7 +746,7 @@ impl TransportCore {
             .and_then(|r| r.is_truthy())
         {
             Ok(k) => k,
-            Err(e) if is_fatal_interrupt(py, &e) => return Err(e),
+            Err(e) if escapes_loop(py, &e) => return Err(e),
             Err(e) => {
                 let exc = stdlib::exception_value(py, &e);
                 return Self::fatal_error(
@@ -992,7 +979,7 @@ impl TransportCore {
         if would_block_err(py, &e) {
             return Ok(());
         }
-        if is_fatal_interrupt(py, &e) {
+        if escapes_loop(py, &e) {
             return Err(e);
         }
         let exc = stdlib::exception_value(py, &e);
