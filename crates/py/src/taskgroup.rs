@@ -26,16 +26,26 @@ cached_attr!(
 /// can collect while it sets up the instance dict).
 #[pyclass(module = "ferroloop", name = "_TaskGroupCore", subclass, dict, weakref)]
 pub struct TaskGroupCore {
+    #[pyo3(get, set, name = "_entered")]
     entered: bool,
+    #[pyo3(get, set, name = "_exiting")]
     exiting: bool,
+    #[pyo3(get, set, name = "_aborting")]
     aborting: bool,
+    #[pyo3(get, set, name = "_loop")]
     loop_: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_parent_task")]
     parent_task: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_parent_cancel_requested")]
     parent_cancel_requested: bool,
+    #[pyo3(get, set, name = "_tasks")]
     tasks: Option<Py<PySet>>,
     /// A list, or None once `__aexit__` has raised the group's errors.
+    #[pyo3(get, set, name = "_errors")]
     errors: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_base_error")]
     base_error: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_on_completed_fut")]
     on_completed_fut: Option<Py<PyAny>>,
 }
 
@@ -321,87 +331,6 @@ impl TaskGroupCore {
 
     fn _is_base_error(&self, exc: &Bound<'_, PyAny>) -> bool {
         is_base_error(exc)
-    }
-
-    #[getter(_entered)]
-    fn get_entered(&self) -> bool {
-        self.entered
-    }
-    #[setter(_entered)]
-    fn set_entered(&mut self, v: bool) {
-        self.entered = v;
-    }
-    #[getter(_exiting)]
-    fn get_exiting(&self) -> bool {
-        self.exiting
-    }
-    #[setter(_exiting)]
-    fn set_exiting(&mut self, v: bool) {
-        self.exiting = v;
-    }
-    #[getter(_aborting)]
-    fn get_aborting(&self) -> bool {
-        self.aborting
-    }
-    #[setter(_aborting)]
-    fn set_aborting(&mut self, v: bool) {
-        self.aborting = v;
-    }
-    #[getter(_parent_cancel_requested)]
-    fn get_parent_cancel_requested(&self) -> bool {
-        self.parent_cancel_requested
-    }
-    #[setter(_parent_cancel_requested)]
-    fn set_parent_cancel_requested(&mut self, v: bool) {
-        self.parent_cancel_requested = v;
-    }
-    #[getter(_loop)]
-    fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
-        opt(py, &self.loop_)
-    }
-    #[setter(_loop)]
-    fn set_loop(&mut self, py: Python<'_>, v: Py<PyAny>) {
-        self.loop_ = some(v, py);
-    }
-    #[getter(_parent_task)]
-    fn get_parent_task(&self, py: Python<'_>) -> Py<PyAny> {
-        opt(py, &self.parent_task)
-    }
-    #[setter(_parent_task)]
-    fn set_parent_task(&mut self, py: Python<'_>, v: Py<PyAny>) {
-        self.parent_task = some(v, py);
-    }
-    #[getter(_tasks)]
-    fn get_tasks(&self, py: Python<'_>) -> PyResult<Py<PySet>> {
-        Ok(self.task_set(py)?.unbind())
-    }
-    #[setter(_tasks)]
-    fn set_tasks(&mut self, v: Bound<'_, PySet>) {
-        self.tasks = Some(v.unbind());
-    }
-    #[getter(_errors)]
-    fn get_errors(&self, py: Python<'_>) -> Py<PyAny> {
-        opt(py, &self.errors)
-    }
-    #[setter(_errors)]
-    fn set_errors(&mut self, py: Python<'_>, v: Py<PyAny>) {
-        self.errors = some(v, py);
-    }
-    #[getter(_base_error)]
-    fn get_base_error(&self, py: Python<'_>) -> Py<PyAny> {
-        opt(py, &self.base_error)
-    }
-    #[setter(_base_error)]
-    fn set_base_error(&mut self, py: Python<'_>, v: Py<PyAny>) {
-        self.base_error = some(v, py);
-    }
-    #[getter(_on_completed_fut)]
-    fn get_on_completed_fut(&self, py: Python<'_>) -> Py<PyAny> {
-        opt(py, &self.on_completed_fut)
-    }
-    #[setter(_on_completed_fut)]
-    fn set_on_completed_fut(&mut self, py: Python<'_>, v: Py<PyAny>) {
-        self.on_completed_fut = some(v, py);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
