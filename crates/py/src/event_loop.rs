@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::RwLock;
+
+use crate::gil_cell::GilCell;
 
 use ferroloop_core::{clock, Event, Interest, Poller, ReadyQueue, TimerHeap, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -154,8 +156,8 @@ impl IoWatch {
 
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen)]
 pub struct LoopCore {
-    sched: Mutex<Sched>,
-    io: Mutex<FdMap<IoWatch>>,
+    sched: GilCell<Sched>,
+    io: GilCell<FdMap<IoWatch>>,
     /// Number of fds in `io` (read without the lock to skip polling when nothing is watched).
     io_count: AtomicUsize,
     poller: RwLock<Option<Poller>>,
@@ -166,20 +168,14 @@ pub struct LoopCore {
     thread_id: AtomicU64,
     debug: AtomicBool,
     slow_callback_duration: AtomicU64,
-    task_factory: Mutex<Option<Py<PyAny>>>,
+    task_factory: GilCell<Option<Py<PyAny>>>,
     /// One-shot Handle objects that have run and that nobody else references, kept for reuse by
     /// call_soon (saves an allocation and a deallocation per callback). They hold no references.
-    handle_pool: Mutex<Vec<Py<Handle>>>,
+    handle_pool: GilCell<Vec<Py<Handle>>>,
     /// create_future()/create_task() make ferroloop's native Future/Task (else asyncio's).
     native_tasks: AtomicBool,
-    current_handle: Mutex<Option<Py<PyAny>>>,
+    current_handle: GilCell<Option<Py<PyAny>>>,
     clock_resolution: f64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned mutex only means a panic happened while it was held; the data is still sound
-    // for our purposes (queues of owned objects).
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The first half of `selectors._fileobj_to_fd`: an int, or `int(obj.fileno())`, as a Python int
@@ -277,8 +273,8 @@ impl LoopCore {
     }
 
     /// A scheduled TimerHandle was cancelled (`_timer_handle_cancelled`).
-    pub(crate) fn timer_cancelled(&self) {
-        lock(&self.sched).cancelled_timers += 1;
+    pub(crate) fn timer_cancelled(&self, py: Python<'_>) {
+        self.sched.lock(py).cancelled_timers += 1;
     }
 
     fn is_debug(&self) -> bool {
@@ -323,7 +319,7 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let fresh = Self::new_oneshot(slf, callback, args, context)?;
-        let pooled = lock(&slf.get().handle_pool).pop();
+        let pooled = slf.get().handle_pool.lock(py).pop();
         if let Some(handle) = pooled {
             let old = std::mem::replace(&mut *handle.bind(py).borrow_mut(), fresh);
             drop(old);
@@ -338,6 +334,7 @@ impl LoopCore {
     /// Handle, referenced only by us, with no weak references.
     fn recycle_handle(&self, h: Bound<'_, Handle>) {
         const POOL_MAX: usize = 256;
+        let py = h.py();
         if !h.get_type().is(h.py().get_type::<Handle>())
             || capi::refcount(h.as_any()) != 1
             || capi::has_weakrefs(h.as_any())
@@ -360,7 +357,7 @@ impl LoopCore {
             )
         };
         drop(emptied);
-        let mut pool = lock(&self.handle_pool);
+        let mut pool = self.handle_pool.lock(py);
         if pool.len() < POOL_MAX {
             pool.push(h.unbind());
         }
@@ -385,7 +382,7 @@ impl LoopCore {
             Self::check_callback(callback, method)?;
         }
         let handle = Self::new_oneshot_object(slf, callback, args, context)?;
-        this.push_ready(Ready::Handle(handle.clone_ref(slf.py())));
+        this.push_ready(slf.py(), Ready::Handle(handle.clone_ref(slf.py())));
         Ok(handle)
     }
 
@@ -421,9 +418,9 @@ impl LoopCore {
     /// Queues a task step, a task wake-up or a gather child's callback: what
     /// `loop.call_soon(task.__step | task.__wakeup | gather_callback, ...)` does, without a
     /// Handle (with call_soon's checks).
-    pub(crate) fn schedule_ready(&self, item: Ready) -> PyResult<()> {
+    pub(crate) fn schedule_ready(&self, py: Python<'_>, item: Ready) -> PyResult<()> {
         self.check_soon()?;
-        self.push_ready(item);
+        self.push_ready(py, item);
         Ok(())
     }
 
@@ -472,8 +469,8 @@ impl LoopCore {
         })
     }
 
-    fn push_ready(&self, item: Ready) {
-        lock(&self.sched).ready.push(item);
+    fn push_ready(&self, py: Python<'_>, item: Ready) {
+        self.sched.lock(py).ready.push(item);
     }
 
     fn wake(&self) {
@@ -488,13 +485,14 @@ impl LoopCore {
     }
 
     fn schedule_timer(&self, timer: &Bound<'_, TimerHandle>) {
+        let py = timer.py();
         let when = {
             let mut t = timer.borrow_mut();
             t.scheduled = true;
             t.when
         };
         let item = timer.clone().unbind();
-        lock(&self.sched).timers.push(when, item);
+        self.sched.lock(py).timers.push(when, item);
     }
 
     /// `BaseEventLoop._check_callback`, used in debug mode.
@@ -555,7 +553,7 @@ impl LoopCore {
         // 1. Drop cancelled timers: all of them when they are many, else those at the top.
         let mut dropped: Vec<Py<TimerHandle>> = Vec::new();
         {
-            let mut s = lock(&this.sched);
+            let mut s = this.sched.lock(py);
             let n = s.timers.len();
             if n > MIN_SCHEDULED_TIMER_HANDLES
                 && (s.cancelled_timers as f64) / (n as f64) > MIN_CANCELLED_TIMER_HANDLES_FRACTION
@@ -583,7 +581,7 @@ impl LoopCore {
 
         // 2. How long the poller may sleep.
         let timeout = {
-            let s = lock(&this.sched);
+            let s = this.sched.lock(py);
             if !s.ready.is_empty() || this.stopping.load(Ordering::Acquire) {
                 Some(0.0)
             } else if let Some((when, _)) = s.timers.peek() {
@@ -629,7 +627,7 @@ impl LoopCore {
             let mut to_run: Vec<Ready> = Vec::new();
             let mut stale: Vec<RawFd> = Vec::new();
             {
-                let mut io = lock(&this.io);
+                let mut io = this.io.lock(py);
                 for ev in &events {
                     if Some(ev.fd) == waker_fd {
                         continue;
@@ -676,7 +674,7 @@ impl LoopCore {
             for fd in stale {
                 this.drop_cancelled_watch(py, fd);
             }
-            let mut s = lock(&this.sched);
+            let mut s = this.sched.lock(py);
             for item in to_run {
                 s.ready.push(item);
             }
@@ -686,7 +684,7 @@ impl LoopCore {
         let end_time = clock::monotonic() + this.clock_resolution;
         let mut due: Vec<Py<TimerHandle>> = Vec::new();
         {
-            let mut s = lock(&this.sched);
+            let mut s = this.sched.lock(py);
             while let Some(t) = s.timers.pop_before(end_time) {
                 due.push(t);
             }
@@ -695,7 +693,7 @@ impl LoopCore {
             for t in &due {
                 t.bind(py).borrow_mut().scheduled = false;
             }
-            let mut s = lock(&this.sched);
+            let mut s = this.sched.lock(py);
             for t in due {
                 let h: Py<Handle> = t.into_bound(py).into_super().unbind();
                 s.ready.push(Ready::Handle(h));
@@ -703,10 +701,10 @@ impl LoopCore {
         }
 
         // 6. Run what was ready when this turn began.
-        let ntodo = lock(&this.sched).ready.len();
+        let ntodo = this.sched.lock(py).ready.len();
         let debug = this.is_debug();
         for _ in 0..ntodo {
-            let item = lock(&this.sched).ready.pop();
+            let item = this.sched.lock(py).ready.pop();
             let Some(item) = item else { break };
             match item {
                 Ready::Handle(h) => {
@@ -764,11 +762,11 @@ impl LoopCore {
                 b.context.as_ref().map(|c| c.clone_ref(py)),
             )
         };
-        *lock(&this.current_handle) = Some(h.clone().into_any().unbind());
+        *this.current_handle.lock(py) = Some(h.clone().into_any().unbind());
         let t0 = clock::monotonic();
         let result = run_handle(py, h);
         let dt = clock::monotonic() - t0;
-        let prev = lock(&this.current_handle).take();
+        let prev = this.current_handle.lock(py).take();
         drop(prev);
         result?;
         if dt >= f64::from_bits(this.slow_callback_duration.load(Ordering::Relaxed)) {
@@ -831,7 +829,7 @@ impl LoopCore {
 
     fn drop_cancelled_watch(&self, py: Python<'_>, fd: RawFd) {
         let removed = {
-            let mut io = lock(&self.io);
+            let mut io = self.io.lock(py);
             let Some(w) = io.get_mut(&fd) else { return };
             let mut removed = Vec::new();
             if w.reader
@@ -899,7 +897,7 @@ impl LoopCore {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
-        match self.take_watch(fd, write) {
+        match self.take_watch(py, fd, write) {
             Some(w) => {
                 if let Watcher::Handle(h) = &w {
                     Handle::cancel_handle(h.bind(py)).ok();
@@ -915,11 +913,12 @@ impl LoopCore {
     /// registration was not removed or replaced).
     pub(crate) fn is_native_watch(
         &self,
+        py: Python<'_>,
         fd: RawFd,
         write: bool,
         target: *mut ffi::PyObject,
     ) -> bool {
-        let io = lock(&self.io);
+        let io = self.io.lock(py);
         let Some(w) = io.get(&fd) else { return false };
         let side = if write { &w.writer } else { &w.reader };
         matches!(side, Some(Watcher::Native(t, _)) if t.as_ptr() == target)
@@ -934,7 +933,7 @@ impl LoopCore {
         write: bool,
         target: *mut ffi::PyObject,
     ) -> bool {
-        if self.closed.load(Ordering::Acquire) || !self.is_native_watch(fd, write, target) {
+        if self.closed.load(Ordering::Acquire) || !self.is_native_watch(py, fd, write, target) {
             return false;
         }
         self.remove_native_watch(py, fd, write)
@@ -996,11 +995,12 @@ impl LoopCore {
     /// readiness report (if its watcher is still `target`).
     pub(crate) fn rearm_native_watch(
         &self,
+        py: Python<'_>,
         fd: RawFd,
         write: bool,
         target: *mut ffi::PyObject,
     ) -> PyResult<()> {
-        let mut io = lock(&self.io);
+        let mut io = self.io.lock(py);
         let Some(w) = io.get_mut(&fd) else {
             return Ok(());
         };
@@ -1015,7 +1015,7 @@ impl LoopCore {
     /// Installs a watcher for one side of `fd`, cancelling the one it replaces.
     fn set_watch(&self, py: Python<'_>, fd: RawFd, watcher: Watcher, write: bool) -> PyResult<()> {
         let previous = {
-            let mut io = lock(&self.io);
+            let mut io = self.io.lock(py);
             let w = io.entry(fd).or_default();
             let before = w.watched();
             let previous = if write {
@@ -1046,8 +1046,8 @@ impl LoopCore {
     }
 
     /// Removes the watcher of one side of `fd` (the caller drops or cancels it, lock released).
-    fn take_watch(&self, fd: RawFd, write: bool) -> Option<Watcher> {
-        let mut io = lock(&self.io);
+    fn take_watch(&self, py: Python<'_>, fd: RawFd, write: bool) -> Option<Watcher> {
+        let mut io = self.io.lock(py);
         let w = io.get_mut(&fd)?;
         let before = w.watched();
         let removed = if write {
@@ -1123,8 +1123,8 @@ impl LoopCore {
             .add(waker.read_fd(), Interest::READ)
             .map_err(os_error)?;
         Ok(LoopCore {
-            sched: Mutex::new(Sched::default()),
-            io: Mutex::new(FdMap::default()),
+            sched: GilCell::new(Sched::default()),
+            io: GilCell::new(FdMap::default()),
             io_count: AtomicUsize::new(0),
             poller: RwLock::new(Some(poller)),
             waker: RwLock::new(Some(waker)),
@@ -1133,10 +1133,10 @@ impl LoopCore {
             thread_id: AtomicU64::new(0),
             debug: AtomicBool::new(false),
             slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
-            task_factory: Mutex::new(None),
-            handle_pool: Mutex::new(Vec::new()),
+            task_factory: GilCell::new(None),
+            handle_pool: GilCell::new(Vec::new()),
             native_tasks: AtomicBool::new(false),
-            current_handle: Mutex::new(None),
+            current_handle: GilCell::new(None),
             clock_resolution: clock::resolution(),
         })
     }
@@ -1217,8 +1217,9 @@ impl LoopCore {
     }
 
     /// Called by TimerHandle.cancel() for a scheduled timer.
-    fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {
-        self.timer_cancelled();
+    fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) {
+        let py = handle.py();
+        self.timer_cancelled(py);
     }
 
     /// Queues an existing ferroloop Handle and wakes the loop (asyncio's private
@@ -1226,7 +1227,7 @@ impl LoopCore {
     /// themselves go through `_handle_signal` and call_soon_threadsafe).
     fn _add_callback_signalsafe(&self, handle: &Bound<'_, Handle>) -> PyResult<()> {
         self.check_closed()?;
-        self.push_ready(Ready::Handle(handle.clone().unbind()));
+        self.push_ready(handle.py(), Ready::Handle(handle.clone().unbind()));
         self.wake();
         Ok(())
     }
@@ -1340,12 +1341,12 @@ impl LoopCore {
             return Ok(false);
         }
         let (ready, timers) = {
-            let mut s = lock(&self.sched);
+            let mut s = self.sched.lock(py);
             s.cancelled_timers = 0;
             (s.ready.take_all(), s.timers.take_all())
         };
-        let io: Vec<IoWatch> = lock(&self.io).drain().map(|(_, w)| w).collect();
-        let pool = std::mem::take(&mut *lock(&self.handle_pool));
+        let io: Vec<IoWatch> = self.io.lock(py).drain().map(|(_, w)| w).collect();
+        let pool = std::mem::take(&mut *self.handle_pool.lock(py));
         drop(pool);
         self.io_count.store(0, Ordering::Release);
         let poller = self
@@ -1411,7 +1412,10 @@ impl LoopCore {
 
     #[getter]
     fn _current_handle(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        lock(&self.current_handle).as_ref().map(|h| h.clone_ref(py))
+        self.current_handle
+            .lock(py)
+            .as_ref()
+            .map(|h| h.clone_ref(py))
     }
 
     /// `BaseEventLoop._check_closed`
@@ -1466,7 +1470,7 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         this.check_closed()?;
-        let factory = lock(&this.task_factory).as_ref().map(|f| f.clone_ref(py));
+        let factory = this.task_factory.lock(py).as_ref().map(|f| f.clone_ref(py));
         let none = py.None().into_bound(py);
         let name = name.unwrap_or(&none);
         let context = context.unwrap_or(&none);
@@ -1507,6 +1511,7 @@ impl LoopCore {
     }
 
     fn set_task_factory(&self, factory: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = factory.py();
         if !factory.is_none() && !factory.is_callable() {
             return Err(PyTypeError::new_err(
                 "task factory must be a callable or None",
@@ -1517,13 +1522,13 @@ impl LoopCore {
         } else {
             Some(factory.clone().unbind())
         };
-        let old = std::mem::replace(&mut *lock(&self.task_factory), new);
+        let old = std::mem::replace(&mut *self.task_factory.lock(py), new);
         drop(old);
         Ok(())
     }
 
     fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        lock(&self.task_factory).as_ref().map(|f| f.clone_ref(py))
+        self.task_factory.lock(py).as_ref().map(|f| f.clone_ref(py))
     }
 
     #[pyo3(signature = (fd, callback, *args))]
@@ -1590,7 +1595,7 @@ impl LoopCore {
     /// `(events, reader, writer)` with EVENT_READ=1/EVENT_WRITE=2 and the Handles (None for a
     /// side watched by a Rust transport).
     fn _io_key(&self, py: Python<'_>, fd: RawFd) -> Option<IoKey> {
-        let io = lock(&self.io);
+        let io = self.io.lock(py);
         let w = io.get(&fd).filter(|w| w.watched())?;
         let events = u8::from(w.reader.is_some()) | (u8::from(w.writer.is_some()) << 1);
         let handle_of = |x: &Option<Watcher>| {
@@ -1602,13 +1607,13 @@ impl LoopCore {
     }
 
     /// Number of callbacks waiting in the ready queue (for tests and diagnostics).
-    fn _ready_count(&self) -> usize {
-        lock(&self.sched).ready.len()
+    fn _ready_count(&self, py: Python<'_>) -> usize {
+        self.sched.lock(py).ready.len()
     }
 
     /// Number of timers in the heap, cancelled ones included (asyncio's `len(loop._scheduled)`).
-    fn _timer_count(&self) -> usize {
-        lock(&self.sched).timers.len()
+    fn _timer_count(&self, py: Python<'_>) -> usize {
+        self.sched.lock(py).timers.len()
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -1621,7 +1626,7 @@ impl LoopCore {
         // callbacks pending). A handle someone else also holds is left out: its contents are
         // reachable from there.
         crate::capi::in_traverse(|py| -> Result<(), PyTraverseError> {
-            if let Ok(s) = self.sched.try_lock() {
+            if let Some(s) = self.sched.try_lock(py) {
                 for item in s.ready.iter() {
                     match item {
                         Ready::Handle(h) => visit_sole_handle(h.bind(py), &visit)?,
@@ -1652,39 +1657,42 @@ impl LoopCore {
                     visit_sole_handle(t.bind(py).as_super(), &visit)?;
                 }
             }
-            Ok(())
-        })?;
-        if let Ok(io) = self.io.try_lock() {
-            for w in io.values() {
-                for watcher in [&w.reader, &w.writer].into_iter().flatten() {
-                    match watcher {
-                        Watcher::Handle(h) => visit.call(h)?,
-                        Watcher::Native(target, _) => target.visit(&visit)?,
+            if let Some(io) = self.io.try_lock(py) {
+                for w in io.values() {
+                    for watcher in [&w.reader, &w.writer].into_iter().flatten() {
+                        match watcher {
+                            Watcher::Handle(h) => visit.call(h)?,
+                            Watcher::Native(target, _) => target.visit(&visit)?,
+                        }
                     }
                 }
             }
-        }
-        if let Ok(f) = self.task_factory.try_lock() {
-            visit.call(&*f)?;
-        }
-        if let Ok(h) = self.current_handle.try_lock() {
-            visit.call(&*h)?;
-        }
+            if let Some(f) = self.task_factory.try_lock(py) {
+                visit.call(&*f)?;
+            }
+            if let Some(h) = self.current_handle.try_lock(py) {
+                visit.call(&*h)?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 
     fn __clear__(&self) {
-        let taken = self.sched.try_lock().ok().map(|mut s| {
-            s.cancelled_timers = 0;
-            (s.ready.take_all(), s.timers.take_all())
+        // Cold path (the collector breaking a cycle): attaching when already attached only
+        // counts up, and gives the token the cells ask for.
+        Python::attach(|py| {
+            let taken = self.sched.try_lock(py).map(|mut s| {
+                s.cancelled_timers = 0;
+                (s.ready.take_all(), s.timers.take_all())
+            });
+            let io: Option<Vec<IoWatch>> = self
+                .io
+                .try_lock(py)
+                .map(|mut io| io.drain().map(|(_, w)| w).collect());
+            let f = self.task_factory.try_lock(py).and_then(|mut f| f.take());
+            drop((taken, io, f));
         });
-        let io: Option<Vec<IoWatch>> = self
-            .io
-            .try_lock()
-            .ok()
-            .map(|mut io| io.drain().map(|(_, w)| w).collect());
-        let f = self.task_factory.try_lock().ok().and_then(|mut f| f.take());
-        drop((taken, io, f));
     }
 }
 

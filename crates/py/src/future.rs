@@ -347,7 +347,7 @@ impl<'py> NativeFuture<'py> {
         if let Ok(native) = loop_.cast::<LoopCore>() {
             for cb in callbacks {
                 match cb.ready_item(self.as_any().clone().unbind()) {
-                    Ok(item) => native.get().schedule_ready(item)?,
+                    Ok(item) => native.get().schedule_ready(native.py(), item)?,
                     Err(Callback::Python { func, context }) => {
                         LoopCore::schedule_callback(
                             native,
@@ -382,7 +382,7 @@ impl<'py> NativeFuture<'py> {
         let loop_ = self.loop_of()?;
         let cb = match loop_.cast::<LoopCore>() {
             Ok(native) => match cb.ready_item(self.as_any().clone().unbind()) {
-                Ok(item) => return native.get().schedule_ready(item),
+                Ok(item) => return native.get().schedule_ready(native.py(), item),
                 Err(cb) => cb,
             },
             Err(_) => cb,

@@ -457,7 +457,7 @@ impl TimerHandle {
             let loop_ = base.borrow().loop_.as_ref().map(|l| l.clone_ref(py));
             if let Some(l) = loop_ {
                 match l.bind(py).cast::<LoopCore>() {
-                    Ok(core) => core.get().timer_cancelled(),
+                    Ok(core) => core.get().timer_cancelled(py),
                     Err(_) => {
                         l.bind(py)
                             .call_method1(intern!(py, "_timer_handle_cancelled"), (slf,))?;

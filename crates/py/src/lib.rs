@@ -20,6 +20,7 @@ mod capi;
 mod event_loop;
 mod future;
 mod gather;
+mod gil_cell;
 mod handle;
 mod native_io;
 mod sock_ops;

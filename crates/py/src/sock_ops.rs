@@ -481,14 +481,14 @@ impl SockWait {
         let py = slf.py();
         let this = slf.get();
         let lp = this.loop_.bind(py);
-        if !lp.get().is_native_watch(this.fd, write, slf.as_ptr()) {
+        if !lp.get().is_native_watch(py, this.fd, write, slf.as_ptr()) {
             return Ok(());
         }
         let result = Self::ready(slf, write);
         if result.is_err() {
             // Still waiting: the poller must report the fd again.
             lp.get()
-                .rearm_native_watch(this.fd, write, slf.as_ptr())
+                .rearm_native_watch(py, this.fd, write, slf.as_ptr())
                 .ok();
         }
         report_unhandled(lp.as_any(), result, || {
@@ -510,18 +510,20 @@ impl SockWait {
         let outcome = match this.attempt(py) {
             Ok(Step::Done(v)) => Ok(v),
             Ok(Step::Again) => {
-                return this
-                    .loop_
-                    .bind(py)
-                    .get()
-                    .rearm_native_watch(this.fd, write, slf.as_ptr())
+                return this.loop_.bind(py).get().rearm_native_watch(
+                    py,
+                    this.fd,
+                    write,
+                    slf.as_ptr(),
+                )
             }
             Err(e) if would_block(py, &e) => {
-                return this
-                    .loop_
-                    .bind(py)
-                    .get()
-                    .rearm_native_watch(this.fd, write, slf.as_ptr())
+                return this.loop_.bind(py).get().rearm_native_watch(
+                    py,
+                    this.fd,
+                    write,
+                    slf.as_ptr(),
+                )
             }
             Err(e) if escapes_loop(py, &e) => return Err(e),
             Err(e) => Err(e),

@@ -107,10 +107,10 @@ impl Task {
         let py = slf.py();
         let loop_ = Self::loop_of(slf)?;
         if let Ok(native) = loop_.cast::<LoopCore>() {
-            return native.get().schedule_ready(Ready::TaskStep(
-                slf.clone().unbind(),
-                exc.map(Bound::unbind),
-            ));
+            return native.get().schedule_ready(
+                native.py(),
+                Ready::TaskStep(slf.clone().unbind(), exc.map(Bound::unbind)),
+            );
         }
         let step = Bound::new(
             py,

@@ -1614,7 +1614,7 @@ impl TransportCore {
             slf.get().lock().start_pending = true;
             let queued = lp
                 .get()
-                .schedule_ready(Ready::Start(slf.clone().unbind(), context));
+                .schedule_ready(slf.py(), Ready::Start(slf.clone().unbind(), context));
             if queued.is_err() {
                 slf.get().lock().start_pending = false;
             }
