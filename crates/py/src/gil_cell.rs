@@ -120,4 +120,4 @@ mod imp {
     }
 }
 
-pub use imp::GilCell;
+pub use imp::{GilCell, GilGuard};

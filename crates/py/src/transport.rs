@@ -28,7 +28,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Mutex, MutexGuard};
 
 use ferroloop_core::fdio;
 use ferroloop_core::net::{self, InetAddr};
@@ -39,6 +38,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::{os_error, LoopCore, Ready};
+use crate::gil_cell::{GilCell, GilGuard};
 use crate::handle::{self, escapes_loop, report_unhandled, Handle};
 use crate::native_io::NativeIo;
 use crate::{capi, stdlib};
@@ -233,7 +233,7 @@ impl State {
 
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct TransportCore {
-    state: Mutex<State>,
+    state: GilCell<State>,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -266,12 +266,12 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
 }
 
 impl TransportCore {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock<'a>(&'a self, py: Python<'_>) -> GilGuard<'a, State> {
+        self.state.lock(py)
     }
 
     fn loop_of<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
-        self.lock().loop_.as_ref().map(|l| l.bind(py).clone())
+        self.lock(py).loop_.as_ref().map(|l| l.bind(py).clone())
     }
 
     fn name(kind: Kind) -> &'static str {
@@ -288,7 +288,7 @@ impl TransportCore {
     fn watch(slf: &Bound<'_, Self>, write: bool) -> PyResult<()> {
         let py = slf.py();
         let (lp, fd, generation) = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             let Some(lp) = st.loop_.as_ref().map(|l| l.clone_ref(py)) else {
                 return Ok(());
             };
@@ -306,7 +306,7 @@ impl TransportCore {
         let target = NativeIo::Transport(slf.clone().unbind());
         let res = lp.get().add_native_watch(py, fd, target, generation, write);
         if res.is_err() {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if write {
                 st.writer_on = false;
             } else {
@@ -320,7 +320,7 @@ impl TransportCore {
     fn unwatch(slf: &Bound<'_, Self>, write: bool) {
         let py = slf.py();
         let (lp, fd) = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if write {
                 st.writer_on = false;
             } else {
@@ -344,22 +344,22 @@ impl TransportCore {
         }
     }
 
-    fn debug(&self) -> bool {
-        self.lock()
+    fn debug(&self, py: Python<'_>) -> bool {
+        self.lock(py)
             .loop_
             .as_ref()
             .is_some_and(|l| l.get().debug_enabled())
     }
 
     fn transport_obj<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        match self.lock().transport.as_ref() {
+        match self.lock(py).transport.as_ref() {
             Some(t) => t.bind(py).clone(),
             None => py.None().into_bound(py),
         }
     }
 
     fn protocol_obj<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        match self.lock().protocol.as_ref() {
+        match self.lock(py).protocol.as_ref() {
             Some(p) => p.bind(py).clone(),
             None => py.None().into_bound(py),
         }
@@ -401,7 +401,7 @@ impl TransportCore {
         let py = slf.py();
         let this = slf.get();
         if exc.is_instance_of::<PyOSError>() {
-            if this.debug() {
+            if this.debug(py) {
                 let logger = stdlib::asyncio_logger(py)?;
                 let kwargs = PyDict::new(py);
                 kwargs.set_item(intern!(py, "exc_info"), exc)?;
@@ -414,7 +414,7 @@ impl TransportCore {
         } else {
             Self::report(slf, message, exc, true)?;
         }
-        let kind = this.lock().kind;
+        let kind = this.lock(py).kind;
         match kind {
             Kind::Socket | Kind::Datagram => Self::force_close(slf, Some(exc.clone())),
             Kind::ReadPipe | Kind::WritePipe => Self::close_pipe(slf, Some(exc.clone())),
@@ -431,7 +431,7 @@ impl TransportCore {
     fn force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let (had_buffer, was_closing) = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if st.conn_lost > 0 {
                 return Ok(());
             }
@@ -457,7 +457,7 @@ impl TransportCore {
     fn close_pipe(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let had_buffer = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             st.closing = true;
             let had = !st.buffer.is_empty();
             st.buffer.clear();
@@ -477,7 +477,7 @@ impl TransportCore {
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let protocol = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if (st.pending() as i64) <= st.high_water() || st.protocol_paused {
                 return Ok(());
             }
@@ -500,7 +500,7 @@ impl TransportCore {
     fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let protocol = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if !(st.protocol_paused && (st.pending() as i64) <= st.low_water()) {
                 return Ok(());
             }
@@ -531,7 +531,7 @@ impl TransportCore {
     pub(crate) fn run_start(slf: &Bound<'_, Self>, context: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let (protocol, transport, lp, read) = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             st.start_pending = false;
             let made = st.rare.as_mut().and_then(|r| r.made_protocol.take());
             (
@@ -599,7 +599,7 @@ impl TransportCore {
     pub(crate) fn on_ready(slf: &Bound<'_, Self>, write: bool, generation: u32) -> PyResult<()> {
         let py = slf.py();
         let kind = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             let current = if write {
                 st.writer_on && st.writer_gen == generation
             } else {
@@ -638,7 +638,7 @@ impl TransportCore {
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (fd, buffered, protocol) = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             if st.conn_lost > 0 {
                 return Ok(());
             }
@@ -738,7 +738,7 @@ impl TransportCore {
     /// `_SelectorSocketTransport._read_ready__on_eof`.
     fn read_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        if slf.get().debug() {
+        if slf.get().debug(py) {
             slf.get().log(py, "debug", "%r received EOF")?;
         }
         let keep_open = match protocol
@@ -768,7 +768,7 @@ impl TransportCore {
     fn pipe_read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (fd, protocol) = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             let Some(p) = st.protocol.as_ref() else {
                 return Ok(());
             };
@@ -788,10 +788,10 @@ impl TransportCore {
             protocol.call_method1(intern!(py, "data_received"), (data,))?;
             return Ok(());
         }
-        if slf.get().debug() {
+        if slf.get().debug(py) {
             slf.get().log(py, "info", "%r was closed by peer")?;
         }
-        slf.get().lock().closing = true;
+        slf.get().lock(py).closing = true;
         Self::unwatch(slf, false);
         let eof = protocol.getattr(intern!(py, "eof_received"))?;
         Self::call_soon(slf, &eof, PyTuple::empty(py))?;
@@ -802,10 +802,10 @@ impl TransportCore {
     /// `_UnixWritePipeTransport._read_ready`: the read end went away.
     fn pipe_closed_by_peer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if slf.get().debug() {
+        if slf.get().debug(py) {
             slf.get().log(py, "info", "%r was closed by peer")?;
         }
-        let has_buffer = !slf.get().lock().buffer.is_empty();
+        let has_buffer = !slf.get().lock(py).buffer.is_empty();
         if has_buffer {
             let exc = py
                 .get_type::<pyo3::exceptions::PyBrokenPipeError>()
@@ -820,7 +820,7 @@ impl TransportCore {
     fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (kind, result) = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if st.buffer.is_empty() || (st.kind == Kind::Socket && st.conn_lost > 0) {
                 return Ok(());
             }
@@ -833,7 +833,7 @@ impl TransportCore {
             Err(e) if would_block(&e) => return Ok(()),
             Err(e) => {
                 {
-                    let mut st = slf.get().lock();
+                    let mut st = slf.get().lock(py);
                     st.buffer.clear();
                     if kind == Kind::WritePipe {
                         st.conn_lost += 1;
@@ -843,7 +843,7 @@ impl TransportCore {
                 let exc = os_error(e).into_value(py).into_bound(py).into_any();
                 let message = format!("Fatal write error on {} transport", Self::name(kind));
                 Self::fatal_error(slf, &exc, &message)?;
-                let waiter = slf.get().lock().empty_waiter().map(|w| w.clone_ref(py));
+                let waiter = slf.get().lock(py).empty_waiter().map(|w| w.clone_ref(py));
                 if let Some(w) = waiter {
                     w.bind(py)
                         .call_method1(intern!(py, "set_exception"), (exc,))?;
@@ -853,12 +853,12 @@ impl TransportCore {
         };
         let _ = written;
         if kind == Kind::WritePipe {
-            if !slf.get().lock().buffer.is_empty() {
+            if !slf.get().lock(py).buffer.is_empty() {
                 return Ok(());
             }
             Self::unwatch(slf, true);
             Self::maybe_resume_protocol(slf)?;
-            if slf.get().lock().closing {
+            if slf.get().lock(py).closing {
                 Self::unwatch(slf, false);
                 Self::call_connection_lost_impl(slf, None)?;
             }
@@ -866,7 +866,7 @@ impl TransportCore {
         }
         Self::maybe_resume_protocol(slf)?;
         let (empty, waiter, closing, eof, fd) = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             (
                 st.buffer.is_empty(),
                 st.empty_waiter().map(|w| w.clone_ref(py)),
@@ -896,7 +896,7 @@ impl TransportCore {
     fn datagram_read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (sock, protocol, fd, inet) = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             if st.conn_lost > 0 {
                 return Ok(());
             }
@@ -1045,7 +1045,7 @@ impl TransportCore {
         let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));
         let address = slf
             .get()
-            .lock()
+            .lock(py)
             .rare
             .as_ref()
             .and_then(|r| r.address.as_ref())
@@ -1067,7 +1067,7 @@ impl TransportCore {
             None => false,
         };
         let (sock, protocol, target, empty) = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if st.conn_lost > 0 && has_address {
                 let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
                 st.conn_lost += 1;
@@ -1113,7 +1113,7 @@ impl TransportCore {
         // What is buffered must not change: a copy as bytes.
         let copy = with_bytes(data, |b| PyBytes::new(py, b))?;
         {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             let rare = st.rare();
             rare.datagram_bytes += copy.as_bytes().len();
             rare.datagrams
@@ -1127,7 +1127,7 @@ impl TransportCore {
         let py = slf.py();
         loop {
             let (item, sock, protocol, target) = {
-                let mut st = slf.get().lock();
+                let mut st = slf.get().lock(py);
                 let Some(rare) = st.rare.as_mut() else {
                     break;
                 };
@@ -1149,7 +1149,7 @@ impl TransportCore {
             match Self::send_datagram(py, sock.bind(py), target, data, addr) {
                 Ok(()) => {}
                 Err(e) if would_block_err(py, &e) => {
-                    let mut st = slf.get().lock();
+                    let mut st = slf.get().lock(py);
                     let rare = st.rare();
                     rare.datagram_bytes += data.len().unwrap_or(0);
                     rare.datagrams.push_front(item);
@@ -1172,7 +1172,7 @@ impl TransportCore {
         }
         Self::maybe_resume_protocol(slf)?;
         let (empty, closing) = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             (st.datagrams_empty(), st.closing)
         };
         if empty {
@@ -1189,7 +1189,7 @@ impl TransportCore {
     fn write_impl(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let kind = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             st.kind
         };
         let is_bytes_like = data.is_instance_of::<PyBytes>()
@@ -1202,7 +1202,7 @@ impl TransportCore {
                     data.get_type().name()?.repr()?
                 )));
             }
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             if st.eof {
                 return Err(PyRuntimeError::new_err(
                     "Cannot call write() after write_eof()",
@@ -1220,7 +1220,7 @@ impl TransportCore {
             return Ok(());
         }
         {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             let lost = match kind {
                 Kind::Socket => st.conn_lost > 0,
                 _ => st.conn_lost > 0 || st.closing,
@@ -1240,7 +1240,7 @@ impl TransportCore {
             }
         }
         let outcome = with_bytes(data, |bytes| {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if !st.buffer.is_empty() {
                 st.buffer.push(bytes);
                 return Ok(false);
@@ -1268,13 +1268,13 @@ impl TransportCore {
             Ok(true) => Self::watch(slf, true)?,
             Err(e) => {
                 if kind == Kind::WritePipe {
-                    slf.get().lock().conn_lost += 1;
+                    slf.get().lock(py).conn_lost += 1;
                 }
                 let message = format!("Fatal write error on {} transport", Self::name(kind));
                 return Self::fatal_io_error(slf, e, &message);
             }
         }
-        if slf.get().lock().buffer.is_empty() {
+        if slf.get().lock(py).buffer.is_empty() {
             return Ok(());
         }
         Self::maybe_pause_protocol(slf)
@@ -1283,11 +1283,11 @@ impl TransportCore {
     /// `_SelectorTransport.close` / the pipes' close.
     fn close_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let kind = slf.get().lock().kind;
+        let kind = slf.get().lock(py).kind;
         match kind {
             Kind::Socket | Kind::Datagram => {
                 let empty = {
-                    let mut st = slf.get().lock();
+                    let mut st = slf.get().lock(py);
                     if st.closing {
                         return Ok(());
                     }
@@ -1307,14 +1307,14 @@ impl TransportCore {
                 Ok(())
             }
             Kind::ReadPipe => {
-                if slf.get().lock().closing {
+                if slf.get().lock(py).closing {
                     return Ok(());
                 }
                 Self::close_pipe(slf, None)
             }
             Kind::WritePipe => {
                 let open = {
-                    let st = slf.get().lock();
+                    let st = slf.get().lock(py);
                     st.sock.is_some() && !st.closing
                 };
                 if open {
@@ -1327,7 +1327,7 @@ impl TransportCore {
 
     fn write_eof_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let mut st = slf.get().lock();
+        let mut st = slf.get().lock(py);
         match st.kind {
             Kind::Socket => {
                 if st.closing || st.eof {
@@ -1369,7 +1369,7 @@ impl TransportCore {
     ) -> PyResult<()> {
         let py = slf.py();
         let (kind, connected, protocol) = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             (
                 st.kind,
                 st.protocol_connected,
@@ -1388,7 +1388,7 @@ impl TransportCore {
         // `SocketTransport` in _transports.py): reading `_extra` fills it in while the socket
         // is still open.
         let lazy_extra = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             match (&st.transport, &st.server, st.kind) {
                 (Some(t), Some(_), Kind::Socket) => Some(t.clone_ref(py)),
                 _ => None,
@@ -1399,7 +1399,7 @@ impl TransportCore {
             None => Ok(()),
         };
         let (sock, protocol, lp, server, transport) = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             st.reader_on = false;
             st.writer_on = false;
             (
@@ -1420,7 +1420,7 @@ impl TransportCore {
         };
         drop((sock, protocol, lp, server, transport));
         if kind == Kind::Socket {
-            let waiter = slf.get().lock().empty_waiter().map(|w| w.clone_ref(py));
+            let waiter = slf.get().lock(py).empty_waiter().map(|w| w.clone_ref(py));
             if let Some(w) = waiter {
                 let err = py
                     .get_type::<pyo3::exceptions::PyConnectionError>()
@@ -1556,7 +1556,7 @@ impl TransportCore {
             })
         });
         Ok(Self {
-            state: Mutex::new(State {
+            state: GilCell::new(State {
                 kind,
                 fd,
                 loop_: Some(lp),
@@ -1589,7 +1589,7 @@ impl TransportCore {
     fn _start(slf: &Bound<'_, Self>, waiter: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let (protocol, transport, kind, watch_eof) = {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             (
                 st.protocol.as_ref().map(|p| p.clone_ref(py)),
                 st.transport.as_ref().map(|t| t.clone_ref(py)),
@@ -1602,7 +1602,7 @@ impl TransportCore {
         };
         let made = protocol.bind(py).getattr(intern!(py, "connection_made"))?;
         let no_waiter = waiter.is_none_or(|w| w.is_none());
-        if no_waiter && !slf.get().debug() {
+        if no_waiter && !slf.get().debug(py) {
             // One queue entry instead of two Handles (their bound methods, argument tuples
             // and contexts): what a burst of accepted connections leaves behind stays small.
             // Debug mode keeps the Handles (slow-callback reports, creation tracebacks).
@@ -1611,12 +1611,12 @@ impl TransportCore {
                 return Ok(());
             };
             let context = capi::copy_context(py)?;
-            slf.get().lock().start_pending = true;
+            slf.get().lock(py).start_pending = true;
             let queued = lp
                 .get()
                 .schedule_ready(slf.py(), Ready::Start(slf.clone().unbind(), context));
             if queued.is_err() {
-                slf.get().lock().start_pending = false;
+                slf.get().lock(py).start_pending = false;
             }
             return queued;
         }
@@ -1641,8 +1641,9 @@ impl TransportCore {
     /// The deferred `_add_reader(fd, _read_ready)`: only if still reading.
     #[pyo3(name = "_start_reading")]
     fn start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
         {
-            let st = slf.get().lock();
+            let st = slf.get().lock(py);
             if st.loop_.is_none() || st.closing || (st.paused && st.kind != Kind::WritePipe) {
                 return Ok(());
             }
@@ -1683,33 +1684,34 @@ impl TransportCore {
     }
 
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let kind = slf.get().lock().kind;
+        let py = slf.py();
+        let kind = slf.get().lock(py).kind;
         match kind {
             Kind::Socket | Kind::Datagram => Self::force_close(slf, None),
             _ => Self::close_pipe(slf, None),
         }
     }
 
-    fn is_closing(&self) -> bool {
-        self.lock().closing
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.lock(py).closing
     }
 
-    fn is_reading(&self) -> bool {
-        let st = self.lock();
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        let st = self.lock(py);
         !st.closing && !st.paused
     }
 
     fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if st.closing || st.paused {
                 return Ok(());
             }
             st.paused = true;
         }
         Self::unwatch(slf, false);
-        if slf.get().debug() {
+        if slf.get().debug(py) {
             slf.get().log(py, "debug", "%r pauses reading")?;
         }
         Ok(())
@@ -1718,14 +1720,14 @@ impl TransportCore {
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             if st.closing || !st.paused {
                 return Ok(());
             }
             st.paused = false;
         }
         Self::watch(slf, false)?;
-        if slf.get().debug() {
+        if slf.get().debug(py) {
             slf.get().log(py, "debug", "%r resumes reading")?;
         }
         Ok(())
@@ -1738,6 +1740,7 @@ impl TransportCore {
         high: Option<i64>,
         low: Option<i64>,
     ) -> PyResult<()> {
+        let py = slf.py();
         let high = match (high, low) {
             (Some(h), _) => h,
             (None, None) => 64 * 1024,
@@ -1750,7 +1753,7 @@ impl TransportCore {
             )));
         }
         {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             let rare = st.rare();
             rare.high_water = high;
             rare.low_water = low;
@@ -1758,13 +1761,13 @@ impl TransportCore {
         Self::maybe_pause_protocol(slf)
     }
 
-    fn get_write_buffer_limits(&self) -> (i64, i64) {
-        let st = self.lock();
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> (i64, i64) {
+        let st = self.lock(py);
         (st.low_water(), st.high_water())
     }
 
-    fn get_write_buffer_size(&self) -> usize {
-        self.lock().pending()
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.lock(py).pending()
     }
 
     fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1774,7 +1777,7 @@ impl TransportCore {
             .getattr(intern!(py, "BufferedProtocol"))?;
         let buffered = protocol.is_instance(&buffered_cls)?;
         let old = {
-            let mut st = self.lock();
+            let mut st = self.lock(py);
             st.buffered = buffered;
             st.protocol_connected = true;
             let old = st.protocol.replace(protocol.clone().unbind());
@@ -1796,7 +1799,7 @@ impl TransportCore {
 
     fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if slf.get().lock().empty_waiter().is_some() {
+        if slf.get().lock(py).empty_waiter().is_some() {
             return Err(PyRuntimeError::new_err("Empty waiter is already set"));
         }
         let Some(lp) = slf.get().loop_of(py) else {
@@ -1804,7 +1807,7 @@ impl TransportCore {
         };
         let waiter = lp.call_method0(intern!(py, "create_future"))?;
         let empty = {
-            let mut st = slf.get().lock();
+            let mut st = slf.get().lock(py);
             st.rare().empty_waiter = Some(waiter.clone().unbind());
             st.buffer.is_empty()
         };
@@ -1814,9 +1817,9 @@ impl TransportCore {
         Ok(waiter.unbind())
     }
 
-    fn _reset_empty_waiter(&self) {
+    fn _reset_empty_waiter(&self, py: Python<'_>) {
         let old = self
-            .lock()
+            .lock(py)
             .rare
             .as_mut()
             .and_then(|r| r.empty_waiter.take());
@@ -1830,7 +1833,8 @@ impl TransportCore {
 
     #[pyo3(signature = (exc=None))]
     fn _force_close(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        let kind = slf.get().lock().kind;
+        let py = slf.py();
+        let kind = slf.get().lock(py).kind;
         let exc = exc.filter(|e| !e.is_none());
         match kind {
             Kind::Socket | Kind::Datagram => Self::force_close(slf, exc),
@@ -1845,8 +1849,8 @@ impl TransportCore {
 
     /// For the transport's repr: (socket/pipe closed, closing, fd, reading polled, writing
     /// polled, buffered bytes).
-    fn _state(&self) -> (bool, bool, RawFd, bool, bool, usize) {
-        let st = self.lock();
+    fn _state(&self, py: Python<'_>) -> (bool, bool, RawFd, bool, bool, usize) {
+        let st = self.lock(py);
         (
             st.sock.is_none(),
             st.closing,
@@ -1858,31 +1862,31 @@ impl TransportCore {
     }
 
     #[getter]
-    fn _conn_lost(&self) -> u32 {
-        self.lock().conn_lost
+    fn _conn_lost(&self, py: Python<'_>) -> u32 {
+        self.lock(py).conn_lost
     }
 
     #[getter]
-    fn _protocol_paused(&self) -> bool {
-        self.lock().protocol_paused
+    fn _protocol_paused(&self, py: Python<'_>) -> bool {
+        self.lock(py).protocol_paused
     }
 
     #[getter]
     fn _sock(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.lock().sock.as_ref().map(|s| s.clone_ref(py))
+        self.lock(py).sock.as_ref().map(|s| s.clone_ref(py))
     }
 
     /// Replacing the socket/pipe object (tests set `transport._pipe = None` to silence the
     /// unclosed-transport warning).
     #[setter(_sock)]
-    fn set_sock(&self, sock: Option<Py<PyAny>>) {
-        let old = std::mem::replace(&mut self.lock().sock, sock);
+    fn set_sock(&self, py: Python<'_>, sock: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.lock(py).sock, sock);
         drop(old);
     }
 
     #[getter]
     fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.lock()
+        self.lock(py)
             .loop_
             .as_ref()
             .map(|l| l.clone_ref(py).into_any())
@@ -1890,11 +1894,14 @@ impl TransportCore {
 
     #[getter]
     fn _server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.lock().server.as_ref().map(|s| s.clone_ref(py))
+        self.lock(py).server.as_ref().map(|s| s.clone_ref(py))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(st) = self.state.try_lock() {
+        // The collector runs with the GIL held; a None from try_lock means this thread is
+        // inside a borrow (the collector started from an allocation there): visit nothing.
+        let st = crate::capi::in_traverse(|py| self.state.try_lock(py));
+        if let Some(st) = st {
             visit.call(&st.loop_)?;
             visit.call(&st.transport)?;
             visit.call(&st.protocol)?;
@@ -1914,7 +1921,7 @@ impl TransportCore {
     }
 
     fn __clear__(&self) {
-        let taken = self.state.try_lock().ok().map(|mut st| {
+        let taken = Python::attach(|py| self.state.try_lock(py)).map(|mut st| {
             (
                 st.loop_.take(),
                 st.transport.take(),
