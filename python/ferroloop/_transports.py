@@ -94,8 +94,8 @@ class _CoreTransport:
 
 
 class _WritingMixin:
-    def write(self, data):
-        self._core.write(data)
+    # write(data): installed below by TransportCore._install_methods, a method written in
+    # Rust that calls self._core's write without a Python frame.
 
     def writelines(self, list_of_data):
         self._core.writelines(list_of_data)
@@ -118,6 +118,9 @@ class _WritingMixin:
     @property
     def _protocol_paused(self):
         return self._core._protocol_paused
+
+
+TransportCore._install_methods(_WritingMixin)
 
 
 class _ReadingMixin:

@@ -157,6 +157,8 @@ impl IoWatch {
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen)]
 pub struct LoopCore {
     sched: GilCell<Sched>,
+    /// The poller's event buffer, kept between turns (no allocation per poll).
+    events: GilCell<Vec<Event>>,
     io: GilCell<FdMap<IoWatch>>,
     /// Number of fds in `io` (read without the lock to skip polling when nothing is watched).
     io_count: AtomicUsize,
@@ -551,18 +553,17 @@ impl LoopCore {
         let this = slf.get();
 
         // 1. Drop cancelled timers: all of them when they are many, else those at the top.
-        let mut dropped: Vec<Py<TimerHandle>> = Vec::new();
-        {
+        let dropped: Vec<Py<TimerHandle>> = {
             let mut s = this.sched.lock(py);
             let n = s.timers.len();
             if n > MIN_SCHEDULED_TIMER_HANDLES
                 && (s.cancelled_timers as f64) / (n as f64) > MIN_CANCELLED_TIMER_HANDLES_FRACTION
             {
-                dropped = s
-                    .timers
-                    .retain(|t| !t.bind(py).as_super().borrow().cancelled);
                 s.cancelled_timers = 0;
+                s.timers
+                    .retain(|t| !t.bind(py).as_super().borrow().cancelled)
             } else {
+                let mut dropped = Vec::new();
                 while let Some((_, t)) = s.timers.peek() {
                     if !t.bind(py).as_super().borrow().cancelled {
                         break;
@@ -572,12 +573,15 @@ impl LoopCore {
                     }
                     s.cancelled_timers = s.cancelled_timers.saturating_sub(1);
                 }
+                dropped
             }
+        };
+        if !dropped.is_empty() {
+            for t in &dropped {
+                t.bind(py).borrow_mut().scheduled = false;
+            }
+            drop(dropped);
         }
-        for t in &dropped {
-            t.bind(py).borrow_mut().scheduled = false;
-        }
-        drop(dropped);
 
         // 2. How long the poller may sleep.
         let timeout = {
@@ -592,18 +596,21 @@ impl LoopCore {
         };
 
         // 3. Poll. With nothing watched but the waker and no reason to sleep, skip the call.
-        let mut events: Vec<Event> = Vec::new();
+        // The event buffer is the loop's own, reused from turn to turn.
+        let mut events = std::mem::take(&mut *this.events.lock(py));
+        events.clear();
         let must_poll = timeout != Some(0.0) || this.io_count.load(Ordering::Acquire) > 0;
         if must_poll {
             let guard = this.poller.read().unwrap_or_else(|e| e.into_inner());
             let Some(poller) = guard.as_ref() else {
                 return Err(PyRuntimeError::new_err("Event loop is closed"));
             };
-            let result = if timeout == Some(0.0) {
-                poller.wait(&mut events, timeout)
-            } else {
-                py.detach(|| poller.wait(&mut events, timeout))
-            };
+            // A poll that may sleep releases the GIL; under load the fds are often ready
+            // already, so first look without sleeping (and without handing the GIL over).
+            let mut result = poller.wait(&mut events, Some(0.0));
+            if timeout != Some(0.0) && events.is_empty() && result.is_ok() {
+                result = py.detach(|| poller.wait(&mut events, timeout));
+            }
             drop(guard);
             match result {
                 Ok(()) => {}
@@ -624,12 +631,14 @@ impl LoopCore {
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
                 .map(|w| w.read_fd());
-            let mut to_run: Vec<Ready> = Vec::new();
             let mut stale: Vec<RawFd> = Vec::new();
+            let mut woken = false;
             {
                 let mut io = this.io.lock(py);
+                let mut s = this.sched.lock(py);
                 for ev in &events {
                     if Some(ev.fd) == waker_fd {
+                        woken = true;
                         continue;
                     }
                     if let Some(w) = io.get_mut(&ev.fd) {
@@ -646,11 +655,11 @@ impl LoopCore {
                                     if h.bind(py).borrow().cancelled {
                                         stale.push(ev.fd);
                                     } else {
-                                        to_run.push(Ready::Handle(h.clone_ref(py)));
+                                        s.ready.push(Ready::Handle(h.clone_ref(py)));
                                     }
                                 }
                                 (true, Some(Watcher::Native(target, gen))) => {
-                                    to_run.push(Ready::Io(target.clone_ref(py), write, *gen));
+                                    s.ready.push(Ready::Io(target.clone_ref(py), write, *gen));
                                 }
                                 _ => {}
                             }
@@ -658,7 +667,8 @@ impl LoopCore {
                     }
                 }
             }
-            if waker_fd.is_some() && events.iter().any(|e| Some(e.fd) == waker_fd) {
+            *this.events.lock(py) = events;
+            if woken {
                 let signals = this
                     .waker
                     .read()
@@ -674,27 +684,16 @@ impl LoopCore {
             for fd in stale {
                 this.drop_cancelled_watch(py, fd);
             }
-            let mut s = this.sched.lock(py);
-            for item in to_run {
-                s.ready.push(item);
-            }
+        } else {
+            *this.events.lock(py) = events;
         }
 
         // 5. Due timers -> ready queue.
         let end_time = clock::monotonic() + this.clock_resolution;
-        let mut due: Vec<Py<TimerHandle>> = Vec::new();
         {
             let mut s = this.sched.lock(py);
             while let Some(t) = s.timers.pop_before(end_time) {
-                due.push(t);
-            }
-        }
-        if !due.is_empty() {
-            for t in &due {
                 t.bind(py).borrow_mut().scheduled = false;
-            }
-            let mut s = this.sched.lock(py);
-            for t in due {
                 let h: Py<Handle> = t.into_bound(py).into_super().unbind();
                 s.ready.push(Ready::Handle(h));
             }
@@ -1135,6 +1134,7 @@ impl LoopCore {
             slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
             task_factory: GilCell::new(None),
             handle_pool: GilCell::new(Vec::new()),
+            events: GilCell::new(Vec::new()),
             native_tasks: AtomicBool::new(false),
             current_handle: GilCell::new(None),
             clock_resolution: clock::resolution(),

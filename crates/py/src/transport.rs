@@ -231,6 +231,25 @@ impl State {
     }
 }
 
+/// `transport.write(data)`, installed on the Python transport classes by
+/// `TransportCore._install_methods`: the instance's `_core` does the work.
+struct WriteMethod;
+
+impl capi::MethO for WriteMethod {
+    const NAME: &'static std::ffi::CStr = c"write";
+    const DOC: &'static std::ffi::CStr = c"Write some data bytes to the transport.";
+    fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let core = slf.getattr(intern!(py, "_core"))?;
+        match core.cast::<TransportCore>() {
+            Ok(core) => TransportCore::write_impl(core, arg)?,
+            // Not one of ours (replaced by a test or a subclass): call whatever it is.
+            Err(_) => drop(core.call_method1(intern!(py, "write"), (arg,))?),
+        }
+        Ok(py.None().into_bound(py))
+    }
+}
+
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct TransportCore {
     state: GilCell<State>,
@@ -1653,6 +1672,14 @@ impl TransportCore {
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         Self::write_impl(slf, data)
+    }
+
+    /// Gives the Python transport class `cls` (whose instances hold their core as `_core`)
+    /// a native `write` method: a protocol's `transport.write(data)` then reaches the core
+    /// without a Python frame in between.
+    #[staticmethod]
+    fn _install_methods(cls: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
+        capi::install_meth_o::<WriteMethod>(cls, cls)
     }
 
     #[pyo3(signature = (data, addr=None))]
