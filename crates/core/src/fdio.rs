@@ -27,6 +27,14 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
+/// Bytes waiting in a socket's or pipe's receive queue (`ioctl(FIONREAD)`).
+pub fn bytes_available(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to the pointer, which points at `n`.
+    check(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) } as isize)?;
+    Ok(n.max(0) as usize)
+}
+
 /// `write(2)` of `data` (pipes).
 pub fn write(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     // SAFETY: `data` is valid for reads of `data.len()` bytes for the duration of the call.
@@ -259,6 +267,21 @@ mod tests {
     fn close(fd: RawFd) {
         // SAFETY: the test owns the fd.
         unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn bytes_available_counts_what_read_then_takes() {
+        let (r, w) = pipe();
+        assert_eq!(bytes_available(r).unwrap(), 0);
+        assert_eq!(write(w, b"hello").unwrap(), 5);
+        assert_eq!(bytes_available(r).unwrap(), 5);
+        let mut buf = [0u8; 8];
+        assert_eq!(read(r, &mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+        assert_eq!(bytes_available(r).unwrap(), 0);
+        close(r);
+        close(w);
+        assert!(bytes_available(r).is_err());
     }
 
     #[test]
