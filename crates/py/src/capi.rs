@@ -121,6 +121,19 @@ pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
     }
 }
 
+/// Puts `obj` (back) into the cyclic garbage collector's lists if it is not there: for an
+/// object of a `freelist` class, which comes back untracked when its memory is reused.
+pub fn gc_track(obj: &Bound<'_, PyAny>) {
+    // SAFETY: `obj` is a live, fully initialised object; tracking is only done for a GC type
+    // and only when the object is not tracked already (tracking twice is an error).
+    unsafe {
+        let p = obj.as_ptr();
+        if ffi::PyType_IS_GC(ffi::Py_TYPE(p)) != 0 && ffi::PyObject_GC_IsTracked(p) == 0 {
+            ffi::PyObject_GC_Track(p.cast());
+        }
+    }
+}
+
 /// Runs `f` with a Python token inside a `__traverse__` implementation, where PyO3 hands out
 /// none although the collecting thread holds the GIL. `f` may only read Rust-side state
 /// (borrow flags, reference counts, stored pointers): no Python API call, no allocation of

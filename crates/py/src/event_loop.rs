@@ -873,8 +873,11 @@ impl LoopCore {
         let fd = fileobj_to_fd(fd)?;
         this.check_closed()?;
         let fd = fd_as_c_int(&fd)?;
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None)?)?;
-        this.set_watch(slf.py(), fd, Watcher::Handle(handle), write)
+        let handle = Bound::new(slf.py(), Self::new_handle(slf, callback, args, None)?)?;
+        // A reader or writer runs again and again: the collector must see it (its memory may
+        // come from the freelist, untracked).
+        capi::gc_track(handle.as_any());
+        this.set_watch(slf.py(), fd, Watcher::Handle(handle.unbind()), write)
     }
 
     /// Watches `fd` for a Rust transport (`_add_reader`/`_add_writer` with the transport's

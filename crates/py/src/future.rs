@@ -681,15 +681,13 @@ macro_rules! future_pymethods {
                 NativeFuture::from(slf).make_cancelled_error()
             }
 
-            fn __await__(slf: &Bound<'_, Self>) -> PyResult<FutureIter> {
+            fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, FutureIter>> {
                 let fut = NativeFuture::from(slf);
                 fut.ensure_alive()?;
-                Ok(FutureIter {
-                    future: Some(fut.unbind()),
-                })
+                FutureIter::new(slf.py(), fut.unbind())
             }
 
-            fn __iter__(slf: &Bound<'_, Self>) -> PyResult<FutureIter> {
+            fn __iter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, FutureIter>> {
                 Self::__await__(slf)
             }
 
@@ -945,7 +943,10 @@ pub(crate) fn finalize_future(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// The iterator `await future` drives (asyncio's `Future.__await__` generator): yields the
 /// future while it is pending, then returns its result.
-#[pyclass(module = "ferroloop", name = "FutureIter")]
+///
+/// Allocated from a PyO3 freelist (one per `await`: a reused object skips the collector's
+/// allocation count); [`FutureIter::new`] tracks it again, since a cycle can run through it.
+#[pyclass(module = "ferroloop", name = "FutureIter", freelist = 256)]
 pub struct FutureIter {
     pub(crate) future: Option<OwnedNativeFuture>,
 }
@@ -1037,6 +1038,18 @@ impl capi::Finalized for Future {
 }
 
 impl FutureIter {
+    /// A new iterator over `future`, tracked by the collector.
+    pub(crate) fn new(py: Python<'_>, future: OwnedNativeFuture) -> PyResult<Bound<'_, Self>> {
+        let iter = Bound::new(
+            py,
+            FutureIter {
+                future: Some(future),
+            },
+        )?;
+        capi::gc_track(iter.as_any());
+        Ok(iter)
+    }
+
     /// One step of `await future` without StopIteration: the future while it is pending, its
     /// result once done.
     fn step<'py>(&mut self, py: Python<'py>) -> PyResult<capi::SendResult<'py>> {

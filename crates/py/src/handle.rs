@@ -22,9 +22,11 @@ use crate::{capi, stdlib};
 
 /// A callback scheduled on a loop (asyncio's `events.Handle`).
 ///
-/// No PyO3 freelist: an object reused from one would come back untracked by the collector,
-/// and handles that live on (readers, writers, signal handlers) must be tracked.
-#[pyclass(module = "ferroloop", subclass, weakref)]
+/// Allocated from a PyO3 freelist: a reused object skips the collector's allocation count
+/// (which would otherwise trigger a collection every few hundred call_later/call_soon) and
+/// comes back untracked, which one-shot handles want; the handles that live on (readers,
+/// writers, handles made from Python) are tracked again where they are made.
+#[pyclass(module = "ferroloop", subclass, weakref, freelist = 1024)]
 pub struct Handle {
     pub(crate) callback: Option<Py<PyAny>>,
     pub(crate) args: Option<Py<PyTuple>>,
@@ -91,7 +93,18 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
         if h.cancelled {
             return Ok(());
         }
-        if h.oneshot {
+        // A one-shot handle the loop alone holds lets go of its references as it runs (it is
+        // about to be freed or pooled). One that someone else also holds (asyncio.sleep keeps
+        // its TimerHandle to cancel it) keeps them, as asyncio's Handle does, and is tracked
+        // by the collector from now on, so a cycle through it stays collectable. Freeing the
+        // arguments and context with the handle, when its holder lets go, also keeps the
+        // collector's allocation count from swinging: a turn that frees them all at once,
+        // followed by one that allocates as many, makes the collector run far more often.
+        let sole = capi::refcount(handle.as_any()) <= 1;
+        if h.oneshot && !sole {
+            capi::gc_track(handle.as_any());
+        }
+        if h.oneshot && sole {
             match (h.callback.take(), h.args.take(), h.context.take()) {
                 (Some(cb), Some(args), Some(ctx)) => {
                     (cb.into_bound(py), args.into_bound(py), ctx.into_bound(py))
@@ -220,8 +233,12 @@ pub(crate) fn with_references<R>(
     context: &Bound<'_, PyAny>,
     f: impl FnOnce() -> PyResult<R>,
 ) -> PyResult<R> {
-    let oneshot = handle.borrow().oneshot;
-    if oneshot {
+    // Only a one-shot handle that let go of its references when it ran needs them back.
+    let restore = {
+        let h = handle.borrow();
+        h.oneshot && h.callback.is_none()
+    };
+    if restore {
         let mut h = handle.borrow_mut();
         if !h.cancelled {
             h.callback = Some(callback.clone().unbind());
@@ -230,7 +247,7 @@ pub(crate) fn with_references<R>(
         }
     }
     let result = f();
-    if oneshot {
+    if restore {
         let taken = {
             let mut h = handle.borrow_mut();
             (h.callback.take(), h.args.take(), h.context.take())
@@ -306,6 +323,17 @@ impl Handle {
         };
         let debug = loop_debug(py, &Some(r#loop.clone_ref(py)))?;
         Handle::build(py, callback, args, r#loop, context, debug)
+    }
+
+    /// A handle made from Python is tracked by the collector (the object may come from the
+    /// freelist, untracked); `__new__` took the arguments.
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) {
+        capi::gc_track(slf.as_any());
     }
 
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -410,7 +438,7 @@ impl Handle {
 }
 
 /// A callback scheduled for a time on the loop clock (asyncio's `events.TimerHandle`).
-#[pyclass(module = "ferroloop", extends = Handle, subclass)]
+#[pyclass(module = "ferroloop", extends = Handle, subclass, freelist = 1024)]
 pub struct TimerHandle {
     pub(crate) when: f64,
     pub(crate) scheduled: bool,
