@@ -277,3 +277,78 @@ def test_task_sleeping_when_the_loop_closes_is_collected(loop_factory):
     gc.collect()
     assert ref() is None
     assert messages == ["Task was destroyed but it is pending!"]
+
+
+class _Keeper:
+    """Holds the handle of its own scheduled method: keeper -> handle -> bound method -> keeper."""
+
+    def method(self):
+        pass
+
+
+def _churn_handles_and_awaits(loop):
+    """Creates and frees many handles, timer handles and awaits, so that objects reused from
+    free lists (which come back untracked by the collector) are what the next test gets."""
+
+    async def awaits():
+        for _ in range(300):
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, None)
+            await fut
+            loop.call_later(10, noop).cancel()
+
+    loop.run_until_complete(awaits())
+
+
+@pytest.mark.parametrize("kind", ["call_soon", "call_later"])
+def test_handle_kept_after_running_keeps_callback_and_is_collectable(loop, kind):
+    """A handle someone holds still shows its callback once it has run (as asyncio's does),
+    and a cycle through it is collected."""
+    _churn_handles_and_awaits(loop)
+    keeper = _Keeper()
+    if kind == "call_soon":
+        keeper.handle = loop.call_soon(keeper.method)
+    else:
+        keeper.handle = loop.call_later(0, keeper.method)
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert "_Keeper.method()" in repr(keeper.handle)
+    ref = weakref.ref(keeper)
+    del keeper
+    gc.collect()
+    assert ref() is None
+
+
+def test_reader_cycle_collected_after_handle_churn(loop_factory):
+    """A reader's handle is visible to the collector even when its memory was reused."""
+    a, b = socket.socketpair()
+    try:
+        loop = loop_factory()
+        _churn_handles_and_awaits(loop)
+        keeper = _Keeper()
+        keeper.loop = loop  # keeper -> loop -> reader handle -> keeper.method -> keeper
+        loop.add_reader(a, keeper.method)
+        loop_factory.loops.clear()
+        ref = weakref.ref(keeper)
+        del keeper, loop
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+            gc.collect()
+        assert ref() is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cycle_through_future_iterator_collected_after_churn(loop):
+    """`await fut`'s iterator is visible to the collector even when its memory was reused:
+    iterator -> future -> done callback -> iterator is collected."""
+    _churn_handles_and_awaits(loop)
+    fut = loop.create_future()
+    it = fut.__await__()
+    fut.add_done_callback(lambda f: it)
+    ref = weakref.ref(fut)
+    del fut, it
+    gc.collect()
+    assert ref() is None

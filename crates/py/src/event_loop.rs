@@ -25,7 +25,7 @@ use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 
 use crate::future::{Future, FutureCore};
 use crate::gather::GatherCallback;
-use crate::handle::{report_unhandled, run_handle, Handle, TimerHandle};
+use crate::handle::{report_unhandled, run_handle, Handle, HandleState, TimerHandle};
 use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
 use crate::task::Task;
@@ -288,7 +288,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Handle> {
+    ) -> PyResult<HandleState> {
         Handle::build(
             slf.py(),
             callback.clone().unbind(),
@@ -305,7 +305,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Handle> {
+    ) -> PyResult<HandleState> {
         let mut h = Self::new_handle(slf, callback, args, context)?;
         h.oneshot = true;
         Ok(h)
@@ -323,11 +323,11 @@ impl LoopCore {
         let fresh = Self::new_oneshot(slf, callback, args, context)?;
         let pooled = slf.get().handle_pool.lock(py).pop();
         if let Some(handle) = pooled {
-            let old = std::mem::replace(&mut *handle.bind(py).borrow_mut(), fresh);
+            let old = std::mem::replace(&mut *handle.get().state.lock(py), fresh);
             drop(old);
             return Ok(handle);
         }
-        let handle = Bound::new(py, fresh)?;
+        let handle = Bound::new(py, Handle::new(fresh))?;
         capi::gc_untrack(handle.as_any());
         Ok(handle.unbind())
     }
@@ -344,7 +344,7 @@ impl LoopCore {
             return;
         }
         let emptied = {
-            let Ok(mut b) = h.try_borrow_mut() else {
+            let Some(mut b) = h.get().state.try_lock(py) else {
                 return;
             };
             if !b.oneshot {
@@ -489,8 +489,8 @@ impl LoopCore {
     fn schedule_timer(&self, timer: &Bound<'_, TimerHandle>) {
         let py = timer.py();
         let when = {
-            let mut t = timer.borrow_mut();
-            t.scheduled = true;
+            let t = timer.get();
+            t.set_scheduled(true);
             t.when
         };
         let item = timer.clone().unbind();
@@ -537,10 +537,7 @@ impl LoopCore {
         let base = Self::new_oneshot(slf, callback, args, context)?;
         let timer = Bound::new(
             py,
-            PyClassInitializer::from(base).add_subclass(TimerHandle {
-                when,
-                scheduled: false,
-            }),
+            PyClassInitializer::from(Handle::new(base)).add_subclass(TimerHandle::new(when)),
         )?;
         capi::gc_untrack(timer.as_any());
         this.schedule_timer(&timer);
@@ -561,11 +558,11 @@ impl LoopCore {
             {
                 s.cancelled_timers = 0;
                 s.timers
-                    .retain(|t| !t.bind(py).as_super().borrow().cancelled)
+                    .retain(|t| !t.bind(py).as_super().get().state.lock(py).cancelled)
             } else {
                 let mut dropped = Vec::new();
                 while let Some((_, t)) = s.timers.peek() {
-                    if !t.bind(py).as_super().borrow().cancelled {
+                    if !t.bind(py).as_super().get().state.lock(py).cancelled {
                         break;
                     }
                     if let Some((_, t)) = s.timers.pop() {
@@ -578,7 +575,7 @@ impl LoopCore {
         };
         if !dropped.is_empty() {
             for t in &dropped {
-                t.bind(py).borrow_mut().scheduled = false;
+                t.get().set_scheduled(false);
             }
             drop(dropped);
         }
@@ -652,7 +649,7 @@ impl LoopCore {
                         ] {
                             match (ready, watcher) {
                                 (true, Some(Watcher::Handle(h))) => {
-                                    if h.bind(py).borrow().cancelled {
+                                    if h.get().state.lock(py).cancelled {
                                         stale.push(ev.fd);
                                     } else {
                                         s.ready.push(Ready::Handle(h.clone_ref(py)));
@@ -693,7 +690,7 @@ impl LoopCore {
         {
             let mut s = this.sched.lock(py);
             while let Some(t) = s.timers.pop_before(end_time) {
-                t.bind(py).borrow_mut().scheduled = false;
+                t.get().set_scheduled(false);
                 let h: Py<Handle> = t.into_bound(py).into_super().unbind();
                 s.ready.push(Ready::Handle(h));
             }
@@ -749,12 +746,12 @@ impl LoopCore {
     fn run_handle_debug(slf: &Bound<'_, Self>, h: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if h.borrow().cancelled {
+        if h.get().state.lock(py).cancelled {
             return Ok(());
         }
         // Keep the references a one-shot handle drops when it runs, to describe it if slow.
         let (callback, args, context) = {
-            let b = h.borrow();
+            let b = h.get().state.lock(py);
             (
                 b.callback.as_ref().map(|c| c.clone_ref(py)),
                 b.args.as_ref().map(|a| a.clone_ref(py)),
@@ -815,7 +812,13 @@ impl LoopCore {
     /// `base_events._format_handle`: a task's step is described by the task.
     fn format_handle<'py>(h: &Bound<'py, Handle>) -> PyResult<Bound<'py, PyAny>> {
         let py = h.py();
-        let cb = h.borrow().callback.as_ref().map(|c| c.clone_ref(py));
+        let cb = h
+            .get()
+            .state
+            .lock(py)
+            .callback
+            .as_ref()
+            .map(|c| c.clone_ref(py));
         if let Some(cb) = cb {
             if let Ok(owner) = cb.bind(py).getattr(intern!(py, "__self__")) {
                 if owner.is_instance(stdlib::task_class(py)?)? {
@@ -834,14 +837,14 @@ impl LoopCore {
             if w.reader
                 .as_ref()
                 .and_then(Watcher::handle)
-                .is_some_and(|h| h.bind(py).borrow().cancelled)
+                .is_some_and(|h| h.get().state.lock(py).cancelled)
             {
                 removed.extend(w.reader.take());
             }
             if w.writer
                 .as_ref()
                 .and_then(Watcher::handle)
-                .is_some_and(|h| h.bind(py).borrow().cancelled)
+                .is_some_and(|h| h.get().state.lock(py).cancelled)
             {
                 removed.extend(w.writer.take());
             }
@@ -873,7 +876,10 @@ impl LoopCore {
         let fd = fileobj_to_fd(fd)?;
         this.check_closed()?;
         let fd = fd_as_c_int(&fd)?;
-        let handle = Bound::new(slf.py(), Self::new_handle(slf, callback, args, None)?)?;
+        let handle = Bound::new(
+            slf.py(),
+            Handle::new(Self::new_handle(slf, callback, args, None)?),
+        )?;
         // A reader or writer runs again and again: the collector must see it (its memory may
         // come from the freelist, untracked).
         capi::gc_track(handle.as_any());
@@ -1360,7 +1366,7 @@ impl LoopCore {
         let waker = self.waker.write().unwrap_or_else(|e| e.into_inner()).take();
         drop((poller, waker));
         for t in &timers {
-            t.bind(py).borrow_mut().scheduled = false;
+            t.get().set_scheduled(false);
         }
         // One-shot handles are invisible to the garbage collector; one that outlives the loop
         // (`asyncio.sleep`'s coroutine holds its TimerHandle) must not keep its callback and
@@ -1709,7 +1715,7 @@ type Released = Option<(
 
 /// Takes the callback, arguments, context and source traceback out of a one-shot handle.
 fn release_oneshot(h: &Bound<'_, Handle>) -> Released {
-    let mut b = h.try_borrow_mut().ok()?;
+    let mut b = h.get().state.try_lock(h.py())?;
     if !b.oneshot {
         return None;
     }
@@ -1726,7 +1732,7 @@ fn visit_sole_handle(h: &Bound<'_, Handle>, visit: &PyVisit<'_>) -> Result<(), P
     if capi::refcount(h.as_any()) != 1 {
         return Ok(());
     }
-    if let Ok(b) = h.try_borrow() {
+    if let Some(b) = h.get().state.try_lock(h.py()) {
         visit.call(&b.callback)?;
         visit.call(&b.args)?;
         visit.call(&b.context)?;

@@ -18,7 +18,9 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::LoopCore;
 use crate::future::{Future, NativeFuture, State};
+use crate::gil_cell::GilCell;
 use crate::{capi, stdlib};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A callback scheduled on a loop (asyncio's `events.Handle`).
 ///
@@ -26,8 +28,15 @@ use crate::{capi, stdlib};
 /// (which would otherwise trigger a collection every few hundred call_later/call_soon) and
 /// comes back untracked, which one-shot handles want; the handles that live on (readers,
 /// writers, handles made from Python) are tracked again where they are made.
-#[pyclass(module = "ferroloop", subclass, weakref, freelist = 1024)]
+///
+/// Frozen for PyO3: its state sits in a [`GilCell`] (no atomic borrow flag per access).
+#[pyclass(module = "ferroloop", subclass, weakref, freelist = 1024, frozen)]
 pub struct Handle {
+    pub(crate) state: GilCell<HandleState>,
+}
+
+/// What a Handle holds.
+pub(crate) struct HandleState {
     pub(crate) callback: Option<Py<PyAny>>,
     pub(crate) args: Option<Py<PyTuple>>,
     pub(crate) context: Option<Py<PyAny>>,
@@ -40,7 +49,13 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// A new handle. `context` None means a copy of the current context, as asyncio does.
+    pub(crate) fn new(state: HandleState) -> Self {
+        Handle {
+            state: GilCell::new(state),
+        }
+    }
+
+    /// A new handle's state. `context` None means a copy of the current context, as asyncio does.
     pub(crate) fn build(
         py: Python<'_>,
         callback: Py<PyAny>,
@@ -48,7 +63,7 @@ impl Handle {
         loop_: Py<PyAny>,
         context: Option<Py<PyAny>>,
         debug: bool,
-    ) -> PyResult<Self> {
+    ) -> PyResult<HandleState> {
         let context = match context {
             Some(c) if !c.is_none(py) => c,
             _ => capi::copy_context(py)?,
@@ -58,7 +73,7 @@ impl Handle {
         } else {
             None
         };
-        Ok(Handle {
+        Ok(HandleState {
             callback: Some(callback),
             args: Some(args),
             context: Some(context),
@@ -89,7 +104,7 @@ pub(crate) fn capture_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
 /// "Exception in callback ...".
 pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult<()> {
     let (callback, args, context) = {
-        let mut h = handle.borrow_mut();
+        let mut h = handle.get().state.lock(py);
         if h.cancelled {
             return Ok(());
         }
@@ -205,7 +220,7 @@ pub(crate) fn report_callback_error(
     ctx.set_item(intern!(py, "exception"), stdlib::exception_value(py, err))?;
     ctx.set_item(intern!(py, "handle"), handle)?;
     let (loop_, tb) = {
-        let h = handle.borrow();
+        let h = handle.get().state.lock(py);
         (
             h.loop_.as_ref().map(|l| l.clone_ref(py)),
             h.source_traceback.as_ref().map(|t| t.clone_ref(py)),
@@ -234,12 +249,13 @@ pub(crate) fn with_references<R>(
     f: impl FnOnce() -> PyResult<R>,
 ) -> PyResult<R> {
     // Only a one-shot handle that let go of its references when it ran needs them back.
+    let py = handle.py();
     let restore = {
-        let h = handle.borrow();
+        let h = handle.get().state.lock(py);
         h.oneshot && h.callback.is_none()
     };
     if restore {
-        let mut h = handle.borrow_mut();
+        let mut h = handle.get().state.lock(py);
         if !h.cancelled {
             h.callback = Some(callback.clone().unbind());
             h.args = Some(args.clone().unbind());
@@ -249,7 +265,7 @@ pub(crate) fn with_references<R>(
     let result = f();
     if restore {
         let taken = {
-            let mut h = handle.borrow_mut();
+            let mut h = handle.get().state.lock(py);
             (h.callback.take(), h.args.take(), h.context.take())
         };
         drop(taken);
@@ -276,18 +292,27 @@ fn handle_repr_info<'py>(slf: &Bound<'py, Handle>) -> PyResult<Bound<'py, PyList
     let py = slf.py();
     let info = PyList::empty(py);
     info.append(slf.get_type().name()?)?;
-    let h = slf.borrow();
-    if h.cancelled {
+    // Taken out first: formatting the callback runs Python code, which may look at the handle.
+    let (cancelled, callback, args, source_traceback) = {
+        let h = slf.get().state.lock(py);
+        (
+            h.cancelled,
+            h.callback.as_ref().map(|c| c.clone_ref(py)),
+            h.args.as_ref().map(|a| a.clone_ref(py)),
+            h.source_traceback.as_ref().map(|t| t.clone_ref(py)),
+        )
+    };
+    if cancelled {
         info.append(intern!(py, "cancelled"))?;
     }
-    if let Some(cb) = &h.callback {
-        let args: Bound<'_, PyAny> = match &h.args {
+    if let Some(cb) = &callback {
+        let args: Bound<'_, PyAny> = match &args {
             Some(a) => a.bind(py).clone().into_any(),
             None => py.None().into_bound(py),
         };
         info.append(stdlib::format_callback_source(py)?.call1((cb, args))?)?;
     }
-    if let Some(tb) = &h.source_traceback {
+    if let Some(tb) = &source_traceback {
         let tb = tb.bind(py);
         if tb.len()? > 0 {
             let frame = tb.get_item(-1)?;
@@ -322,7 +347,9 @@ impl Handle {
             _ => PyTuple::empty(py).unbind(),
         };
         let debug = loop_debug(py, &Some(r#loop.clone_ref(py)))?;
-        Handle::build(py, callback, args, r#loop, context, debug)
+        Ok(Handle::new(Handle::build(
+            py, callback, args, r#loop, context, debug,
+        )?))
     }
 
     /// A handle made from Python is tracked by the collector (the object may come from the
@@ -338,30 +365,37 @@ impl Handle {
 
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if slf.borrow().cancelled {
-            return Ok(());
-        }
-        slf.borrow_mut().cancelled = true;
-        let loop_ = slf.borrow().loop_.as_ref().map(|l| l.clone_ref(py));
+        let loop_ = {
+            let mut h = slf.get().state.lock(py);
+            if h.cancelled {
+                return Ok(());
+            }
+            h.cancelled = true;
+            h.loop_.as_ref().map(|l| l.clone_ref(py))
+        };
         if loop_debug(py, &loop_)? {
             // Keep a repr for debugging: the callback and arguments are released below.
             let r = slf.repr()?.into_any().unbind();
-            slf.borrow_mut().repr = Some(r);
+            slf.get().state.lock(py).repr = Some(r);
         }
         let (cb, args) = {
-            let mut h = slf.borrow_mut();
+            let mut h = slf.get().state.lock(py);
             (h.callback.take(), h.args.take())
         };
         drop((cb, args));
         Ok(())
     }
 
-    fn cancelled(&self) -> bool {
-        self.cancelled
+    fn cancelled(&self, py: Python<'_>) -> bool {
+        self.state.lock(py).cancelled
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.context.as_ref().map(|c| c.clone_ref(py))
+        self.state
+            .lock(py)
+            .context
+            .as_ref()
+            .map(|c| c.clone_ref(py))
     }
 
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -374,8 +408,15 @@ impl Handle {
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if let Some(r) = &slf.borrow().repr {
-            return Ok(r.clone_ref(py));
+        let kept = slf
+            .get()
+            .state
+            .lock(py)
+            .repr
+            .as_ref()
+            .map(|r| r.clone_ref(py));
+        if let Some(r) = kept {
+            return Ok(r);
         }
         let info = slf
             .call_method0(intern!(py, "_repr_info"))?
@@ -387,61 +428,102 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.callback.as_ref().map(|c| c.clone_ref(py))
+        self.state
+            .lock(py)
+            .callback
+            .as_ref()
+            .map(|c| c.clone_ref(py))
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.args.as_ref().map(|c| c.clone_ref(py))
+        self.state.lock(py).args.as_ref().map(|c| c.clone_ref(py))
     }
 
     #[getter]
-    fn _cancelled(&self) -> bool {
-        self.cancelled
+    fn _cancelled(&self, py: Python<'_>) -> bool {
+        self.state.lock(py).cancelled
     }
 
     #[getter]
     fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.context.as_ref().map(|c| c.clone_ref(py))
+        self.state
+            .lock(py)
+            .context
+            .as_ref()
+            .map(|c| c.clone_ref(py))
     }
 
     #[getter]
     fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.loop_.as_ref().map(|c| c.clone_ref(py))
+        self.state.lock(py).loop_.as_ref().map(|c| c.clone_ref(py))
     }
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.source_traceback.as_ref().map(|c| c.clone_ref(py))
+        self.state
+            .lock(py)
+            .source_traceback
+            .as_ref()
+            .map(|c| c.clone_ref(py))
     }
 
-    /// Only tracked handles are traversed: readers, writers, signal handlers and handles made
-    /// from Python. One-shot handles are untracked (see the module comment).
+    /// Only tracked handles are traversed: readers, writers, signal handlers, handles made
+    /// from Python and one-shot handles kept by someone after running (see `run_handle`).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.callback)?;
-        visit.call(&self.args)?;
-        visit.call(&self.context)?;
-        visit.call(&self.loop_)?;
-        visit.call(&self.source_traceback)?;
-        visit.call(&self.repr)?;
+        // None from try_lock: this thread is inside a borrow (the collector started from an
+        // allocation there); nothing is visited.
+        if let Some(h) = capi::in_traverse(|py| self.state.try_lock(py)) {
+            visit.call(&h.callback)?;
+            visit.call(&h.args)?;
+            visit.call(&h.context)?;
+            visit.call(&h.loop_)?;
+            visit.call(&h.source_traceback)?;
+            visit.call(&h.repr)?;
+        }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.callback = None;
-        self.args = None;
-        self.context = None;
-        self.loop_ = None;
-        self.source_traceback = None;
-        self.repr = None;
+    fn __clear__(&self) {
+        let taken = Python::attach(|py| {
+            self.state.try_lock(py).map(|mut h| {
+                (
+                    h.callback.take(),
+                    h.args.take(),
+                    h.context.take(),
+                    h.loop_.take(),
+                    h.source_traceback.take(),
+                    h.repr.take(),
+                )
+            })
+        });
+        drop(taken);
     }
 }
 
 /// A callback scheduled for a time on the loop clock (asyncio's `events.TimerHandle`).
-#[pyclass(module = "ferroloop", extends = Handle, subclass, freelist = 1024)]
+#[pyclass(module = "ferroloop", extends = Handle, subclass, freelist = 1024, frozen)]
 pub struct TimerHandle {
     pub(crate) when: f64,
-    pub(crate) scheduled: bool,
+    /// In the loop's timer heap (a plain load/store: only threads holding the GIL touch it).
+    pub(crate) scheduled: AtomicBool,
+}
+
+impl TimerHandle {
+    pub(crate) fn new(when: f64) -> Self {
+        TimerHandle {
+            when,
+            scheduled: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn is_scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_scheduled(&self, scheduled: bool) {
+        self.scheduled.store(scheduled, Ordering::Relaxed);
+    }
 }
 
 #[pymethods]
@@ -457,10 +539,7 @@ impl TimerHandle {
         context: Option<Py<PyAny>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let base = Handle::py_new(py, callback, args, r#loop, context)?;
-        Ok(PyClassInitializer::from(base).add_subclass(TimerHandle {
-            when,
-            scheduled: false,
-        }))
+        Ok(PyClassInitializer::from(base).add_subclass(TimerHandle::new(when)))
     }
 
     fn when(&self) -> f64 {
@@ -474,22 +553,27 @@ impl TimerHandle {
 
     #[getter]
     fn _scheduled(&self) -> bool {
-        self.scheduled
+        self.is_scheduled()
     }
 
     /// `events.TimerHandle.cancel`: tells the loop, so it can purge cancelled timers.
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let base = slf.as_super();
-        if !base.borrow().cancelled && slf.borrow().scheduled {
-            let loop_ = base.borrow().loop_.as_ref().map(|l| l.clone_ref(py));
-            if let Some(l) = loop_ {
-                match l.bind(py).cast::<LoopCore>() {
-                    Ok(core) => core.get().timer_cancelled(py),
-                    Err(_) => {
-                        l.bind(py)
-                            .call_method1(intern!(py, "_timer_handle_cancelled"), (slf,))?;
-                    }
+        let loop_ = {
+            let h = base.get().state.lock(py);
+            if !h.cancelled && slf.get().is_scheduled() {
+                h.loop_.as_ref().map(|l| l.clone_ref(py))
+            } else {
+                None
+            }
+        };
+        if let Some(l) = loop_ {
+            match l.bind(py).cast::<LoopCore>() {
+                Ok(core) => core.get().timer_cancelled(py),
+                Err(_) => {
+                    l.bind(py)
+                        .call_method1(intern!(py, "_timer_handle_cancelled"), (slf,))?;
                 }
             }
         }
@@ -500,12 +584,12 @@ impl TimerHandle {
     /// (and after "cancelled").
     fn _repr_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
         let info = handle_repr_info(slf.as_super())?;
-        let pos = if slf.as_super().borrow().cancelled {
+        let pos = if slf.as_super().get().state.lock(slf.py()).cancelled {
             2
         } else {
             1
         };
-        let when = slf.borrow().when;
+        let when = slf.get().when;
         let when_repr = pyo3::types::PyFloat::new(slf.py(), when).repr()?;
         info.insert(pos, format!("when={}", when_repr))?;
         Ok(info)
@@ -525,8 +609,8 @@ impl TimerHandle {
         let Ok(other) = other.cast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let a = slf.borrow().when;
-        let b = other.borrow().when;
+        let a = slf.get().when;
+        let b = other.get().when;
         let result = match op {
             CompareOp::Lt => a < b,
             CompareOp::Le => a < b || slf.is(other) || same_handle(slf, other)?,
@@ -548,11 +632,20 @@ fn same_handle(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResu
         return Ok(true);
     }
     let py = a.py();
-    if a.borrow().when != b.borrow().when {
+    if a.get().when != b.get().when {
         return Ok(false);
     }
-    let (ha, hb) = (a.as_super().borrow(), b.as_super().borrow());
-    if ha.cancelled != hb.cancelled {
+    // Taken out first: comparing callbacks runs Python code, which may look at the handles.
+    let parts = |t: &Bound<'_, TimerHandle>| {
+        let h = t.as_super().get().state.lock(py);
+        (
+            h.cancelled,
+            h.callback.as_ref().map(|c| c.clone_ref(py)),
+            h.args.as_ref().map(|a| a.clone_ref(py)),
+        )
+    };
+    let (ha, hb) = (parts(a), parts(b));
+    if ha.0 != hb.0 {
         return Ok(false);
     }
     let eq = |x: &Option<Py<PyAny>>, y: &Option<Py<PyAny>>| -> PyResult<bool> {
@@ -562,7 +655,7 @@ fn same_handle(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResu
             _ => Ok(false),
         }
     };
-    let args_a = ha.args.as_ref().map(|t| t.clone_ref(py).into_any());
-    let args_b = hb.args.as_ref().map(|t| t.clone_ref(py).into_any());
-    Ok(eq(&ha.callback, &hb.callback)? && eq(&args_a, &args_b)?)
+    let args_a = ha.2.map(Py::into_any);
+    let args_b = hb.2.map(Py::into_any);
+    Ok(eq(&ha.1, &hb.1)? && eq(&args_a, &args_b)?)
 }

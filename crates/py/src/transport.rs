@@ -644,7 +644,7 @@ impl TransportCore {
             Some(context.clone().unbind()),
             false,
         )?;
-        let handle = Bound::new(py, handle)?;
+        let handle = Bound::new(py, Handle::new(handle))?;
         handle::report_callback_error(py, &handle, callback, args, context, err)
     }
 
