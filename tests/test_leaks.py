@@ -345,10 +345,14 @@ def test_cycle_through_future_iterator_collected_after_churn(loop):
     """`await fut`'s iterator is visible to the collector even when its memory was reused:
     iterator -> future -> done callback -> iterator is collected."""
     _churn_handles_and_awaits(loop)
-    fut = loop.create_future()
-    it = fut.__await__()
-    fut.add_done_callback(lambda f: it)
-    ref = weakref.ref(fut)
-    del fut, it
+
+    def make_cycle():
+        fut = loop.create_future()
+        it = fut.__await__()
+        fut.add_done_callback(lambda f: it)
+        return weakref.ref(fut)
+
+    fut_ref = make_cycle()
+    assert fut_ref() is not None  # only the cycle keeps it
     gc.collect()
-    assert ref() is None
+    assert fut_ref() is None
