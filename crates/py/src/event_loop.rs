@@ -311,8 +311,9 @@ impl LoopCore {
         Ok(h)
     }
 
-    /// A one-shot Handle object, untracked by the garbage collector: it drops its references
-    /// when it runs or is cancelled, so it cannot hold a cycle together for long.
+    /// A one-shot Handle object, untracked by the garbage collector while queued: it drops its
+    /// references when it runs or is cancelled, unless someone else holds it (then it is
+    /// tracked once it has run; see `handle::run_handle`).
     fn new_oneshot_object(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,

@@ -3,12 +3,13 @@
 //! Behaviour, attributes and repr follow asyncio's `events.Handle` and `events.TimerHandle`.
 //! A handle owns its callback, its argument tuple and the contextvars.Context it runs in.
 //!
-//! Handles are not tracked by the cyclic garbage collector (a loop scheduling many callbacks
-//! would otherwise pay for collections that traverse every queued handle). To keep reference
-//! cycles through a handle impossible, a one-shot handle (call_soon, call_later, call_at,
-//! call_soon_threadsafe) drops its callback, arguments and context once it has run, as
-//! cancel() drops them; only handles that run repeatedly (readers, writers, signal handlers)
-//! keep them, and the loop releases those when they are removed or cancelled.
+//! One-shot handles (call_soon, call_later, call_at, call_soon_threadsafe) are not tracked by
+//! the cyclic garbage collector while queued (a loop scheduling many callbacks would otherwise
+//! pay for collections that traverse every queued handle). To keep reference cycles through
+//! them collectable, one that only the loop holds drops its callback, arguments and context
+//! once it has run, as cancel() drops them; one that someone else also holds keeps them, as
+//! asyncio's does, and is tracked from then on (`run_handle`). Handles that run repeatedly
+//! (readers, writers, signal handlers) and handles made from Python are tracked.
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
