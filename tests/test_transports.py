@@ -110,6 +110,30 @@ def test_connection_roundtrip_order_and_extra_info(loop):
     run(loop, main())
 
 
+def test_large_then_small_reads_then_eof(loop):
+    """Megabytes in big chunks (reads of 16 KiB and more), then a few bytes, then EOF: every
+    byte arrives in order as bytes, and EOF is reported after the big reads."""
+    payload = bytes(range(256)) * (3 * 4096)  # 3 MiB
+
+    async def main():
+        client, peer = tcp_pair()
+        t, p = await loop.create_connection(lambda: Recorder(loop), sock=client)
+
+        def send_all():
+            peer.sendall(payload)
+            peer.sendall(b"tail")
+            peer.shutdown(socket.SHUT_WR)
+
+        await loop.run_in_executor(None, send_all)
+        await p.lost
+        assert bytes(p.data) == payload + b"tail"
+        assert p.events == ["made", "data", "eof", ("lost", None)]
+        assert t.is_closing()
+        peer.close()
+
+    run(loop, main())
+
+
 def test_eof_received_true_keeps_writing_side_open(loop):
     async def main():
         client, peer = tcp_pair()
