@@ -52,8 +52,8 @@ class _CoreTransport:
 
     _core = None
 
-    def is_closing(self):
-        return self._core.is_closing()
+    # is_closing(): installed below by TransportCore._install_methods (a method written in
+    # Rust: StreamWriter.drain asks it on every call).
 
     def close(self):
         self._core.close()
@@ -120,7 +120,7 @@ class _WritingMixin:
         return self._core._protocol_paused
 
 
-TransportCore._install_methods(_WritingMixin)
+TransportCore._install_methods(_CoreTransport, _WritingMixin)
 
 
 class _ReadingMixin:

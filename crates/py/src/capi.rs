@@ -393,6 +393,8 @@ pub fn instance_method<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
 pub trait MethO {
     const NAME: &'static std::ffi::CStr;
     const DOC: &'static std::ffi::CStr;
+    /// A method without arguments (`METH_NOARGS`): `call` then gets None as `arg`.
+    const NO_ARGS: bool = false;
     fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
 }
 
@@ -400,13 +402,18 @@ unsafe extern "C" fn meth_o_trampoline<T: MethO>(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls a METH_O function with the GIL held and `slf` and `arg` alive
-    // (borrowed). We return a new reference, or NULL with an exception set. A panic is caught:
+    // SAFETY: CPython calls a METH_O or METH_NOARGS function with the GIL held, `slf` alive
+    // and `arg` alive (METH_O) or NULL (METH_NOARGS), both borrowed. We return a new reference, or NULL with an exception set. A panic is caught:
     // unwinding out of an extern "C" function would abort.
     unsafe {
         let py = Python::assume_attached();
         let slf = Bound::from_borrowed_ptr(py, slf);
-        let arg = Bound::from_borrowed_ptr(py, arg);
+        // METH_NOARGS passes NULL.
+        let arg = if arg.is_null() {
+            py.None().into_bound(py)
+        } else {
+            Bound::from_borrowed_ptr(py, arg)
+        };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::call(&slf, &arg))) {
             Ok(Ok(v)) => v.into_ptr(),
             Ok(Err(err)) => {
@@ -436,7 +443,11 @@ pub fn install_meth_o<T: MethO>(
         ml_meth: ffi::PyMethodDefPointer {
             PyCFunction: meth_o_trampoline::<T>,
         },
-        ml_flags: ffi::METH_O,
+        ml_flags: if T::NO_ARGS {
+            ffi::METH_NOARGS
+        } else {
+            ffi::METH_O
+        },
         ml_doc: T::DOC.as_ptr(),
     }));
     // SAFETY: `def` lives for the rest of the process (leaked on purpose: a descriptor keeps a

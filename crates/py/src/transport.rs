@@ -253,6 +253,27 @@ impl capi::MethO for WriteMethod {
     }
 }
 
+/// `transport.is_closing()` (StreamWriter.drain asks it on every call), installed like
+/// [`WriteMethod`].
+struct IsClosingMethod;
+
+impl capi::MethO for IsClosingMethod {
+    const NAME: &'static std::ffi::CStr = c"is_closing";
+    const DOC: &'static std::ffi::CStr = c"Return True if the transport is closing or closed.";
+    const NO_ARGS: bool = true;
+    fn call<'py>(slf: &Bound<'py, PyAny>, _: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let core = slf.getattr(intern!(py, "_core"))?;
+        match core.cast::<TransportCore>() {
+            Ok(core) => {
+                let closing = core.get().lock(py).closing;
+                Ok(pyo3::types::PyBool::new(py, closing).to_owned().into_any())
+            }
+            Err(_) => core.call_method0(intern!(py, "is_closing")),
+        }
+    }
+}
+
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct TransportCore {
     state: GilCell<State>,
@@ -1712,12 +1733,17 @@ impl TransportCore {
         Self::write_impl(slf, data)
     }
 
-    /// Gives the Python transport class `cls` (whose instances hold their core as `_core`)
-    /// a native `write` method: a protocol's `transport.write(data)` then reaches the core
-    /// without a Python frame in between.
+    /// Gives the Python transport classes (whose instances hold their core as `_core`) native
+    /// methods: `is_closing` to `base` (every transport), `write` to `writing` (the writable
+    /// ones). A protocol's `transport.write(data)` then reaches the core without a Python
+    /// frame in between.
     #[staticmethod]
-    fn _install_methods(cls: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
-        capi::install_meth_o::<WriteMethod>(cls, cls)
+    fn _install_methods(
+        base: &Bound<'_, pyo3::types::PyType>,
+        writing: &Bound<'_, pyo3::types::PyType>,
+    ) -> PyResult<()> {
+        capi::install_meth_o::<IsClosingMethod>(base, base)?;
+        capi::install_meth_o::<WriteMethod>(writing, writing)
     }
 
     #[pyo3(signature = (data, addr=None))]
