@@ -338,7 +338,7 @@ impl LoopCore {
     fn recycle_handle(&self, h: Bound<'_, Handle>) {
         const POOL_MAX: usize = 256;
         let py = h.py();
-        if !h.get_type().is(h.py().get_type::<Handle>())
+        if !h.get_type().is(py.get_type::<Handle>())
             || capi::refcount(h.as_any()) != 1
             || capi::has_weakrefs(h.as_any())
         {
@@ -665,7 +665,6 @@ impl LoopCore {
                     }
                 }
             }
-            *this.events.lock(py) = events;
             if woken {
                 let signals = this
                     .waker
@@ -682,9 +681,8 @@ impl LoopCore {
             for fd in stale {
                 this.drop_cancelled_watch(py, fd);
             }
-        } else {
-            *this.events.lock(py) = events;
         }
+        *this.events.lock(py) = events;
 
         // 5. Due timers -> ready queue.
         let end_time = clock::monotonic() + this.clock_resolution;

@@ -234,8 +234,19 @@ impl State {
     }
 }
 
-/// `transport.write(data)`, installed on the Python transport classes by
-/// `TransportCore._install_methods`: the instance's `_core` does the work.
+/// What a native transport method installed by `TransportCore._install_methods` works on:
+/// the instance's `_core`, a TransportCore, or whatever replaced it (a test or a subclass),
+/// on which the method of the same name is called instead.
+fn transport_core<'py>(
+    slf: &Bound<'py, PyAny>,
+) -> PyResult<Result<Bound<'py, TransportCore>, Bound<'py, PyAny>>> {
+    let core = slf.getattr(intern!(slf.py(), "_core"))?;
+    Ok(core
+        .cast_into::<TransportCore>()
+        .map_err(|e| e.into_inner()))
+}
+
+/// `transport.write(data)`.
 struct WriteMethod;
 
 impl capi::MethO for WriteMethod {
@@ -243,18 +254,15 @@ impl capi::MethO for WriteMethod {
     const DOC: &'static std::ffi::CStr = c"Write some data bytes to the transport.";
     fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let core = slf.getattr(intern!(py, "_core"))?;
-        match core.cast::<TransportCore>() {
-            Ok(core) => TransportCore::write_impl(core, arg)?,
-            // Not one of ours (replaced by a test or a subclass): call whatever it is.
-            Err(_) => drop(core.call_method1(intern!(py, "write"), (arg,))?),
+        match transport_core(slf)? {
+            Ok(core) => TransportCore::write_impl(&core, arg)?,
+            Err(other) => drop(other.call_method1(intern!(py, "write"), (arg,))?),
         }
         Ok(py.None().into_bound(py))
     }
 }
 
-/// `transport.is_closing()` (StreamWriter.drain asks it on every call), installed like
-/// [`WriteMethod`].
+/// `transport.is_closing()` (StreamWriter.drain asks it on every call).
 struct IsClosingMethod;
 
 impl capi::MethO for IsClosingMethod {
@@ -263,13 +271,12 @@ impl capi::MethO for IsClosingMethod {
     const NO_ARGS: bool = true;
     fn call<'py>(slf: &Bound<'py, PyAny>, _: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let core = slf.getattr(intern!(py, "_core"))?;
-        match core.cast::<TransportCore>() {
+        match transport_core(slf)? {
             Ok(core) => {
                 let closing = core.get().lock(py).closing;
                 Ok(pyo3::types::PyBool::new(py, closing).to_owned().into_any())
             }
-            Err(_) => core.call_method0(intern!(py, "is_closing")),
+            Err(other) => other.call_method0(intern!(py, "is_closing")),
         }
     }
 }
