@@ -165,6 +165,10 @@ pub trait Finalized {
     fn finalize(obj: &Bound<'_, PyAny>) -> PyResult<()>;
     /// Where the type's original dealloc function is kept.
     fn original_dealloc() -> &'static std::sync::OnceLock<usize>;
+    /// Last work on an instance about to be freed (its finalizer has run and did not
+    /// resurrect it), before the original dealloc. It must not allocate a garbage-collected
+    /// object, nor keep `obj`. (Not called on free-threaded builds.)
+    fn before_dealloc(_obj: &Bound<'_, PyAny>) {}
 }
 
 unsafe extern "C" fn finalize_trampoline<T: Finalized>(obj: *mut ffi::PyObject) {
@@ -187,14 +191,50 @@ unsafe extern "C" fn finalize_trampoline<T: Finalized>(obj: *mut ffi::PyObject) 
     }
 }
 
+/// `Py_SET_REFCNT`, which pyo3-ffi does not offer. Caller: the GIL is held and `obj` is an
+/// object whose count may be set (not immortal).
+#[cfg(not(Py_GIL_DISABLED))]
+unsafe fn set_refcnt(obj: *mut ffi::PyObject, refcnt: ffi::Py_ssize_t) {
+    // SAFETY: per the caller's contract; the field is the plain count on 3.11 and the count
+    // member of the union from 3.12 on (free-threaded builds, with split counts, never call it).
+    unsafe {
+        #[cfg(not(Py_3_12))]
+        {
+            (*obj).ob_refcnt = refcnt;
+        }
+        #[cfg(Py_3_12)]
+        {
+            (*obj).ob_refcnt.ob_refcnt = refcnt;
+        }
+    }
+}
+
 unsafe extern "C" fn dealloc_trampoline<T: Finalized>(obj: *mut ffi::PyObject) {
     // SAFETY: called as tp_dealloc (refcount zero, GIL held). PyObject_CallFinalizerFromDealloc
     // runs tp_finalize once and reports resurrection (< 0), in which case the object lives on.
-    // Otherwise the original dealloc, stored by `install_finalizer` from the same type's slot,
+    // The before-dealloc hook runs on a borrowed reference made while the count is one, and
+    // the count is put back by hand (no second dealloc). Otherwise the original dealloc, stored by `install_finalizer` from the same type's slot,
     // frees it.
     unsafe {
         if ffi::PyObject_CallFinalizerFromDealloc(obj) < 0 {
             return;
+        }
+        // The hook sees the object with one reference, as a finalizer does
+        // (PyObject_CallFinalizerFromDealloc's temporary resurrection); a hook that kept it
+        // resurrects it, and the dealloc stops there.
+        #[cfg(not(Py_GIL_DISABLED))]
+        {
+            set_refcnt(obj, 1);
+            {
+                let py = Python::assume_attached();
+                let bound = Bound::from_borrowed_ptr(py, obj);
+                T::before_dealloc(&bound);
+            }
+            let refcnt = ffi::Py_REFCNT(obj) - 1;
+            set_refcnt(obj, refcnt);
+            if refcnt != 0 {
+                return;
+            }
         }
         if let Some(&orig) = T::original_dealloc().get() {
             let orig: unsafe extern "C" fn(*mut ffi::PyObject) = std::mem::transmute(orig);

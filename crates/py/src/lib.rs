@@ -4,6 +4,7 @@
 //! - [`asyncio_base`]: asyncio's C Future and Task as base types of ferroloop's;
 //! - [`future`]: Future, the future state Task shares, and the iterator `await` drives;
 //! - [`task`]: Task, driving a coroutine;
+//! - [`task_registry`]: ferroloop's Tasks in asyncio's task set (what `all_tasks()` reads);
 //! - [`gather`]: gather(), asyncio.gather natively;
 //! - [`taskgroup`]: the native part of TaskGroup;
 //! - [`transport`]: TransportCore, the Rust core of socket, datagram and pipe transports;
@@ -26,6 +27,7 @@ mod native_io;
 mod sock_ops;
 mod stdlib;
 mod task;
+mod task_registry;
 mod taskgroup;
 mod tls;
 mod transport;

@@ -15,7 +15,7 @@ use crate::asyncio_base::PyAsyncioTask;
 use crate::event_loop::{LoopCore, Ready};
 use crate::future::{future_pymethods, Callback, FutureCore, FutureIter, NativeFuture, State};
 use crate::handle::escapes_loop;
-use crate::{capi, stdlib};
+use crate::{capi, stdlib, task_registry};
 
 /// A coroutine wrapped in a Future (asyncio's `Task`); a subclass of `asyncio.Task`.
 #[pyclass(module = "ferroloop", name = "Task", extends = PyAsyncioTask, subclass)]
@@ -31,6 +31,10 @@ pub struct Task {
     fut_waiter: Option<Py<PyAny>>,
     num_cancels_requested: u64,
     log_destroy_pending: bool,
+    /// The weak reference that registers this task in asyncio's task set (see
+    /// `task_registry`), taken out of the set when the task is deallocated. Not visited by the
+    /// collector: a weak reference without a callback holds nothing.
+    registry_ref: Option<Py<PyAny>>,
 }
 
 impl Task {
@@ -46,6 +50,7 @@ impl Task {
             fut_waiter: None,
             num_cancels_requested: 0,
             log_destroy_pending: true,
+            registry_ref: None,
         }
     }
 
@@ -94,7 +99,9 @@ impl Task {
             t.context = Some(context);
         }
         Self::schedule_step(slf, None)?;
-        stdlib::register_task(py)?.call1((slf,))?;
+        if let Some(weak) = task_registry::register(slf.as_any())? {
+            slf.borrow_mut().registry_ref = Some(weak);
+        }
         Ok(())
     }
 
@@ -678,6 +685,17 @@ impl capi::Finalized for Task {
     fn original_dealloc() -> &'static std::sync::OnceLock<usize> {
         static ORIGINAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         &ORIGINAL
+    }
+
+    /// The task leaves asyncio's task set as its weak reference's callback would take it out.
+    fn before_dealloc(obj: &Bound<'_, PyAny>) {
+        let weak = obj
+            .cast::<Task>()
+            .ok()
+            .and_then(|t| t.try_borrow_mut().ok()?.registry_ref.take());
+        if let Some(weak) = weak {
+            task_registry::unregister(obj.py(), weak);
+        }
     }
 }
 
