@@ -128,10 +128,10 @@ def test_pending_task_destroyed_leaves_the_set(loop):
         base = len(REGISTRY)
         never_set = loop.create_future()
 
-        async def waits():
-            await never_set
+        async def waits(fut):
+            await fut
 
-        task = asyncio.create_task(waits())
+        task = asyncio.create_task(waits(never_set))
         await asyncio.sleep(0)  # the task now waits on the future
         assert len(REGISTRY) == base + 1
         ref = weakref.ref(task)
