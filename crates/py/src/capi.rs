@@ -122,7 +122,7 @@ pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
 }
 
 /// Puts `obj` (back) into the cyclic garbage collector's lists if it is not there: for an
-/// object of a `freelist` class, which comes back untracked when its memory is reused.
+/// object allocated untracked (`install_uncounted_alloc`).
 pub fn gc_track(obj: &Bound<'_, PyAny>) {
     // SAFETY: `obj` is a live, fully initialised object; tracking is only done for a GC type
     // and only when the object is not tracked already (tracking twice is an error).
@@ -155,6 +155,82 @@ pub fn is_exact_context(obj: &Bound<'_, PyAny>) -> bool {
 pub fn refcount(obj: &Bound<'_, PyAny>) -> isize {
     // SAFETY: `obj` is a live object; Py_REFCNT reads its reference count field.
     unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
+}
+
+/// The collector's header in front of every GC object (`PyGC_Head`: two words on 3.11).
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+const GC_HEAD_SIZE: usize = 2 * std::mem::size_of::<usize>();
+
+/// Gives `T`'s type (a `#[pyclass]`, so a GC type) an allocator whose instances do not count
+/// toward the collector's generation-0 threshold, as objects from CPython's own free lists do
+/// not: a handle or await iterator per callback would otherwise start a collection every few
+/// hundred callbacks. The objects are still GC objects, tracked or not as the code decides
+/// (they start untracked); only the count that triggers collections skips them, both when
+/// they are made and when they are freed. Exact instances of `T` only: subclasses allocate as
+/// usual. Python 3.11 only (where `PyType_GenericAlloc`'s layout is the one mirrored here);
+/// other versions keep PyO3's allocation.
+pub fn install_uncounted_alloc<T: pyo3::PyTypeInfo>(py: Python<'_>) {
+    #[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+    // SAFETY: the type object is PyO3's heap type for T, not instantiated yet; replacing its
+    // tp_alloc/tp_free pair together (then PyType_Modified) keeps every object freed by the
+    // function that matches its allocation. Types with a managed dict (an extra pre-header)
+    // or items are left alone.
+    unsafe {
+        let tp = T::type_object_raw(py);
+        if (*tp).tp_flags & ffi::Py_TPFLAGS_MANAGED_DICT == 0 && (*tp).tp_itemsize == 0 {
+            (*tp).tp_alloc = Some(uncounted_alloc::<T>);
+            (*tp).tp_free = Some(uncounted_free::<T>);
+            ffi::PyType_Modified(tp);
+        }
+    }
+    #[cfg(any(Py_3_12, Py_GIL_DISABLED))]
+    let _ = py;
+}
+
+/// `PyType_GenericAlloc` without `_PyObject_GC_Link`'s count (and without tracking).
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+unsafe extern "C" fn uncounted_alloc<T: pyo3::PyTypeInfo>(
+    subtype: *mut ffi::PyTypeObject,
+    nitems: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: called as tp_alloc with the GIL held. For T's exact type the memory is the GC
+    // header (zeroed: untracked) followed by the zeroed object, as PyType_GenericAlloc lays it
+    // out; PyObject_Init sets the type (and takes a reference to a heap type) and the count.
+    unsafe {
+        let py = Python::assume_attached();
+        if nitems != 0 || !std::ptr::eq(subtype, T::type_object_raw(py)) {
+            return ffi::PyType_GenericAlloc(subtype, nitems);
+        }
+        let size = GC_HEAD_SIZE + (*subtype).tp_basicsize as usize;
+        let mem = ffi::PyObject_Malloc(size).cast::<u8>();
+        if mem.is_null() {
+            return ffi::PyErr_NoMemory();
+        }
+        std::ptr::write_bytes(mem, 0, size);
+        let obj = mem.add(GC_HEAD_SIZE).cast::<ffi::PyObject>();
+        ffi::PyObject_Init(obj, subtype);
+        obj
+    }
+}
+
+/// `PyObject_GC_Del` without the count: the partner of [`uncounted_alloc`].
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+unsafe extern "C" fn uncounted_free<T: pyo3::PyTypeInfo>(obj: *mut std::ffi::c_void) {
+    // SAFETY: called as tp_free on an object of T's type (or of a subclass that inherited the
+    // slot: allocated by PyType_GenericAlloc, so it goes to PyObject_GC_Del). The type pointer
+    // is still valid here (deallocs drop their type reference after tp_free).
+    unsafe {
+        let py = Python::assume_attached();
+        let op = obj.cast::<ffi::PyObject>();
+        if !std::ptr::eq(ffi::Py_TYPE(op), T::type_object_raw(py)) {
+            ffi::PyObject_GC_Del(obj);
+            return;
+        }
+        if ffi::PyObject_GC_IsTracked(op) != 0 {
+            ffi::PyObject_GC_UnTrack(obj);
+        }
+        ffi::PyObject_Free(obj.cast::<u8>().sub(GC_HEAD_SIZE).cast());
+    }
 }
 
 /// A Python type whose instances have a finalizer written in Rust (PyO3 has no `__del__`):

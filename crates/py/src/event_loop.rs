@@ -879,8 +879,8 @@ impl LoopCore {
             slf.py(),
             Handle::new(Self::new_handle(slf, callback, args, None)?),
         )?;
-        // A reader or writer runs again and again: the collector must see it (its memory may
-        // come from the freelist, untracked).
+        // A reader or writer runs again and again: the collector must see it (it starts
+        // untracked).
         capi::gc_track(handle.as_any());
         this.set_watch(slf.py(), fd, Watcher::Handle(handle.unbind()), write)
     }

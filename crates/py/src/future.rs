@@ -944,9 +944,10 @@ pub(crate) fn finalize_future(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 /// The iterator `await future` drives (asyncio's `Future.__await__` generator): yields the
 /// future while it is pending, then returns its result.
 ///
-/// Allocated from a PyO3 freelist (one per `await`: a reused object skips the collector's
-/// allocation count); [`FutureIter::new`] tracks it again, since a cycle can run through it.
-#[pyclass(module = "ferroloop", name = "FutureIter", freelist = 256)]
+/// Allocated without counting toward the collector's threshold (one per `await`; see
+/// `capi::install_uncounted_alloc`); [`FutureIter::new`] tracks it, since a cycle can run
+/// through it.
+#[pyclass(module = "ferroloop", name = "FutureIter")]
 pub struct FutureIter {
     pub(crate) future: Option<OwnedNativeFuture>,
 }

@@ -25,13 +25,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A callback scheduled on a loop (asyncio's `events.Handle`).
 ///
-/// Allocated from a PyO3 freelist: a reused object skips the collector's allocation count
-/// (which would otherwise trigger a collection every few hundred call_later/call_soon) and
-/// comes back untracked, which one-shot handles want; the handles that live on (readers,
-/// writers, handles made from Python) are tracked again where they are made.
+/// Allocated without counting toward the collector's threshold (`capi::install_uncounted_alloc`;
+/// a count per handle would start a collection every few hundred call_later/call_soon) and
+/// untracked, which one-shot handles want; the handles that live on (readers, writers, handles
+/// made from Python) are tracked where they are made.
 ///
 /// Frozen for PyO3: its state sits in a [`GilCell`] (no atomic borrow flag per access).
-#[pyclass(module = "ferroloop", subclass, weakref, freelist = 1024, frozen)]
+#[pyclass(module = "ferroloop", subclass, weakref, frozen)]
 pub struct Handle {
     pub(crate) state: GilCell<HandleState>,
 }
@@ -353,8 +353,8 @@ impl Handle {
         )?))
     }
 
-    /// A handle made from Python is tracked by the collector (the object may come from the
-    /// freelist, untracked); `__new__` took the arguments.
+    /// A handle made from Python is tracked by the collector (it starts untracked); `__new__`
+    /// took the arguments.
     #[pyo3(signature = (*_args, **_kwargs))]
     fn __init__(
         slf: &Bound<'_, Self>,
@@ -503,7 +503,7 @@ impl Handle {
 }
 
 /// A callback scheduled for a time on the loop clock (asyncio's `events.TimerHandle`).
-#[pyclass(module = "ferroloop", extends = Handle, subclass, freelist = 1024, frozen)]
+#[pyclass(module = "ferroloop", extends = Handle, subclass, frozen)]
 pub struct TimerHandle {
     pub(crate) when: f64,
     /// In the loop's timer heap (a plain load/store: only threads holding the GIL touch it).
