@@ -289,8 +289,8 @@ unsafe extern "C" fn dealloc_trampoline<T: Finalized>(obj: *mut ffi::PyObject) {
     // SAFETY: called as tp_dealloc (refcount zero, GIL held). PyObject_CallFinalizerFromDealloc
     // runs tp_finalize once and reports resurrection (< 0), in which case the object lives on.
     // The before-dealloc hook runs on a borrowed reference made while the count is one, and
-    // the count is put back by hand (no second dealloc). Otherwise the original dealloc, stored by `install_finalizer` from the same type's slot,
-    // frees it.
+    // the count is put back by hand (no second dealloc). Then the original dealloc, stored by
+    // `install_finalizer` from the same type's slot, frees it.
     unsafe {
         if ffi::PyObject_CallFinalizerFromDealloc(obj) < 0 {
             return;
