@@ -56,6 +56,75 @@ def test_call_soon_passes_args(loop):
     assert got == [(1, "two", None)]
 
 
+def test_scheduling_methods_take_arguments_by_keyword_too(loop):
+    got = []
+    var = contextvars.ContextVar("var", default="outer")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "ctx")
+
+    def record(*args):
+        got.append((args, var.get()))
+
+    handles = [
+        loop.call_soon(callback=record, context=ctx),
+        loop.call_soon_threadsafe(record, "threadsafe", context=None),
+        loop.call_later(delay=0, callback=record),
+        loop.call_later(0, record, "later", context=ctx),
+        loop.call_at(when=loop.time(), callback=record),
+        loop.call_at(loop.time(), record, "at"),
+    ]
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert got == [
+        ((), "ctx"),
+        (("threadsafe",), "outer"),
+        ((), "outer"),
+        (("later",), "ctx"),
+        ((), "outer"),
+        (("at",), "outer"),
+    ]
+    assert len(handles) == 6
+
+
+BAD_SCHEDULING_CALLS = {
+    "call_soon()": lambda lp: lp.call_soon(),
+    "call_soon(cb, callback=cb)": lambda lp: lp.call_soon(print, callback=print),
+    "call_soon(cb, foo=1)": lambda lp: lp.call_soon(print, foo=1),
+    "call_soon(cb, context=1)": lambda lp: lp.call_soon(print, context=1),
+    "call_soon_threadsafe()": lambda lp: lp.call_soon_threadsafe(),
+    "call_later()": lambda lp: lp.call_later(),
+    "call_later(1)": lambda lp: lp.call_later(1),
+    "call_later(None, cb)": lambda lp: lp.call_later(None, print),
+    "call_later('x', cb)": lambda lp: lp.call_later("x", print),
+    "call_later(1, cb, bar=2)": lambda lp: lp.call_later(1, print, bar=2),
+    "call_at()": lambda lp: lp.call_at(),
+    "call_at(None, cb)": lambda lp: lp.call_at(None, print),
+    "call_at(1, when=1)": lambda lp: lp.call_at(1, when=1),
+}
+
+
+@pytest.mark.parametrize("call", list(BAD_SCHEDULING_CALLS))
+def test_scheduling_methods_bad_arguments(loop_factory, call):
+    """Same exception type and message as asyncio's BaseEventLoop methods."""
+    loop = loop_factory()
+    oracle = asyncio.SelectorEventLoop()
+    try:
+        outcomes = []
+        for lp in (oracle, loop):
+            try:
+                BAD_SCHEDULING_CALLS[call](lp)
+            except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+                outcomes.append((type(exc), str(exc)))
+            else:
+                outcomes.append(None)
+        assert outcomes[0] is not None or call == "call_soon(cb, context=1)"
+        if call == "call_soon(cb, context=1)":
+            # asyncio only fails when the handle runs (Context.run on a non-Context).
+            return
+        assert outcomes[1] == outcomes[0]
+    finally:
+        oracle.close()
+
+
 def test_call_soon_from_callback_runs_next_iteration(loop):
     order = []
 

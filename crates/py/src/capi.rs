@@ -5,7 +5,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyString, PyTuple};
 
 /// `contextvars.copy_context()`.
 pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -573,6 +573,163 @@ pub fn install_meth_o<T: MethO>(
     unsafe {
         let descr =
             Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(owner.as_type_ptr(), def))?;
+        let tp = ty.as_type_ptr();
+        let dict = Bound::from_borrowed_ptr(py, (*tp).tp_dict);
+        dict.set_item(T::NAME.to_str().unwrap_or_default(), descr)?;
+        ffi::PyType_Modified(tp);
+    }
+    Ok(())
+}
+
+/// The arguments of a `METH_FASTCALL | METH_KEYWORDS` call: positional ones in a slice, then
+/// the keyword values named by `kwnames`, all borrowed from the caller.
+pub struct FastArgs<'a, 'py> {
+    py: Python<'py>,
+    positional: &'a [*mut ffi::PyObject],
+    kwnames: Option<Borrowed<'a, 'py, PyTuple>>,
+    kwvalues: &'a [*mut ffi::PyObject],
+}
+
+impl<'a, 'py> FastArgs<'a, 'py> {
+    pub fn py(&self) -> Python<'py> {
+        self.py
+    }
+
+    /// True when no keyword argument was passed.
+    pub fn no_keywords(&self) -> bool {
+        self.kwnames.is_none()
+    }
+
+    /// How many positional arguments were passed.
+    pub fn len(&self) -> usize {
+        self.positional.len()
+    }
+
+    /// Positional argument `i` (`i < len()`).
+    pub fn get(&self, i: usize) -> Borrowed<'a, 'py, PyAny> {
+        // SAFETY: the pointers are the caller's live, borrowed arguments for the whole call.
+        unsafe { Borrowed::from_ptr(self.py, self.positional[i]) }
+    }
+
+    /// The positional arguments from `start` on, as a tuple (the shared empty tuple if none).
+    pub fn tuple_from(&self, start: usize) -> PyResult<Bound<'py, PyTuple>> {
+        let rest = self.positional.get(start..).unwrap_or(&[]);
+        if rest.is_empty() {
+            return Ok(PyTuple::empty(self.py));
+        }
+        PyTuple::new(self.py, (0..rest.len()).map(|i| self.get(start + i)))
+    }
+
+    /// The values of the keyword arguments named in `allowed`, in that order (None where not
+    /// given); any other keyword is a TypeError worded as Python's for `function`.
+    pub fn keywords<const N: usize>(
+        &self,
+        function: &str,
+        allowed: [&str; N],
+    ) -> PyResult<[Option<Borrowed<'a, 'py, PyAny>>; N]> {
+        let mut values = [None; N];
+        let Some(names) = &self.kwnames else {
+            return Ok(values);
+        };
+        for (i, name) in names.iter().enumerate() {
+            let name = name.cast_into::<PyString>()?;
+            let text = name.to_str()?;
+            match allowed.iter().position(|a| *a == text) {
+                // SAFETY: as in `get`: keyword values follow the positional arguments.
+                Some(k) => {
+                    values[k] = Some(unsafe { Borrowed::from_ptr(self.py, self.kwvalues[i]) })
+                }
+                None => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{function}() got an unexpected keyword argument '{text}'"
+                    )))
+                }
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// A method (`METH_FASTCALL | METH_KEYWORDS`) written in Rust: the arguments reach it as the
+/// caller's array, with no tuple, dict or PyO3 argument parsing in between.
+pub trait MethFastcall {
+    /// The class whose instances the method accepts (the descriptor checks `self`).
+    type Owner: pyo3::PyTypeInfo;
+    const NAME: &'static std::ffi::CStr;
+    /// Starts with the text signature (`name($self, ...)\n--\n\n`) that `inspect` reads.
+    const DOC: &'static std::ffi::CStr;
+    fn call<'py>(
+        slf: &Bound<'py, Self::Owner>,
+        args: &FastArgs<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>>;
+}
+
+unsafe extern "C" fn meth_fastcall_trampoline<T: MethFastcall>(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a METH_FASTCALL | METH_KEYWORDS function with the GIL held, `slf`
+    // alive, `args` pointing at `nargs` positional arguments followed by one value per name in
+    // `kwnames` (a tuple, or NULL when there are none), all borrowed for the call. We return a
+    // new reference, or NULL with an exception set; a panic is caught (unwinding out of an
+    // extern "C" function would abort).
+    unsafe {
+        let py = Python::assume_attached();
+        // The method descriptor made by `install_meth_fastcall` has checked that `slf` is an
+        // instance of T::Owner before calling.
+        let slf = Borrowed::from_ptr(py, slf).cast_unchecked::<T::Owner>();
+        let nargs = usize::try_from(nargs).unwrap_or(0);
+        let kwnames = (!kwnames.is_null())
+            .then(|| Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>());
+        let nkw = kwnames.as_ref().map_or(0, |k| k.len());
+        let all: &[*mut ffi::PyObject] = if args.is_null() {
+            &[]
+        } else {
+            std::slice::from_raw_parts(args, nargs + nkw)
+        };
+        let fast = FastArgs {
+            py,
+            positional: &all[..nargs.min(all.len())],
+            kwnames,
+            kwvalues: all.get(nargs..).unwrap_or(&[]),
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::call(&slf, &fast))) {
+            Ok(Ok(v)) => v.into_ptr(),
+            Ok(Err(err)) => {
+                err.restore(py);
+                std::ptr::null_mut()
+            }
+            Err(_) => {
+                pyo3::exceptions::PySystemError::new_err(
+                    "ferroloop: internal error (panic) in a method",
+                )
+                .restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    }
+}
+
+/// Stores `T` in its owner class as a method descriptor for instances of that class,
+/// replacing what was there under that name.
+pub fn install_meth_fastcall<T: MethFastcall>(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<T::Owner>();
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: T::NAME.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: meth_fastcall_trampoline::<T>,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: T::DOC.as_ptr(),
+    }));
+    // SAFETY: as in `install_meth_o`: `def` is leaked on purpose, PyDescr_NewMethod returns a
+    // new reference or NULL with an exception set, and the descriptor goes straight into the
+    // type's dict, followed by PyType_Modified.
+    unsafe {
+        let descr =
+            Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))?;
         let tp = ty.as_type_ptr();
         let dict = Bound::from_borrowed_ptr(py, (*tp).tp_dict);
         dict.set_item(T::NAME.to_str().unwrap_or_default(), descr)?;

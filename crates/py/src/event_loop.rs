@@ -368,7 +368,35 @@ impl LoopCore {
 
     /// call_soon and call_soon_threadsafe (`BaseEventLoop.call_soon`): checks, then a one-shot
     /// handle at the end of the ready queue. Only call_soon is checked for the calling thread.
-    fn schedule_soon(
+    /// `when` for `call_later(delay, ...)`: `self.time() + delay`, as asyncio computes it (so a
+    /// bad delay fails the same way).
+    pub(crate) fn when_after(delay: &Bound<'_, PyAny>) -> PyResult<f64> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let now = clock::monotonic();
+        match delay.extract::<f64>() {
+            Ok(d)
+                if delay.is_exact_instance_of::<pyo3::types::PyFloat>()
+                    || delay.is_instance_of::<pyo3::types::PyInt>() =>
+            {
+                Ok(now + d)
+            }
+            _ => pyo3::types::PyFloat::new(delay.py(), now)
+                .add(delay)?
+                .extract::<f64>(),
+        }
+    }
+
+    /// The deadline of `call_at(when, ...)`.
+    pub(crate) fn when_at(when: &Bound<'_, PyAny>) -> PyResult<f64> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        when.extract()
+    }
+
+    pub(crate) fn schedule_soon(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
@@ -476,7 +504,7 @@ impl LoopCore {
         self.sched.lock(py).ready.push(item);
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         if let Some(w) = self
             .waker
             .read()
@@ -521,7 +549,7 @@ impl LoopCore {
         Ok(())
     }
 
-    fn call_at_impl(
+    pub(crate) fn call_at_impl(
         slf: &Bound<'_, Self>,
         when: f64,
         callback: &Bound<'_, PyAny>,
@@ -1159,70 +1187,8 @@ impl LoopCore {
         self.clock_resolution
     }
 
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        Self::schedule_soon(slf, callback, args, context, "call_soon", true)
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
-        slf: &Bound<'_, Self>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let handle =
-            Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe", false)?;
-        slf.get().wake();
-        Ok(handle)
-    }
-
-    #[pyo3(signature = (delay, callback, *args, context=None))]
-    fn call_later(
-        slf: &Bound<'_, Self>,
-        delay: &Bound<'_, PyAny>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        if delay.is_none() {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        // `self.time() + delay`, as asyncio computes it (so a bad delay fails the same way).
-        let now = clock::monotonic();
-        let when = match delay.extract::<f64>() {
-            Ok(d)
-                if delay.is_exact_instance_of::<pyo3::types::PyFloat>()
-                    || delay.is_instance_of::<pyo3::types::PyInt>() =>
-            {
-                now + d
-            }
-            _ => pyo3::types::PyFloat::new(slf.py(), now)
-                .add(delay)?
-                .extract::<f64>()?,
-        };
-        Self::call_at_impl(slf, when, callback, args, context)
-    }
-
-    #[pyo3(signature = (when, callback, *args, context=None))]
-    fn call_at(
-        slf: &Bound<'_, Self>,
-        when: &Bound<'_, PyAny>,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        if when.is_none() {
-            return Err(PyTypeError::new_err("when cannot be None"));
-        }
-        let when: f64 = when.extract()?;
-        Self::call_at_impl(slf, when, callback, args, context)
-    }
+    // call_soon, call_soon_threadsafe, call_later and call_at are METH_FASTCALL methods
+    // written in `schedule_methods.rs` (no PyO3 argument parsing on the hottest calls).
 
     /// Called by TimerHandle.cancel() for a scheduled timer.
     fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) {
@@ -1402,7 +1368,9 @@ impl LoopCore {
             } else {
                 0i32.into_pyobject(py)?.into_any()
             };
-            Self::call_soon_threadsafe(slf, &f, &PyTuple::new(py, [depth])?, None)?;
+            let args = PyTuple::new(py, [depth])?;
+            Self::schedule_soon(slf, &f, &args, None, "call_soon_threadsafe", false)?;
+            slf.get().wake();
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! `ferroloop._ferroloop`: the PyO3 extension module. One module per concept:
 //! - [`event_loop`]: LoopCore, the run loop and scheduling;
+//! - [`schedule_methods`]: the loop's call_soon/call_later/call_at as fastcall methods;
 //! - [`handle`]: Handle and TimerHandle;
 //! - [`asyncio_base`]: asyncio's C Future and Task as base types of ferroloop's;
 //! - [`future`]: Future, the future state Task shares, and the iterator `await` drives;
@@ -24,6 +25,7 @@ mod gather;
 mod gil_cell;
 mod handle;
 mod native_io;
+mod schedule_methods;
 mod sock_ops;
 mod stdlib;
 mod task;
@@ -36,6 +38,7 @@ mod transport;
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     asyncio_base::check_layouts(m.py())?;
     m.add_class::<event_loop::LoopCore>()?;
+    schedule_methods::install(m.py())?;
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<future::Future>()?;

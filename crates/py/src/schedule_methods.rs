@@ -1,0 +1,162 @@
+//! The loop's scheduling methods `call_soon`, `call_soon_threadsafe`, `call_later` and
+//! `call_at` as `METH_FASTCALL` descriptors on `LoopCore` (see `capi::MethFastcall`): the
+//! callback and its arguments come straight from the caller's array, without PyO3's argument
+//! parsing. Signatures and errors are those of `BaseEventLoop.call_soon(callback, *args,
+//! context=None)` and its siblings, messages included: `callback` (and `delay`/`when`) may
+//! also be given by keyword, `context` only by keyword.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+
+use crate::capi::{self, FastArgs, MethFastcall};
+use crate::event_loop::LoopCore;
+
+/// The values of a call's leading parameters, and its `context` (None when not given or None).
+type Leading<'a, 'py, const N: usize> = (
+    [Borrowed<'a, 'py, PyAny>; N],
+    Option<Borrowed<'a, 'py, PyAny>>,
+);
+
+/// The leading parameters (`N` ≤ 2 of them, positional or keyword) and `context` of a call,
+/// checked as Python checks `def f(self, a, b, *args, context=None)`; `*args` are the
+/// positional arguments from index `N` on.
+fn leading<'a, 'py, const N: usize>(
+    function: &str,
+    names: [&str; N],
+    args: &FastArgs<'a, 'py>,
+) -> PyResult<Leading<'a, 'py, N>> {
+    if args.no_keywords() && args.len() >= N {
+        return Ok((std::array::from_fn(|i| args.get(i)), None));
+    }
+    let mut allowed = ["context"; 3];
+    allowed[..N].copy_from_slice(&names);
+    let kw = args.keywords(function, allowed)?;
+    let mut values: [Option<Borrowed<'a, 'py, PyAny>>; N] = [None; N];
+    for (i, value) in values.iter_mut().enumerate() {
+        if i < args.len() {
+            if kw[i].is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "{function}() got multiple values for argument '{}'",
+                    names[i]
+                )));
+            }
+            *value = Some(args.get(i));
+        } else {
+            *value = kw[i];
+        }
+    }
+    let context = kw[N].filter(|c| !c.is_none());
+    let given: Vec<Borrowed<'a, 'py, PyAny>> = values.iter().flatten().copied().collect();
+    if let Ok(given) = <[Borrowed<'a, 'py, PyAny>; N]>::try_from(given) {
+        return Ok((given, context));
+    }
+    let missing: Vec<String> = names
+        .iter()
+        .zip(values.iter())
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| format!("'{n}'"))
+        .collect();
+    let (count, plural) = (missing.len(), if missing.len() == 1 { "" } else { "s" });
+    let listed = match missing.as_slice() {
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+        [] => String::new(),
+    };
+    Err(PyTypeError::new_err(format!(
+        "{function}() missing {count} required positional argument{plural}: {listed}"
+    )))
+}
+
+/// `loop.call_soon(callback, *args, context=None)`
+pub(crate) struct CallSoon;
+
+impl MethFastcall for CallSoon {
+    type Owner = LoopCore;
+    const NAME: &'static std::ffi::CStr = c"call_soon";
+    const DOC: &'static std::ffi::CStr = c"call_soon($self, callback, *args, context=None)\n--\n\nArrange for a callback to be called as soon as possible.";
+    fn call<'py>(
+        slf: &Bound<'py, LoopCore>,
+        args: &FastArgs<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ([callback], context) = leading("BaseEventLoop.call_soon", ["callback"], args)?;
+        let rest = args.tuple_from(1)?;
+        let handle =
+            LoopCore::schedule_soon(slf, &callback, &rest, context.as_deref(), "call_soon", true)?;
+        Ok(handle.into_bound(args.py()).into_any())
+    }
+}
+
+/// `loop.call_soon_threadsafe(callback, *args, context=None)`
+pub(crate) struct CallSoonThreadsafe;
+
+impl MethFastcall for CallSoonThreadsafe {
+    type Owner = LoopCore;
+    const NAME: &'static std::ffi::CStr = c"call_soon_threadsafe";
+    const DOC: &'static std::ffi::CStr = c"call_soon_threadsafe($self, callback, *args, context=None)\n--\n\nLike call_soon(), but thread-safe.";
+    fn call<'py>(
+        slf: &Bound<'py, LoopCore>,
+        args: &FastArgs<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ([callback], context) =
+            leading("BaseEventLoop.call_soon_threadsafe", ["callback"], args)?;
+        let rest = args.tuple_from(1)?;
+        let handle = LoopCore::schedule_soon(
+            slf,
+            &callback,
+            &rest,
+            context.as_deref(),
+            "call_soon_threadsafe",
+            false,
+        )?;
+        slf.get().wake();
+        Ok(handle.into_bound(args.py()).into_any())
+    }
+}
+
+/// `loop.call_later(delay, callback, *args, context=None)`
+pub(crate) struct CallLater;
+
+impl MethFastcall for CallLater {
+    type Owner = LoopCore;
+    const NAME: &'static std::ffi::CStr = c"call_later";
+    const DOC: &'static std::ffi::CStr = c"call_later($self, delay, callback, *args, context=None)\n--\n\nArrange for a callback to be called at a given time.";
+    fn call<'py>(
+        slf: &Bound<'py, LoopCore>,
+        args: &FastArgs<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ([delay, callback], context) =
+            leading("BaseEventLoop.call_later", ["delay", "callback"], args)?;
+        let when = LoopCore::when_after(&delay)?;
+        let rest = args.tuple_from(2)?;
+        let timer = LoopCore::call_at_impl(slf, when, &callback, &rest, context.as_deref())?;
+        Ok(timer.into_bound(args.py()).into_any())
+    }
+}
+
+/// `loop.call_at(when, callback, *args, context=None)`
+pub(crate) struct CallAt;
+
+impl MethFastcall for CallAt {
+    type Owner = LoopCore;
+    const NAME: &'static std::ffi::CStr = c"call_at";
+    const DOC: &'static std::ffi::CStr = c"call_at($self, when, callback, *args, context=None)\n--\n\nLike call_later(), but uses an absolute time.";
+    fn call<'py>(
+        slf: &Bound<'py, LoopCore>,
+        args: &FastArgs<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ([when, callback], context) =
+            leading("BaseEventLoop.call_at", ["when", "callback"], args)?;
+        let when = LoopCore::when_at(&when)?;
+        let rest = args.tuple_from(2)?;
+        let timer = LoopCore::call_at_impl(slf, when, &callback, &rest, context.as_deref())?;
+        Ok(timer.into_bound(args.py()).into_any())
+    }
+}
+
+/// Puts the four methods on `LoopCore`.
+pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
+    capi::install_meth_fastcall::<CallSoon>(py)?;
+    capi::install_meth_fastcall::<CallSoonThreadsafe>(py)?;
+    capi::install_meth_fastcall::<CallLater>(py)?;
+    capi::install_meth_fastcall::<CallAt>(py)
+}
