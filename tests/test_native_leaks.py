@@ -145,3 +145,40 @@ def test_queued_handles_do_not_count_toward_collections():
     finally:
         gc.enable()
         loop.close()
+
+
+def test_futures_and_tasks_do_not_count_toward_collections_but_are_tracked():
+    """ferroloop's Future and Task are allocated like the handles above (not counted toward
+    the collector's threshold) but tracked from the start: a cycle through one is collected
+    (test_cycle_through_task_is_collected and the leak tests of tests/test_leaks.py)."""
+    import sys
+
+    if sys.version_info >= (3, 12):
+        import pytest
+
+        pytest.skip("the uncounted allocator is used on Python 3.11 only")
+    loop = ferroloop.new_event_loop()
+    n = 500
+    try:
+        gc.disable()
+        before = gc.get_count()[0]
+        futures = [loop.create_future() for _ in range(n)]
+        grown_futures = gc.get_count()[0] - before
+        assert all(gc.is_tracked(f) for f in futures)
+
+        async def nothing():
+            pass
+
+        coros = [nothing() for _ in range(n)]
+        before = gc.get_count()[0]
+        tasks = [loop.create_task(c) for c in coros]
+        grown_tasks = gc.get_count()[0] - before
+        assert all(gc.is_tracked(t) for t in tasks)
+        # Counted per task: its context copy and the weak reference registering it with
+        # asyncio; not the Task itself.
+        assert grown_futures <= 5, grown_futures
+        assert grown_tasks <= 2 * n + 5, grown_tasks
+        loop.run_until_complete(asyncio.gather(*tasks))
+    finally:
+        gc.enable()
+        loop.close()

@@ -163,13 +163,14 @@ const GC_HEAD_SIZE: usize = 2 * std::mem::size_of::<usize>();
 
 /// Gives `T`'s type (a `#[pyclass]`, so a GC type) an allocator whose instances do not count
 /// toward the collector's generation-0 threshold, as objects from CPython's own free lists do
-/// not: a handle or await iterator per callback would otherwise start a collection every few
-/// hundred callbacks. The objects are still GC objects, tracked or not as the code decides
-/// (they start untracked); only the count that triggers collections skips them, both when
-/// they are made and when they are freed. Exact instances of `T` only: subclasses allocate as
-/// usual. Python 3.11 only (where `PyType_GenericAlloc`'s layout is the one mirrored here);
-/// other versions keep PyO3's allocation.
-pub fn install_uncounted_alloc<T: pyo3::PyTypeInfo>(py: Python<'_>) {
+/// not: a handle or await iterator per callback, or a Task per task, would otherwise start a
+/// collection every few hundred of them. The objects are still GC objects; only the count that
+/// triggers collections skips them, both when they are made and when they are freed. With
+/// `TRACKED` they start tracked, as `PyType_GenericAlloc`'s do; without, untracked (the code
+/// tracks those that need it). Exact instances of `T` only: subclasses allocate as usual.
+/// Python 3.11 only (where `PyType_GenericAlloc`'s layout is the one mirrored here); other
+/// versions keep PyO3's allocation.
+pub fn install_uncounted_alloc<T: pyo3::PyTypeInfo, const TRACKED: bool>(py: Python<'_>) {
     #[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
     // SAFETY: the type object is PyO3's heap type for T, not instantiated yet; replacing its
     // tp_alloc/tp_free pair together (then PyType_Modified) keeps every object freed by the
@@ -178,7 +179,7 @@ pub fn install_uncounted_alloc<T: pyo3::PyTypeInfo>(py: Python<'_>) {
     unsafe {
         let tp = T::type_object_raw(py);
         if (*tp).tp_flags & ffi::Py_TPFLAGS_MANAGED_DICT == 0 && (*tp).tp_itemsize == 0 {
-            (*tp).tp_alloc = Some(uncounted_alloc::<T>);
+            (*tp).tp_alloc = Some(uncounted_alloc::<T, TRACKED>);
             (*tp).tp_free = Some(uncounted_free::<T>);
             ffi::PyType_Modified(tp);
         }
@@ -187,15 +188,17 @@ pub fn install_uncounted_alloc<T: pyo3::PyTypeInfo>(py: Python<'_>) {
     let _ = py;
 }
 
-/// `PyType_GenericAlloc` without `_PyObject_GC_Link`'s count (and without tracking).
+/// `PyType_GenericAlloc` without `_PyObject_GC_Link`'s count (and tracking only if `TRACKED`).
 #[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
-unsafe extern "C" fn uncounted_alloc<T: pyo3::PyTypeInfo>(
+unsafe extern "C" fn uncounted_alloc<T: pyo3::PyTypeInfo, const TRACKED: bool>(
     subtype: *mut ffi::PyTypeObject,
     nitems: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
     // SAFETY: called as tp_alloc with the GIL held. For T's exact type the memory is the GC
     // header (zeroed: untracked) followed by the zeroed object, as PyType_GenericAlloc lays it
     // out; PyObject_Init sets the type (and takes a reference to a heap type) and the count.
+    // Tracking the zeroed object is what PyType_GenericAlloc does too: the type's traverse
+    // must accept an instance whose fields are all zero.
     unsafe {
         let py = Python::assume_attached();
         if nitems != 0 || !std::ptr::eq(subtype, T::type_object_raw(py)) {
@@ -209,6 +212,9 @@ unsafe extern "C" fn uncounted_alloc<T: pyo3::PyTypeInfo>(
         std::ptr::write_bytes(mem, 0, size);
         let obj = mem.add(GC_HEAD_SIZE).cast::<ffi::PyObject>();
         ffi::PyObject_Init(obj, subtype);
+        if TRACKED {
+            ffi::PyObject_GC_Track(obj.cast());
+        }
         obj
     }
 }

@@ -53,8 +53,10 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     future::install_base_methods(m.py())?;
     capi::install_finalizer::<task::Task>(&m.py().get_type::<task::Task>());
     capi::install_am_send::<future::FutureIter>(&m.py().get_type::<future::FutureIter>());
-    capi::install_uncounted_alloc::<handle::Handle>(m.py());
-    capi::install_uncounted_alloc::<handle::TimerHandle>(m.py());
-    capi::install_uncounted_alloc::<future::FutureIter>(m.py());
+    capi::install_uncounted_alloc::<handle::Handle, false>(m.py());
+    capi::install_uncounted_alloc::<handle::TimerHandle, false>(m.py());
+    capi::install_uncounted_alloc::<future::FutureIter, false>(m.py());
+    capi::install_uncounted_alloc::<future::Future, true>(m.py());
+    capi::install_uncounted_alloc::<task::Task, true>(m.py());
     Ok(())
 }
