@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from asyncio import events as _events
 
-from ._ferroloop import Future, Handle, Task, TimerHandle, gather
+from ._ferroloop import Future, Handle, Task, TimerHandle, gather, sleep
 from ._loop import Loop
 from ._patch import patch_asyncio, unpatch_asyncio
 from ._taskgroup import TaskGroup
@@ -32,6 +32,7 @@ __all__ = [
     "new_event_loop",
     "patch_asyncio",
     "run",
+    "sleep",
     "unpatch_asyncio",
 ]
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ from ._ferroloop import LoopCore, _TaskGroupCore
 from ._ferroloop import Task as Task
 from ._ferroloop import TimerHandle as TimerHandle
 from ._ferroloop import gather as gather
+from ._ferroloop import sleep as sleep
 
 _T = TypeVar("_T")
 

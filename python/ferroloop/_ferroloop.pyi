@@ -1,8 +1,8 @@
 # Typing stubs for ferroloop._ferroloop, the Rust extension module.
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, TypeVar, overload
 
 class Handle:
     def __init__(
@@ -51,6 +51,20 @@ def gather(
     *coros_or_futures: Awaitable[Any], return_exceptions: bool = False
 ) -> asyncio.Future[list[Any]]:
     """asyncio.gather (Python 3.11's), native."""
+
+class SleepCoroutine(Coroutine[Any, Any, _T]):
+    """The coroutine ferroloop.sleep() returns."""
+
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> Generator[Any, None, _T]: ...
+
+@overload
+def sleep(delay: float) -> SleepCoroutine[None]: ...
+@overload
+def sleep(delay: float, result: _T) -> SleepCoroutine[_T]:
+    """asyncio.sleep (Python 3.11's), native."""
 
 class LoopCore:
     slow_callback_duration: float

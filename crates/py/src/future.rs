@@ -984,6 +984,34 @@ impl FutureIter {
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         self.future = None;
+        Err(thrown(py, r#type, value, traceback))
+    }
+
+    fn close(&mut self) {
+        self.future = None;
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match &self.future {
+            Some(f) => visit.call(f.as_any()),
+            None => Ok(()),
+        }
+    }
+
+    fn __clear__(&mut self) {
+        self.future = None;
+    }
+}
+
+/// The exception that `gen.throw(type, value, traceback)` raises at the suspension point,
+/// built as CPython's generators build it (`_gen_throw`), or the TypeError for bad arguments.
+pub(crate) fn thrown(
+    py: Python<'_>,
+    r#type: &Bound<'_, PyAny>,
+    value: Option<&Bound<'_, PyAny>>,
+    traceback: Option<&Bound<'_, PyAny>>,
+) -> PyErr {
+    let build = || -> PyResult<Bound<'_, PyAny>> {
         let value = value.filter(|v| !v.is_none());
         let exc = if r#type.is_instance_of::<PyType>() {
             match value {
@@ -1008,22 +1036,11 @@ impl FutureIter {
         if let Some(tb) = traceback.filter(|t| !t.is_none()) {
             exc.call_method1(intern!(py, "with_traceback"), (tb,))?;
         }
-        Err(PyErr::from_value(exc))
-    }
-
-    fn close(&mut self) {
-        self.future = None;
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match &self.future {
-            Some(f) => visit.call(f.as_any()),
-            None => Ok(()),
-        }
-    }
-
-    fn __clear__(&mut self) {
-        self.future = None;
+        Ok(exc)
+    };
+    match build() {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(err) => err,
     }
 }
 

@@ -558,7 +558,7 @@ impl TimerHandle {
     }
 
     /// `events.TimerHandle.cancel`: tells the loop, so it can purge cancelled timers.
-    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let base = slf.as_super();
         let loop_ = {

@@ -8,6 +8,7 @@
 //! - [`task_registry`]: ferroloop's Tasks in asyncio's task set (what `all_tasks()` reads);
 //! - [`gather`]: gather(), asyncio.gather natively;
 //! - [`taskgroup`]: the native part of TaskGroup;
+//! - [`sleep`]: sleep(), asyncio.sleep natively;
 //! - [`transport`]: TransportCore, the Rust core of socket, datagram and pipe transports;
 //! - [`native_io`]: readiness dispatch from the loop to Rust transports;
 //! - [`sock_ops`]: the loop's sock_* operations, native sock_sendfile, numeric resolution;
@@ -26,6 +27,7 @@ mod gil_cell;
 mod handle;
 mod native_io;
 mod schedule_methods;
+mod sleep;
 mod sock_ops;
 mod stdlib;
 mod task;
@@ -48,6 +50,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::TransportCore>()?;
     sock_ops::register(m)?;
     gather::register(m)?;
+    sleep::register(m)?;
     m.add_class::<tls::SslProtocolCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     future::install_base_methods(m.py())?;

@@ -84,6 +84,9 @@ cached_attr!(
     /// `asyncio.futures._set_result_unless_cancelled` (the timer callback of asyncio.sleep)
     set_result_unless_cancelled, "asyncio.futures", "_set_result_unless_cancelled");
 cached_attr!(
+    /// `ferroloop._loop.Loop`, the loop class (the package's Python part)
+    ferroloop_loop_class, "ferroloop._loop", "Loop");
+cached_attr!(
     /// `asyncio.futures._get_loop`
     futures_get_loop, "asyncio.futures", "_get_loop");
 cached_attr!(

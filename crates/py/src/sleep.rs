@@ -1,0 +1,283 @@
+//! `ferroloop.sleep(delay, result=None)`: asyncio.sleep written in Rust.
+//!
+//! asyncio.sleep is a coroutine function; each call makes a coroutine whose body, once
+//! started, either yields once to the loop (`delay <= 0`, through `__sleep0`) or creates a
+//! future, schedules `futures._set_result_unless_cancelled(future, result)` with
+//! `loop.call_later(delay, ...)`, awaits the future and cancels the timer on the way out
+//! (`try/finally: h.cancel()`). `SleepCoroutine` is that coroutine as a native object: it has
+//! the coroutine protocol (`send`, `throw`, `close`, `__await__`, and `am_send` for
+//! `PyIter_Send`), so `asyncio.iscoroutine()` accepts it and a Task drives it, without a frame
+//! per call. Behaviour follows asyncio.sleep step by step: `delay <= 0` is evaluated when the
+//! coroutine starts (so a bad delay fails at the first await, as asyncio's does), the running
+//! loop is looked up then, and a cancellation or a thrown exception cancels the timer.
+//! Differences: no "coroutine ... was never awaited" warning for one dropped unawaited, and no
+//! frame (`cr_frame` is None).
+
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::capi::{self, SendResult};
+use crate::event_loop::LoopCore;
+use crate::future::{thrown, NativeFuture, State};
+use crate::handle::TimerHandle;
+use crate::stdlib;
+
+/// Where a sleep coroutine is.
+enum Stage {
+    /// Made, not started (`delay <= 0` not evaluated yet).
+    Created,
+    /// Yielded once to the loop (`delay <= 0`): the next send returns the result.
+    Yielded,
+    /// Waiting on `future`; `timer` sets its result.
+    Waiting { future: Py<PyAny>, timer: Py<PyAny> },
+    /// Returned, raised or closed.
+    Finished,
+}
+
+/// The coroutine `ferroloop.sleep(delay, result)` returns.
+#[pyclass(module = "ferroloop", name = "SleepCoroutine")]
+pub struct SleepCoroutine {
+    delay: Option<Py<PyAny>>,
+    result: Option<Py<PyAny>>,
+    stage: Stage,
+}
+
+/// `ferroloop.sleep(delay, result=None)`: a coroutine that completes after `delay` seconds.
+#[pyfunction]
+#[pyo3(signature = (delay, result=None))]
+pub fn sleep(py: Python<'_>, delay: Py<PyAny>, result: Option<Py<PyAny>>) -> SleepCoroutine {
+    SleepCoroutine {
+        delay: Some(delay),
+        result: Some(result.unwrap_or_else(|| py.None())),
+        stage: Stage::Created,
+    }
+}
+
+impl SleepCoroutine {
+    /// The `result` argument (None once cleared by the collector).
+    fn result_of<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
+        let py = slf.py();
+        match &slf.borrow().result {
+            Some(r) => r.bind(py).clone(),
+            None => py.None().into_bound(py),
+        }
+    }
+
+    /// One `send(value)`: what the coroutine yields next, or what it returns.
+    fn step<'py>(slf: &Bound<'py, Self>, value: &Bound<'py, PyAny>) -> PyResult<SendResult<'py>> {
+        let py = slf.py();
+        let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
+        match stage {
+            Stage::Finished => Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited coroutine",
+            )),
+            Stage::Created => {
+                if !value.is_none() {
+                    // Still not started, as a coroutine stays after this error.
+                    slf.borrow_mut().stage = Stage::Created;
+                    return Err(PyTypeError::new_err(
+                        "can't send non-None value to a just-started coroutine",
+                    ));
+                }
+                Self::start(slf)
+            }
+            Stage::Yielded => Ok(SendResult::Returned(Self::result_of(slf))),
+            Stage::Waiting { future, timer } => {
+                // The `await future` resumes (`Future.__await__`), then `finally: h.cancel()`.
+                let future = future.into_bound(py);
+                let done = match NativeFuture::of(&future) {
+                    Some(native) => native.borrow().state != State::Pending,
+                    None => future.call_method0(intern!(py, "done"))?.is_truthy()?,
+                };
+                let outcome = match (done, NativeFuture::of(&future)) {
+                    (false, _) => Err(PyRuntimeError::new_err("await wasn't used with future")),
+                    (true, Some(native)) => native.result(),
+                    (true, None) => future.call_method0(intern!(py, "result")),
+                };
+                cancel_timer(timer.bind(py))?;
+                outcome.map(SendResult::Returned)
+            }
+        }
+    }
+
+    /// The body up to its first suspension.
+    fn start<'py>(slf: &Bound<'py, Self>) -> PyResult<SendResult<'py>> {
+        let py = slf.py();
+        let delay = match &slf.borrow().delay {
+            Some(d) => d.bind(py).clone(),
+            None => py.None().into_bound(py),
+        };
+        let result = Self::result_of(slf);
+        if delay.le(0)? {
+            // `await __sleep0()`: a bare yield, which a Task answers by stepping again soon.
+            slf.borrow_mut().stage = Stage::Yielded;
+            return Ok(SendResult::Yielded(py.None().into_bound(py)));
+        }
+        let loop_ = stdlib::get_running_loop(py)?.call0()?;
+        if loop_.is_none() {
+            return Err(PyRuntimeError::new_err("no running event loop"));
+        }
+        let callback = stdlib::set_result_unless_cancelled(py)?;
+        let (future, timer) = if loop_.get_type().is(stdlib::ferroloop_loop_class(py)?) {
+            // ferroloop's own loop class: its create_future and call_later, called natively.
+            let core = loop_.cast::<LoopCore>()?;
+            let future = LoopCore::create_future(core)?.into_bound(py);
+            let when = LoopCore::when_after(&delay)?;
+            let args = PyTuple::new(py, [&future, &result])?;
+            let timer = LoopCore::call_at_impl(core, when, callback, &args, None)?;
+            (future, timer.into_bound(py).into_any())
+        } else {
+            let future = loop_.call_method0(intern!(py, "create_future"))?;
+            let timer = loop_.call_method1(
+                intern!(py, "call_later"),
+                (delay, callback, &future, result),
+            )?;
+            (future, timer)
+        };
+        // `await future`: a pending future is yielded with its blocking flag set.
+        match NativeFuture::of(&future) {
+            Some(native) => native.borrow_mut().blocking = true,
+            None => future.setattr(intern!(py, "_asyncio_future_blocking"), true)?,
+        }
+        slf.borrow_mut().stage = Stage::Waiting {
+            future: future.clone().unbind(),
+            timer: timer.unbind(),
+        };
+        Ok(SendResult::Yielded(future))
+    }
+}
+
+/// `h.cancel()` on the sleep's timer (natively for ferroloop's own TimerHandle).
+fn cancel_timer(timer: &Bound<'_, PyAny>) -> PyResult<()> {
+    match timer.cast_exact::<TimerHandle>() {
+        Ok(timer) => TimerHandle::cancel(timer),
+        Err(_) => timer.call_method0(intern!(timer.py(), "cancel")).map(drop),
+    }
+}
+
+/// What `send`/`__next__` give back: the yielded value, or the return value as StopIteration,
+/// made as CPython makes it (`_PyGen_SetStopIterationValue`: no argument for None).
+fn yielded_or_stop(step: SendResult<'_>) -> PyResult<Py<PyAny>> {
+    match step {
+        SendResult::Yielded(v) => Ok(v.unbind()),
+        SendResult::Returned(v) if v.is_none() => Err(PyStopIteration::new_err(())),
+        SendResult::Returned(v) => Err(PyStopIteration::new_err((v.unbind(),))),
+    }
+}
+
+#[pymethods]
+impl SleepCoroutine {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let none = slf.py().None().into_bound(slf.py());
+        yielded_or_stop(Self::step(slf, &none)?)
+    }
+
+    fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        yielded_or_stop(Self::step(slf, value)?)
+    }
+
+    /// The exception is raised where the coroutine is suspended: the timer is cancelled on
+    /// the way out (the `finally` of asyncio.sleep), and the coroutine is finished.
+    #[pyo3(signature = (r#type, value=None, traceback=None))]
+    fn throw(
+        slf: &Bound<'_, Self>,
+        r#type: &Bound<'_, PyAny>,
+        value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let err = thrown(py, r#type, value, traceback);
+        let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
+        if let Stage::Waiting { timer, .. } = stage {
+            cancel_timer(timer.bind(py))?;
+        }
+        Err(err)
+    }
+
+    /// `coroutine.close()`: a waiting sleep cancels its timer.
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
+        if let Stage::Waiting { timer, .. } = stage {
+            cancel_timer(timer.bind(py))?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        "sleep"
+    }
+
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        "sleep"
+    }
+
+    #[getter]
+    fn cr_running(&self) -> bool {
+        false
+    }
+
+    #[getter]
+    fn cr_frame(&self) -> Option<Py<PyAny>> {
+        None
+    }
+
+    #[getter]
+    fn cr_code(&self) -> Option<Py<PyAny>> {
+        None
+    }
+
+    /// What the coroutine awaits: the future while it waits.
+    #[getter]
+    fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        match &self.stage {
+            Stage::Waiting { future, .. } => Some(future.clone_ref(py)),
+            _ => None,
+        }
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        format!("<coroutine object sleep at {:#x}>", slf.as_ptr() as usize)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.delay)?;
+        visit.call(&self.result)?;
+        if let Stage::Waiting { future, timer } = &self.stage {
+            visit.call(future)?;
+            visit.call(timer)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.delay = None;
+        self.result = None;
+        self.stage = Stage::Finished;
+    }
+}
+
+impl capi::AmSend for SleepCoroutine {
+    fn am_send<'py>(
+        coro: &Bound<'py, PyAny>,
+        arg: &Bound<'py, PyAny>,
+    ) -> PyResult<SendResult<'py>> {
+        SleepCoroutine::step(coro.cast::<SleepCoroutine>()?, arg)
+    }
+}
+
+/// Adds `sleep` and its coroutine class to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<SleepCoroutine>()?;
+    m.add_function(wrap_pyfunction!(sleep, m)?)?;
+    capi::install_am_send::<SleepCoroutine>(&m.py().get_type::<SleepCoroutine>());
+    Ok(())
+}
