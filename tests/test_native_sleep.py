@@ -224,3 +224,28 @@ def test_patch_asyncio_installs_and_removes_sleep():
     finally:
         ferroloop.unpatch_asyncio()
     assert asyncio.sleep is ASYNCIO_SLEEP and tasks.sleep is ASYNCIO_SLEEP
+
+
+def test_cycle_through_a_sleep_is_collected(loop_factory):
+    """A sleeping coroutine is visible to the collector: a cycle through its result (and
+    through the task driving it) is freed once the loop is gone."""
+    import gc
+    import weakref
+
+    class Holder:
+        pass
+
+    loop = loop_factory()
+    holder = Holder()
+    holder.coro = ferroloop.sleep(3600, holder)
+    task = loop.create_task(holder.coro)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert not task.done()
+    ref = weakref.ref(holder)
+    task.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    assert task.cancelled()
+    del holder, task
+    loop.close()
+    gc.collect()
+    assert ref() is None
