@@ -56,8 +56,9 @@ LOOPS: dict[str, tuple[str, str]] = {
 LOOP_KWARGS: dict[str, dict[str, object]] = {
     "ferroloop-asyncio-tasks": {"native_tasks": False},
 }
-# Variants whose worker calls ferroloop.patch_asyncio() first, so the rows' asyncio.gather is
-# ferroloop's native gather. They only run the scheduling/task and async_tree rows.
+# Variants whose worker calls ferroloop.patch_asyncio() first, so the rows' asyncio.gather,
+# asyncio.sleep and asyncio.TaskGroup are ferroloop's native ones. They only run the
+# scheduling/task and async_tree rows.
 GATHER_PATCHED = {"ferroloop-gather"}
 BASELINE = "asyncio"
 SUBJECT = "ferroloop"
