@@ -7,10 +7,13 @@ Task or Future are collected; finished tasks and futures are freed at once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
+import sys
 import weakref
 
 import ferroloop
+import pytest
 
 
 def rss_kib() -> int:
@@ -114,23 +117,23 @@ def test_pending_task_destroyed_is_reported_and_freed():
         loop.close()
 
 
+uncounted_allocator = pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="the uncounted allocator is used on Python 3.11 only"
+)
+
+
+@uncounted_allocator
 def test_queued_handles_do_not_count_toward_collections():
     """A call_soon/call_later handle is a GC object that the collector's allocation count
     skips (as objects from CPython's own free lists do): the count grows by the context copy
     each call makes, not by the handle. A kept handle is still collectable (test_leaks)."""
-    import sys
-
-    if sys.version_info >= (3, 12):
-        import pytest
-
-        pytest.skip("the uncounted allocator is used on Python 3.11 only")
     loop = ferroloop.new_event_loop()
     n = 500
     try:
         gc.disable()
         # What one call_soon adds on its own, the handle aside: a context copy.
         before = gc.get_count()[0]
-        contexts = [__import__("contextvars").copy_context() for _ in range(n)]
+        contexts = [contextvars.copy_context() for _ in range(n)]
         per_context = (gc.get_count()[0] - before) / n
         del contexts
         before = gc.get_count()[0]
@@ -147,16 +150,11 @@ def test_queued_handles_do_not_count_toward_collections():
         loop.close()
 
 
+@uncounted_allocator
 def test_futures_and_tasks_do_not_count_toward_collections_but_are_tracked():
     """ferroloop's Future and Task are allocated like the handles above (not counted toward
     the collector's threshold) but tracked from the start: a cycle through one is collected
     (test_cycle_through_task_is_collected and the leak tests of tests/test_leaks.py)."""
-    import sys
-
-    if sys.version_info >= (3, 12):
-        import pytest
-
-        pytest.skip("the uncounted allocator is used on Python 3.11 only")
     loop = ferroloop.new_event_loop()
     n = 500
     try:

@@ -520,6 +520,28 @@ pub trait MethO {
     fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
 }
 
+/// What a method trampoline hands back to CPython for `outcome`: a new reference, or NULL with
+/// the exception set (a caught panic becomes a SystemError).
+fn into_return(
+    py: Python<'_>,
+    outcome: std::thread::Result<PyResult<Bound<'_, PyAny>>>,
+) -> *mut ffi::PyObject {
+    match outcome {
+        Ok(Ok(v)) => v.into_ptr(),
+        Ok(Err(err)) => {
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            pyo3::exceptions::PySystemError::new_err(
+                "ferroloop: internal error (panic) in a method",
+            )
+            .restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
 unsafe extern "C" fn meth_o_trampoline<T: MethO>(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
@@ -536,20 +558,10 @@ unsafe extern "C" fn meth_o_trampoline<T: MethO>(
         } else {
             Bound::from_borrowed_ptr(py, arg)
         };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::call(&slf, &arg))) {
-            Ok(Ok(v)) => v.into_ptr(),
-            Ok(Err(err)) => {
-                err.restore(py);
-                std::ptr::null_mut()
-            }
-            Err(_) => {
-                pyo3::exceptions::PySystemError::new_err(
-                    "ferroloop: internal error (panic) in a method",
-                )
-                .restore(py);
-                std::ptr::null_mut()
-            }
-        }
+        into_return(
+            py,
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::call(&slf, &arg))),
+        )
     }
 }
 
@@ -701,20 +713,10 @@ unsafe extern "C" fn meth_fastcall_trampoline<T: MethFastcall>(
             kwnames,
             kwvalues: all.get(nargs..).unwrap_or(&[]),
         };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::call(&slf, &fast))) {
-            Ok(Ok(v)) => v.into_ptr(),
-            Ok(Err(err)) => {
-                err.restore(py);
-                std::ptr::null_mut()
-            }
-            Err(_) => {
-                pyo3::exceptions::PySystemError::new_err(
-                    "ferroloop: internal error (panic) in a method",
-                )
-                .restore(py);
-                std::ptr::null_mut()
-            }
-        }
+        into_return(
+            py,
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::call(&slf, &fast))),
+        )
     }
 }
 

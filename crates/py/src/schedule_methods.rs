@@ -113,6 +113,22 @@ impl MethFastcall for CallSoonThreadsafe {
     }
 }
 
+/// call_later and call_at: `(time, callback, *args, context=None)`, where `deadline` turns the
+/// first argument (named `first`) into the timer's deadline.
+fn schedule_timer<'py>(
+    slf: &Bound<'py, LoopCore>,
+    args: &FastArgs<'_, 'py>,
+    function: &str,
+    first: &str,
+    deadline: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<f64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ([time, callback], context) = leading(function, [first, "callback"], args)?;
+    let when = deadline(&time)?;
+    let rest = args.tuple_from(2)?;
+    let timer = LoopCore::call_at_impl(slf, when, &callback, &rest, context.as_deref())?;
+    Ok(timer.into_bound(args.py()).into_any())
+}
+
 /// `loop.call_later(delay, callback, *args, context=None)`
 pub(crate) struct CallLater;
 
@@ -124,12 +140,9 @@ impl MethFastcall for CallLater {
         slf: &Bound<'py, LoopCore>,
         args: &FastArgs<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ([delay, callback], context) =
-            leading("BaseEventLoop.call_later", ["delay", "callback"], args)?;
-        let when = LoopCore::when_after(&delay)?;
-        let rest = args.tuple_from(2)?;
-        let timer = LoopCore::call_at_impl(slf, when, &callback, &rest, context.as_deref())?;
-        Ok(timer.into_bound(args.py()).into_any())
+        schedule_timer(slf, args, "BaseEventLoop.call_later", "delay", |delay| {
+            LoopCore::when_after(delay)
+        })
     }
 }
 
@@ -144,12 +157,13 @@ impl MethFastcall for CallAt {
         slf: &Bound<'py, LoopCore>,
         args: &FastArgs<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ([when, callback], context) =
-            leading("BaseEventLoop.call_at", ["when", "callback"], args)?;
-        let when = LoopCore::when_at(&when)?;
-        let rest = args.tuple_from(2)?;
-        let timer = LoopCore::call_at_impl(slf, when, &callback, &rest, context.as_deref())?;
-        Ok(timer.into_bound(args.py()).into_any())
+        schedule_timer(
+            slf,
+            args,
+            "BaseEventLoop.call_at",
+            "when",
+            LoopCore::when_at,
+        )
     }
 }
 
