@@ -249,8 +249,11 @@ pub trait Finalized {
     fn original_dealloc() -> &'static std::sync::OnceLock<usize>;
     /// Last work on an instance about to be freed (its finalizer has run and did not
     /// resurrect it), before the original dealloc. It must not allocate a garbage-collected
-    /// object, nor keep `obj`. (Not called on free-threaded builds.)
+    /// object, nor keep `obj`. Called only when `HAS_BEFORE_DEALLOC` is true (not on
+    /// free-threaded builds).
     fn before_dealloc(_obj: &Bound<'_, PyAny>) {}
+    /// Whether `before_dealloc` does anything (the types that don't skip its refcount dance).
+    const HAS_BEFORE_DEALLOC: bool = false;
 }
 
 unsafe extern "C" fn finalize_trampoline<T: Finalized>(obj: *mut ffi::PyObject) {
@@ -305,7 +308,7 @@ unsafe extern "C" fn dealloc_trampoline<T: Finalized>(obj: *mut ffi::PyObject) {
         // (PyObject_CallFinalizerFromDealloc's temporary resurrection); a hook that kept it
         // resurrects it, and the dealloc stops there.
         #[cfg(not(Py_GIL_DISABLED))]
-        {
+        if T::HAS_BEFORE_DEALLOC {
             set_refcnt(obj, 1);
             {
                 let py = Python::assume_attached();

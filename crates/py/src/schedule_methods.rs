@@ -67,6 +67,29 @@ fn leading<'a, 'py, const N: usize>(
     )))
 }
 
+/// call_soon and call_soon_threadsafe: `(callback, *args, context=None)` queued as a Handle.
+/// `function` names the method in argument errors, `method` in debug-mode checks
+/// (`thread_checked`: the calling thread is checked, as call_soon does).
+fn schedule_callback<'py>(
+    slf: &Bound<'py, LoopCore>,
+    args: &FastArgs<'_, 'py>,
+    function: &str,
+    method: &str,
+    thread_checked: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ([callback], context) = leading(function, ["callback"], args)?;
+    let rest = args.tuple_from(1)?;
+    let handle = LoopCore::schedule_soon(
+        slf,
+        &callback,
+        &rest,
+        context.as_deref(),
+        method,
+        thread_checked,
+    )?;
+    Ok(handle.into_bound(args.py()).into_any())
+}
+
 /// `loop.call_soon(callback, *args, context=None)`
 pub(crate) struct CallSoon;
 
@@ -78,11 +101,7 @@ impl MethFastcall for CallSoon {
         slf: &Bound<'py, LoopCore>,
         args: &FastArgs<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ([callback], context) = leading("BaseEventLoop.call_soon", ["callback"], args)?;
-        let rest = args.tuple_from(1)?;
-        let handle =
-            LoopCore::schedule_soon(slf, &callback, &rest, context.as_deref(), "call_soon", true)?;
-        Ok(handle.into_bound(args.py()).into_any())
+        schedule_callback(slf, args, "BaseEventLoop.call_soon", "call_soon", true)
     }
 }
 
@@ -97,19 +116,15 @@ impl MethFastcall for CallSoonThreadsafe {
         slf: &Bound<'py, LoopCore>,
         args: &FastArgs<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ([callback], context) =
-            leading("BaseEventLoop.call_soon_threadsafe", ["callback"], args)?;
-        let rest = args.tuple_from(1)?;
-        let handle = LoopCore::schedule_soon(
+        let handle = schedule_callback(
             slf,
-            &callback,
-            &rest,
-            context.as_deref(),
+            args,
+            "BaseEventLoop.call_soon_threadsafe",
             "call_soon_threadsafe",
             false,
         )?;
         slf.get().wake();
-        Ok(handle.into_bound(args.py()).into_any())
+        Ok(handle)
     }
 }
 

@@ -87,11 +87,12 @@ impl SleepCoroutine {
             Stage::Waiting { future, timer } => {
                 // The `await future` resumes (`Future.__await__`), then `finally: h.cancel()`.
                 let future = future.into_bound(py);
-                let done = match NativeFuture::of(&future) {
+                let native = NativeFuture::of(&future);
+                let done = match &native {
                     Some(native) => native.borrow().state != State::Pending,
                     None => future.call_method0(intern!(py, "done"))?.is_truthy()?,
                 };
-                let outcome = match (done, NativeFuture::of(&future)) {
+                let outcome = match (done, native) {
                     (false, _) => Err(PyRuntimeError::new_err("await wasn't used with future")),
                     (true, Some(native)) => native.result(),
                     (true, None) => future.call_method0(intern!(py, "result")),

@@ -687,6 +687,8 @@ impl capi::Finalized for Task {
         &ORIGINAL
     }
 
+    const HAS_BEFORE_DEALLOC: bool = true;
+
     /// The task leaves asyncio's task set as its weak reference's callback would take it out.
     fn before_dealloc(obj: &Bound<'_, PyAny>) {
         let weak = obj
