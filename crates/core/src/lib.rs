@@ -7,9 +7,11 @@
 //! - [`ready_queue`]: the FIFO of callbacks to run, consumed one loop turn at a time;
 //! - [`waker`]: wakes a loop blocked in the poller from another thread (or a signal handler);
 //! - [`net`]: numeric address checks for name resolution;
+//! - [`callback_list`]: a future's done callbacks, the first held inline;
 //! - [`clock`]: the `time.monotonic()` clock;
 //! - [`fdio`]: non-blocking reads/writes on fds and the write buffer transports flush.
 
+pub mod callback_list;
 pub mod clock;
 pub mod fdio;
 pub mod net;

@@ -205,7 +205,7 @@ unsafe extern "C" fn uncounted_alloc<T: pyo3::PyTypeInfo, const TRACKED: bool>(
             return ffi::PyType_GenericAlloc(subtype, nitems);
         }
         let size = GC_HEAD_SIZE + (*subtype).tp_basicsize as usize;
-        let mem = ffi::PyObject_Malloc(size).cast::<u8>();
+        let mem = free_blocks_take(py, size);
         if mem.is_null() {
             return ffi::PyErr_NoMemory();
         }
@@ -235,8 +235,78 @@ unsafe extern "C" fn uncounted_free<T: pyo3::PyTypeInfo>(obj: *mut std::ffi::c_v
         if ffi::PyObject_GC_IsTracked(op) != 0 {
             ffi::PyObject_GC_UnTrack(obj);
         }
-        ffi::PyObject_Free(obj.cast::<u8>().sub(GC_HEAD_SIZE).cast());
+        let size = GC_HEAD_SIZE + (*ffi::Py_TYPE(op)).tp_basicsize as usize;
+        free_blocks_give(py, obj.cast::<u8>().sub(GC_HEAD_SIZE), size);
     }
+}
+
+/// Granularity of the free block classes (pymalloc's alignment on 64-bit builds).
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+const FREE_BLOCK_QUANTUM: usize = 16;
+/// Block classes kept: blocks of up to `FREE_BLOCK_CLASSES * FREE_BLOCK_QUANTUM` bytes.
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+const FREE_BLOCK_CLASSES: usize = 48;
+/// Freed blocks kept per class; beyond that they go back to pymalloc.
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+const FREE_BLOCKS_PER_CLASS: usize = 128;
+
+/// Memory of freed uncounted objects, kept for the next allocation of the same size class:
+/// what CPython's free lists do for its own hot types (`_asyncio`'s FutureIter, tuples,
+/// floats), shared here by every type `install_uncounted_alloc` serves. A handle, a future and
+/// its await iterator per callback then cost no pymalloc call.
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+struct FreeBlocks {
+    blocks: [[*mut u8; FREE_BLOCKS_PER_CLASS]; FREE_BLOCK_CLASSES],
+    counts: [usize; FREE_BLOCK_CLASSES],
+}
+
+// SAFETY: the blocks are plain memory owned by the list, reached only with the GIL held.
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+unsafe impl Send for FreeBlocks {}
+
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+static FREE_BLOCKS: crate::gil_cell::GilCell<FreeBlocks> =
+    crate::gil_cell::GilCell::new(FreeBlocks {
+        blocks: [[std::ptr::null_mut(); FREE_BLOCKS_PER_CLASS]; FREE_BLOCK_CLASSES],
+        counts: [0; FREE_BLOCK_CLASSES],
+    });
+
+/// A block of at least `size` bytes (uninitialised), from the free blocks or from pymalloc;
+/// null when out of memory. Sizes are rounded up to the class size, so any block of a class
+/// fits every request of that class.
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+fn free_blocks_take(py: Python<'_>, size: usize) -> *mut u8 {
+    let class = size.div_ceil(FREE_BLOCK_QUANTUM);
+    if class < FREE_BLOCK_CLASSES {
+        if let Some(mut free) = FREE_BLOCKS.try_lock(py) {
+            if free.counts[class] > 0 {
+                free.counts[class] -= 1;
+                let n = free.counts[class];
+                return free.blocks[class][n];
+            }
+        }
+    }
+    // SAFETY: plain pymalloc allocation with the GIL held (the caller is a tp_alloc).
+    unsafe { ffi::PyObject_Malloc(class * FREE_BLOCK_QUANTUM).cast() }
+}
+
+/// Returns a block from [`free_blocks_take`] for `size` bytes: kept for reuse, or freed.
+#[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
+fn free_blocks_give(py: Python<'_>, block: *mut u8, size: usize) {
+    let class = size.div_ceil(FREE_BLOCK_QUANTUM);
+    if class < FREE_BLOCK_CLASSES {
+        if let Some(mut free) = FREE_BLOCKS.try_lock(py) {
+            let n = free.counts[class];
+            if n < FREE_BLOCKS_PER_CLASS {
+                free.blocks[class][n] = block;
+                free.counts[class] = n + 1;
+                return;
+            }
+        }
+    }
+    // SAFETY: `block` came from PyObject_Malloc (through free_blocks_take) and is no longer
+    // used by anyone.
+    unsafe { ffi::PyObject_Free(block.cast()) }
 }
 
 /// A Python type whose instances have a finalizer written in Rust (PyO3 has no `__del__`):
@@ -638,7 +708,19 @@ impl<'a, 'py> FastArgs<'a, 'py> {
         if rest.is_empty() {
             return Ok(PyTuple::empty(self.py));
         }
-        PyTuple::new(self.py, (0..rest.len()).map(|i| self.get(start + i)))
+        // SAFETY: PyTuple_New gives a new tuple of `rest.len()` empty slots (or NULL with an
+        // exception set); each slot is filled once with a new reference to a live argument.
+        unsafe {
+            let tuple = ffi::PyTuple_New(rest.len() as ffi::Py_ssize_t);
+            if tuple.is_null() {
+                return Err(PyErr::fetch(self.py));
+            }
+            for (i, &arg) in rest.iter().enumerate() {
+                ffi::Py_INCREF(arg);
+                ffi::PyTuple_SET_ITEM(tuple, i as ffi::Py_ssize_t, arg);
+            }
+            Ok(Bound::from_owned_ptr(self.py, tuple).cast_into_unchecked())
+        }
     }
 
     /// The values of the keyword arguments named in `allowed`, in that order (None where not

@@ -6,6 +6,7 @@
 //! exception handler. [`FutureCore`] is the state, [`NativeFuture`] reaches it in a Future or a
 //! Task, and `future_pymethods!` gives both classes the methods asyncio's Task inherits.
 
+use ferroloop_core::callback_list::CallbackList;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
@@ -97,7 +98,7 @@ pub(crate) struct FutureCore {
     pub(crate) exception: Option<Py<PyAny>>,
     exception_tb: Option<Py<PyAny>>,
     /// Done callbacks, in registration order.
-    pub(crate) callbacks: Vec<Callback>,
+    pub(crate) callbacks: CallbackList<Callback>,
     pub(crate) log_traceback: bool,
     pub(crate) blocking: bool,
     pub(crate) cancel_message: Option<Py<PyAny>>,
@@ -128,7 +129,7 @@ impl FutureCore {
             result: None,
             exception: None,
             exception_tb: None,
-            callbacks: Vec::new(),
+            callbacks: CallbackList::default(),
             log_traceback: false,
             blocking: false,
             cancel_message: None,
@@ -425,7 +426,7 @@ impl<'py> NativeFuture<'py> {
         let py = self.py();
         self.ensure_alive()?;
         let callbacks = std::mem::take(&mut self.borrow_mut().callbacks);
-        let mut kept = Vec::with_capacity(callbacks.len());
+        let mut kept = CallbackList::default();
         let mut removed = Vec::new();
         let mut error = None;
         for cb in callbacks {
