@@ -14,7 +14,17 @@ from __future__ import annotations
 import asyncio
 from asyncio import events as _events
 
-from ._ferroloop import Future, Handle, Task, TimerHandle, gather, sleep
+from ._ferroloop import (
+    Future,
+    Handle,
+    Task,
+    Timeout,
+    TimerHandle,
+    gather,
+    sleep,
+    timeout,
+    timeout_at,
+)
 from ._loop import Loop
 from ._patch import patch_asyncio, unpatch_asyncio
 from ._taskgroup import TaskGroup
@@ -26,6 +36,7 @@ __all__ = [
     "Loop",
     "Task",
     "TaskGroup",
+    "Timeout",
     "TimerHandle",
     "gather",
     "install",
@@ -33,6 +44,8 @@ __all__ = [
     "patch_asyncio",
     "run",
     "sleep",
+    "timeout",
+    "timeout_at",
     "unpatch_asyncio",
 ]
 __version__ = "0.1.0"

@@ -7,9 +7,12 @@ from ._ferroloop import Future as Future
 from ._ferroloop import Handle as Handle
 from ._ferroloop import LoopCore, _TaskGroupCore
 from ._ferroloop import Task as Task
+from ._ferroloop import Timeout as Timeout
 from ._ferroloop import TimerHandle as TimerHandle
 from ._ferroloop import gather as gather
 from ._ferroloop import sleep as sleep
+from ._ferroloop import timeout as timeout
+from ._ferroloop import timeout_at as timeout_at
 
 _T = TypeVar("_T")
 

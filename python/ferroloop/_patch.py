@@ -1,5 +1,6 @@
 """The explicit opt-in that makes asyncio use ferroloop's native helpers: patch_asyncio() /
-unpatch_asyncio(). ``gather`` and ``sleep`` are Rust (crates/py/src/gather.rs, sleep.rs);
+unpatch_asyncio(). ``gather``, ``sleep`` and ``timeout``/``timeout_at``/``Timeout`` are Rust
+(crates/py/src/gather.rs, sleep.rs, timeout.rs);
 ``TaskGroup`` is python/ferroloop/_taskgroup.py over crates/py/src/taskgroup.rs.
 Nothing here runs on import: asyncio changes only when patch_asyncio() is called.
 """
@@ -9,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import asyncio.taskgroups
 import asyncio.tasks
+import asyncio.timeouts
+import sys
 
-from ._ferroloop import gather, sleep
+from ._ferroloop import Timeout, gather, sleep, timeout, timeout_at
 from ._taskgroup import TaskGroup
 
 # asyncio's own helpers, kept to restore them: (module, name) -> object.
@@ -22,12 +25,25 @@ _ORIGINALS = {
     (asyncio, "sleep"): asyncio.tasks.sleep,
     (asyncio.tasks, "sleep"): asyncio.tasks.sleep,
 }
-_NATIVE = {"gather": gather, "TaskGroup": TaskGroup, "sleep": sleep}
+_NATIVE = {
+    "gather": gather,
+    "TaskGroup": TaskGroup,
+    "sleep": sleep,
+    "timeout": timeout,
+    "timeout_at": timeout_at,
+    "Timeout": Timeout,
+}
+if sys.version_info[:2] == (3, 11):
+    # ferroloop's timeouts follow 3.11's asyncio.timeouts; later versions changed __aexit__.
+    for _name in ("timeout", "timeout_at", "Timeout"):
+        _ORIGINALS[(asyncio, _name)] = getattr(asyncio.timeouts, _name)
+        _ORIGINALS[(asyncio.timeouts, _name)] = getattr(asyncio.timeouts, _name)
 
 
 def patch_asyncio() -> None:
-    """Make ``asyncio.gather``, ``asyncio.sleep`` and ``asyncio.TaskGroup`` (also as
-    ``asyncio.tasks.gather``, ``asyncio.tasks.sleep`` and ``asyncio.taskgroups.TaskGroup``)
+    """Make ``asyncio.gather``, ``asyncio.sleep``, ``asyncio.TaskGroup`` and, on Python 3.11,
+    ``asyncio.timeout``/``timeout_at``/``Timeout`` (also as ``asyncio.tasks.gather``,
+    ``asyncio.tasks.sleep``, ``asyncio.taskgroups.TaskGroup`` and ``asyncio.timeouts.*``)
     ferroloop's native ones, for programs that want them
     without code changes. Code that imported the names before (``from asyncio import gather``)
     keeps asyncio's. Undone by unpatch_asyncio()."""
@@ -36,6 +52,7 @@ def patch_asyncio() -> None:
 
 
 def unpatch_asyncio() -> None:
-    """Give asyncio its own gather, sleep and TaskGroup back (undoes patch_asyncio())."""
+    """Give asyncio its own gather, sleep, TaskGroup and timeouts back (undoes
+    patch_asyncio())."""
     for (module, name), original in _ORIGINALS.items():
         setattr(module, name, original)

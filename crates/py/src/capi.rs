@@ -151,6 +151,29 @@ pub fn is_exact_context(obj: &Bound<'_, PyAny>) -> bool {
     unsafe { ffi::PyContext_CheckExact(obj.as_ptr()) != 0 }
 }
 
+/// What `raise exc from cause` does while `cause` is being handled: `exc.__cause__` and
+/// `exc.__context__` become `cause` (and `__suppress_context__` True). PyO3 raises errors with
+/// `PyErr_Restore`, which chains no context, so native code sets it.
+pub fn set_cause_and_context(exc: &Bound<'_, PyAny>, cause: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !cause.is_none() && !cause.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "exception causes must derive from BaseException",
+        ));
+    }
+    // SAFETY: `exc` is a live exception instance (checked by the caller's construction) and
+    // `cause` a live exception or None. PyException_SetCause/SetContext steal a reference each
+    // (NULL clears); the cause setter also sets __suppress_context__.
+    unsafe {
+        if cause.is_none() {
+            ffi::PyException_SetCause(exc.as_ptr(), std::ptr::null_mut());
+        } else {
+            ffi::PyException_SetCause(exc.as_ptr(), cause.clone().into_ptr());
+            ffi::PyException_SetContext(exc.as_ptr(), cause.clone().into_ptr());
+        }
+    }
+    Ok(())
+}
+
 /// `obj`'s reference count (`Py_REFCNT`).
 pub fn refcount(obj: &Bound<'_, PyAny>) -> isize {
     // SAFETY: `obj` is a live object; Py_REFCNT reads its reference count field.

@@ -33,6 +33,7 @@ mod stdlib;
 mod task;
 mod task_registry;
 mod taskgroup;
+mod timeout;
 mod tls;
 mod transport;
 
@@ -51,6 +52,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sock_ops::register(m)?;
     gather::register(m)?;
     sleep::register(m)?;
+    timeout::register(m)?;
     m.add_class::<tls::SslProtocolCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     future::install_base_methods(m.py())?;

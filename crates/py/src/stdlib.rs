@@ -68,6 +68,9 @@ cached_attr!(
     /// `asyncio.exceptions.CancelledError`
     cancelled_error, "asyncio.exceptions", "CancelledError");
 cached_attr!(
+    /// `asyncio.tasks.current_task`
+    current_task, "asyncio.tasks", "current_task");
+cached_attr!(
     /// `asyncio.exceptions.InvalidStateError`
     invalid_state_error_class, "asyncio.exceptions", "InvalidStateError");
 cached_attr!(
