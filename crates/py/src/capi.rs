@@ -151,6 +151,13 @@ pub fn is_exact_context(obj: &Bound<'_, PyAny>) -> bool {
     unsafe { ffi::PyContext_CheckExact(obj.as_ptr()) != 0 }
 }
 
+/// The error `PyErr_SetObject(type(exc), exc)` raises, as C code raises an exception instance:
+/// when it reaches Python it is chained to the exception being handled there (`__context__`),
+/// as asyncio's C Future's errors are. (`PyErr::from_value` would restore it unchained.)
+pub fn raise_instance(exc: Bound<'_, PyAny>) -> PyErr {
+    PyErr::from_type(exc.get_type(), exc.unbind())
+}
+
 /// What `raise exc from cause` does while `cause` is being handled: `exc.__cause__` and
 /// `exc.__context__` become `cause` (and `__suppress_context__` True). PyO3 raises errors with
 /// `PyErr_Restore`, which chains no context, so native code sets it.

@@ -504,15 +504,12 @@ impl<'py> NativeFuture<'py> {
         Ok(())
     }
 
+    /// set_result/set_exception on a done future: asyncio's C Future (`future_set_result`)
+    /// says only "invalid state" (the Python Future names the state and the future).
     fn check_state_pending(&self) -> PyResult<()> {
         self.ensure_alive()?;
-        let state = self.borrow().state;
-        if state != State::Pending {
-            let repr = self.as_any().repr()?;
-            return Err(stdlib::invalid_state_error(
-                self.py(),
-                format!("{}: {}", state.name(), repr),
-            ));
+        if self.borrow().state != State::Pending {
+            return Err(stdlib::invalid_state_error(self.py(), "invalid state"));
         }
         Ok(())
     }
@@ -579,8 +576,9 @@ impl<'py> NativeFuture<'py> {
         let py = self.py();
         let state = self.borrow().state;
         match state {
-            State::Cancelled => Err(PyErr::from_value(self.make_cancelled_error()?)),
-            State::Pending => Err(stdlib::invalid_state_error(py, "Result is not ready.")),
+            State::Cancelled => Err(capi::raise_instance(self.make_cancelled_error()?)),
+            // The C Future's wording (`future_get_result`); the Python Future says "not ready".
+            State::Pending => Err(stdlib::invalid_state_error(py, "Result is not set.")),
             State::Finished => {
                 let mut f = self.borrow_mut();
                 f.log_traceback = false;
@@ -591,7 +589,7 @@ impl<'py> NativeFuture<'py> {
                     if let Some(tb) = tb {
                         exc.call_method1(intern!(py, "with_traceback"), (tb,))?;
                     }
-                    return Err(PyErr::from_value(exc));
+                    return Err(capi::raise_instance(exc));
                 }
                 Ok(match &f.result {
                     Some(r) => r.bind(py).clone(),
@@ -605,7 +603,7 @@ impl<'py> NativeFuture<'py> {
         let py = self.py();
         let state = self.borrow().state;
         match state {
-            State::Cancelled => Err(PyErr::from_value(self.make_cancelled_error()?)),
+            State::Cancelled => Err(capi::raise_instance(self.make_cancelled_error()?)),
             State::Pending => Err(stdlib::invalid_state_error(py, "Exception is not set.")),
             State::Finished => {
                 let mut f = self.borrow_mut();

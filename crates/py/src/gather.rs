@@ -373,7 +373,7 @@ fn child_exception<'py>(
     if let Some(native) = as_native(fut, kind) {
         let state = native.borrow().state;
         return match state {
-            State::Cancelled => Err(PyErr::from_value(native.make_cancelled_error()?)),
+            State::Cancelled => Err(capi::raise_instance(native.make_cancelled_error()?)),
             State::Pending => Err(stdlib::invalid_state_error(py, "Exception is not set.")),
             State::Finished => {
                 let mut f = native.borrow_mut();

@@ -130,7 +130,7 @@ pub fn current_tasks(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyDict>
 pub fn invalid_state_error(py: Python<'_>, message: impl Into<String>) -> PyErr {
     let message: String = message.into();
     match invalid_state_error_class(py).and_then(|cls| cls.call1((message.clone(),))) {
-        Ok(exc) => PyErr::from_value(exc),
+        Ok(exc) => crate::capi::raise_instance(exc),
         Err(e) => e,
     }
 }
