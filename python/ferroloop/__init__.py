@@ -24,6 +24,7 @@ from ._ferroloop import (
     sleep,
     timeout,
     timeout_at,
+    wait_for,
 )
 from ._loop import Loop
 from ._patch import patch_asyncio, unpatch_asyncio
@@ -47,6 +48,7 @@ __all__ = [
     "timeout",
     "timeout_at",
     "unpatch_asyncio",
+    "wait_for",
 ]
 __version__ = "0.1.0"
 

@@ -82,6 +82,17 @@ def timeout(delay: float | None) -> Timeout:
 def timeout_at(when: float | None) -> Timeout:
     """asyncio.timeout_at (Python 3.11's), native."""
 
+class WaitForCoroutine(Coroutine[Any, Any, _T]):
+    """The coroutine ferroloop.wait_for() returns."""
+
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> Generator[Any, None, _T]: ...
+
+def wait_for(fut: Awaitable[_T], timeout: float | None) -> WaitForCoroutine[_T]:
+    """asyncio.wait_for (Python 3.11's), native."""
+
 class LoopCore:
     slow_callback_duration: float
     def time(self) -> float: ...

@@ -469,11 +469,29 @@ pub enum SendResult<'py> {
 
 /// `coro.send(None)` through `PyIter_Send`: no StopIteration object on return.
 pub fn iter_send_none<'py>(coro: &Bound<'py, PyAny>) -> PyResult<SendResult<'py>> {
+    // SAFETY: Py_None is immortal in effect (never freed while the interpreter runs).
+    iter_send(coro, unsafe { ffi::Py_None() })
+}
+
+/// `iter.send(value)` as `yield from`/`await` does it (`PyIter_Send`: `am_send`, else
+/// `__next__` for None, else the `send` method), without a StopIteration object on return.
+pub fn iter_send_value<'py>(
+    iter: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<SendResult<'py>> {
+    iter_send(iter, value.as_ptr())
+}
+
+fn iter_send<'py>(
+    coro: &Bound<'py, PyAny>,
+    value: *mut ffi::PyObject,
+) -> PyResult<SendResult<'py>> {
     let py = coro.py();
     let mut result: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: `coro` is alive; PyIter_Send stores a new reference in `result` for
-    // PYGEN_RETURN and PYGEN_NEXT, and sets an exception for PYGEN_ERROR.
-    let status = unsafe { ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut result) };
+    // SAFETY: `coro` and `value` are alive (borrowed for the call); PyIter_Send stores a new
+    // reference in `result` for PYGEN_RETURN and PYGEN_NEXT, and sets an exception for
+    // PYGEN_ERROR.
+    let status = unsafe { ffi::PyIter_Send(coro.as_ptr(), value, &mut result) };
     match status {
         ffi::PySendResult::PYGEN_RETURN => {
             // SAFETY: a new reference per the contract above.
@@ -488,6 +506,50 @@ pub fn iter_send_none<'py>(coro: &Bound<'py, PyAny>) -> PyResult<SendResult<'py>
             }))
         }
         _ => Err(PyErr::fetch(py)),
+    }
+}
+
+/// True if `obj` is exactly a generator object.
+pub fn is_exact_generator(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is alive; PyGen_CheckExact compares its type pointer.
+    unsafe { ffi::PyGen_CheckExact(obj.as_ptr()) != 0 }
+}
+
+/// True if `obj` is an iterator (its type has `__next__`: `PyIter_Check`).
+pub fn is_iterator(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is alive; PyIter_Check reads its type's tp_iternext slot.
+    unsafe { ffi::PyIter_Check(obj.as_ptr()) != 0 }
+}
+
+/// A type's `tp_name` (what CPython's own error messages show: `module.Name` for static
+/// types, the bare name for classes made in Python).
+pub fn type_name(ty: &Bound<'_, pyo3::types::PyType>) -> String {
+    // SAFETY: `ty` is a live type object; tp_name is a NUL-terminated string it owns.
+    unsafe {
+        let name = (*ty.as_type_ptr()).tp_name;
+        if name.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// `type(obj).__await__(obj)` through the `am_await` slot; None if the type has none.
+pub fn call_am_await<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    // SAFETY: `obj` is alive and its type object outlives the call; am_await is called with
+    // the object as CPython calls it, returning a new reference or NULL with an exception set.
+    unsafe {
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        let methods = (*tp).tp_as_async;
+        if methods.is_null() {
+            return Ok(None);
+        }
+        let Some(am_await) = (*methods).am_await else {
+            return Ok(None);
+        };
+        Bound::from_owned_ptr_or_err(obj.py(), am_await(obj.as_ptr())).map(Some)
     }
 }
 

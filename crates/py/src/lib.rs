@@ -36,6 +36,7 @@ mod taskgroup;
 mod timeout;
 mod tls;
 mod transport;
+mod wait_for;
 
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -53,6 +54,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gather::register(m)?;
     sleep::register(m)?;
     timeout::register(m)?;
+    wait_for::register(m)?;
     m.add_class::<tls::SslProtocolCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     future::install_base_methods(m.py())?;

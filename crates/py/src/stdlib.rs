@@ -68,6 +68,9 @@ cached_attr!(
     /// `asyncio.exceptions.CancelledError`
     cancelled_error, "asyncio.exceptions", "CancelledError");
 cached_attr!(
+    /// `asyncio.tasks._release_waiter` (wait_for's waiter callback)
+    release_waiter, "asyncio.tasks", "_release_waiter");
+cached_attr!(
     /// `asyncio.tasks.current_task`
     current_task, "asyncio.tasks", "current_task");
 cached_attr!(
