@@ -57,7 +57,7 @@ LOOP_KWARGS: dict[str, dict[str, object]] = {
     "ferroloop-asyncio-tasks": {"native_tasks": False},
 }
 # Variants whose worker calls ferroloop.patch_asyncio() first, so the rows' asyncio.gather,
-# asyncio.sleep and asyncio.TaskGroup are ferroloop's native ones. They only run the
+# sleep, TaskGroup, wait_for and timeout are ferroloop's native ones. They only run the
 # scheduling/task and async_tree rows.
 GATHER_PATCHED = {"ferroloop-gather"}
 BASELINE = "asyncio"
@@ -147,6 +147,12 @@ ROWS: dict[str, Row] = {
         "N={:,}",
         G_CORE,
         warm=frac(0.25),
+    ),
+    "wait_for": Row(
+        wl_core.wl_wait_for, 50_000, 5_000, "ns/call", 1e9, "N={:,}", G_CORE, warm=frac(0.25)
+    ),
+    "timeout_cm": Row(
+        wl_core.wl_timeout_cm, 50_000, 5_000, "ns/block", 1e9, "N={:,}", G_CORE, warm=frac(0.25)
     ),
     "sleep_many": Row(
         wl_core.wl_sleep_many,

@@ -162,6 +162,49 @@ def wl_future_roundtrip(loop: asyncio.AbstractEventLoop, n: int) -> tuple[float,
     return elapsed, n
 
 
+def wl_wait_for(loop: asyncio.AbstractEventLoop, n: int) -> tuple[float, int]:
+    """One coroutine, n times: `await asyncio.wait_for(fut, 10)` on a future that a call_soon
+    resolves (the timeout never fires: the timer is made and cancelled each time)."""
+
+    async def main() -> int:
+        total = 0
+        wait_for = asyncio.wait_for
+        for i in range(n):
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, i)
+            total += await wait_for(fut, 10)
+        return total
+
+    t0 = time.perf_counter()
+    total = loop.run_until_complete(main())
+    elapsed = time.perf_counter() - t0
+    if total != n * (n - 1) // 2:
+        raise WrongResult(f"wait_for: sum of results {total}, expected {n * (n - 1) // 2}")
+    return elapsed, n
+
+
+def wl_timeout_cm(loop: asyncio.AbstractEventLoop, n: int) -> tuple[float, int]:
+    """One coroutine, n times: `async with asyncio.timeout(10): await fut`, fut resolved by a
+    call_soon (the deadline never passes)."""
+
+    async def main() -> int:
+        total = 0
+        timeout = asyncio.timeout
+        for i in range(n):
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, i)
+            async with timeout(10):
+                total += await fut
+        return total
+
+    t0 = time.perf_counter()
+    total = loop.run_until_complete(main())
+    elapsed = time.perf_counter() - t0
+    if total != n * (n - 1) // 2:
+        raise WrongResult(f"timeout_cm: sum of results {total}, expected {n * (n - 1) // 2}")
+    return elapsed, n
+
+
 SLEEP_MANY_ROUNDS = 10
 SLEEP_MANY_DELAY = 0.001
 
