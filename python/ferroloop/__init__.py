@@ -24,6 +24,7 @@ from ._ferroloop import (
     sleep,
     timeout,
     timeout_at,
+    wait,
     wait_for,
 )
 from ._loop import Loop
@@ -48,6 +49,7 @@ __all__ = [
     "timeout",
     "timeout_at",
     "unpatch_asyncio",
+    "wait",
     "wait_for",
 ]
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ from ._ferroloop import gather as gather
 from ._ferroloop import sleep as sleep
 from ._ferroloop import timeout as timeout
 from ._ferroloop import timeout_at as timeout_at
+from ._ferroloop import wait as wait
 from ._ferroloop import wait_for as wait_for
 
 _T = TypeVar("_T")

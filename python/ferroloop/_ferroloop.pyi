@@ -1,7 +1,7 @@
 # Typing stubs for ferroloop._ferroloop, the Rust extension module.
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any, TypeVar, overload
 
 class Handle:
@@ -92,6 +92,24 @@ class WaitForCoroutine(Coroutine[Any, Any, _T]):
 
 def wait_for(fut: Awaitable[_T], timeout: float | None) -> WaitForCoroutine[_T]:
     """asyncio.wait_for (Python 3.11's), native."""
+
+class WaitCoroutine(Coroutine[Any, Any, tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]]):
+    """The coroutine ferroloop.wait() returns."""
+
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(
+        self,
+    ) -> Generator[Any, None, tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]]: ...
+
+def wait(
+    fs: Iterable[asyncio.Future[Any]],
+    *,
+    timeout: float | None = None,
+    return_when: str = "ALL_COMPLETED",
+) -> WaitCoroutine:
+    """asyncio.wait (Python 3.11's), native."""
 
 class LoopCore:
     slow_callback_duration: float

@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 
 mod asyncio_base;
 mod capi;
+mod coro_support;
 mod event_loop;
 mod future;
 mod gather;
@@ -36,6 +37,7 @@ mod taskgroup;
 mod timeout;
 mod tls;
 mod transport;
+mod wait;
 mod wait_for;
 
 #[pymodule]
@@ -55,6 +57,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sleep::register(m)?;
     timeout::register(m)?;
     wait_for::register(m)?;
+    wait::register(m)?;
     m.add_class::<tls::SslProtocolCore>()?;
     capi::install_finalizer::<future::Future>(&m.py().get_type::<future::Future>());
     future::install_base_methods(m.py())?;

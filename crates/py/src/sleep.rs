@@ -13,15 +13,16 @@
 //! Differences: no "coroutine ... was never awaited" warning for one dropped unawaited, and no
 //! frame (`cr_frame` is None).
 
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
-use crate::event_loop::LoopCore;
+use crate::coro_support::{
+    call_later, cancel_handle, create_future, running_loop, yielded_or_stop,
+};
 use crate::future::{thrown, NativeFuture, State};
-use crate::handle::TimerHandle;
 use crate::stdlib;
 
 /// Where a sleep coroutine is.
@@ -97,7 +98,7 @@ impl SleepCoroutine {
                     (true, Some(native)) => native.result(),
                     (true, None) => future.call_method0(intern!(py, "result")),
                 };
-                cancel_timer(timer.bind(py))?;
+                cancel_handle(timer.bind(py))?;
                 outcome.map(SendResult::Returned)
             }
         }
@@ -116,27 +117,11 @@ impl SleepCoroutine {
             slf.borrow_mut().stage = Stage::Yielded;
             return Ok(SendResult::Yielded(py.None().into_bound(py)));
         }
-        let loop_ = stdlib::get_running_loop(py)?.call0()?;
-        if loop_.is_none() {
-            return Err(PyRuntimeError::new_err("no running event loop"));
-        }
+        let loop_ = running_loop(py)?;
         let callback = stdlib::set_result_unless_cancelled(py)?;
-        let (future, timer) = if loop_.get_type().is(stdlib::ferroloop_loop_class(py)?) {
-            // ferroloop's own loop class: its create_future and call_later, called natively.
-            let core = loop_.cast::<LoopCore>()?;
-            let future = LoopCore::create_future(core)?.into_bound(py);
-            let when = LoopCore::when_after(&delay)?;
-            let args = PyTuple::new(py, [&future, &result])?;
-            let timer = LoopCore::call_at_impl(core, when, callback, &args, None)?;
-            (future, timer.into_bound(py).into_any())
-        } else {
-            let future = loop_.call_method0(intern!(py, "create_future"))?;
-            let timer = loop_.call_method1(
-                intern!(py, "call_later"),
-                (delay, callback, &future, result),
-            )?;
-            (future, timer)
-        };
+        let future = create_future(&loop_)?;
+        let args = PyTuple::new(py, [&future, &result])?;
+        let timer = call_later(&loop_, &delay, callback, &args)?;
         // `await future`: a pending future is yielded with its blocking flag set.
         match NativeFuture::of(&future) {
             Some(native) => native.borrow_mut().blocking = true,
@@ -147,24 +132,6 @@ impl SleepCoroutine {
             timer: timer.unbind(),
         };
         Ok(SendResult::Yielded(future))
-    }
-}
-
-/// `h.cancel()` on the sleep's timer (natively for ferroloop's own TimerHandle).
-fn cancel_timer(timer: &Bound<'_, PyAny>) -> PyResult<()> {
-    match timer.cast_exact::<TimerHandle>() {
-        Ok(timer) => TimerHandle::cancel(timer),
-        Err(_) => timer.call_method0(intern!(timer.py(), "cancel")).map(drop),
-    }
-}
-
-/// What `send`/`__next__` give back: the yielded value, or the return value as StopIteration,
-/// made as CPython makes it (`_PyGen_SetStopIterationValue`: no argument for None).
-fn yielded_or_stop(step: SendResult<'_>) -> PyResult<Py<PyAny>> {
-    match step {
-        SendResult::Yielded(v) => Ok(v.unbind()),
-        SendResult::Returned(v) if v.is_none() => Err(PyStopIteration::new_err(())),
-        SendResult::Returned(v) => Err(PyStopIteration::new_err((v.unbind(),))),
     }
 }
 
@@ -196,7 +163,7 @@ impl SleepCoroutine {
         let err = thrown(py, r#type, value, traceback);
         let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
         if let Stage::Waiting { timer, .. } = stage {
-            cancel_timer(timer.bind(py))?;
+            cancel_handle(timer.bind(py))?;
         }
         Err(err)
     }
@@ -206,7 +173,7 @@ impl SleepCoroutine {
         let py = slf.py();
         let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
         if let Stage::Waiting { timer, .. } = stage {
-            cancel_timer(timer.bind(py))?;
+            cancel_handle(timer.bind(py))?;
         }
         Ok(())
     }

@@ -71,6 +71,15 @@ cached_attr!(
     /// `asyncio.tasks._release_waiter` (wait_for's waiter callback)
     release_waiter, "asyncio.tasks", "_release_waiter");
 cached_attr!(
+    /// `asyncio.tasks.FIRST_COMPLETED`
+    first_completed, "asyncio.tasks", "FIRST_COMPLETED");
+cached_attr!(
+    /// `asyncio.tasks.FIRST_EXCEPTION`
+    first_exception, "asyncio.tasks", "FIRST_EXCEPTION");
+cached_attr!(
+    /// `asyncio.tasks.ALL_COMPLETED`
+    all_completed, "asyncio.tasks", "ALL_COMPLETED");
+cached_attr!(
     /// `asyncio.tasks.current_task`
     current_task, "asyncio.tasks", "current_task");
 cached_attr!(

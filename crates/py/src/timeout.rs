@@ -10,15 +10,15 @@
 //! first sent to (as a coroutine body runs only once awaited) and finishes at once.
 //! Differences: no frames in tracebacks, and no "never awaited" warning for a step not awaited.
 
-use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyStopIteration, PyTypeError};
+use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
+use crate::coro_support::{cancel_handle, running_loop, yielded_or_stop};
 use crate::event_loop::LoopCore;
 use crate::future::thrown;
-use crate::handle::TimerHandle;
 use crate::stdlib;
 
 /// `asyncio.timeouts._State`, by its values.
@@ -94,15 +94,6 @@ pub fn timeout_at(when: Py<PyAny>) -> Timeout {
     Timeout::created(when)
 }
 
-/// `events.get_running_loop()`.
-fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    let loop_ = stdlib::get_running_loop(py)?.call0()?;
-    if loop_.is_none() {
-        return Err(PyRuntimeError::new_err("no running event loop"));
-    }
-    Ok(loop_)
-}
-
 /// `loop.time()`, natively on ferroloop's own loop class.
 fn loop_time<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = loop_.py();
@@ -112,16 +103,6 @@ fn loop_time<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
             .into_any());
     }
     loop_.call_method0(intern!(py, "time"))
-}
-
-/// `handle.cancel()`, natively for ferroloop's own handles.
-fn cancel_handle(handle: &Bound<'_, PyAny>) -> PyResult<()> {
-    if let Ok(timer) = handle.cast_exact::<TimerHandle>() {
-        return TimerHandle::cancel(timer);
-    }
-    handle
-        .call_method0(intern!(handle.py(), "cancel"))
-        .map(drop)
 }
 
 impl Timeout {
@@ -411,15 +392,6 @@ impl TimeoutStep {
     }
 }
 
-/// The return value as StopIteration, as CPython makes it (no argument for None).
-fn stop(step: SendResult<'_>) -> PyResult<Py<PyAny>> {
-    match step {
-        SendResult::Yielded(v) => Ok(v.unbind()),
-        SendResult::Returned(v) if v.is_none() => Err(PyStopIteration::new_err(())),
-        SendResult::Returned(v) => Err(PyStopIteration::new_err((v.unbind(),))),
-    }
-}
-
 #[pymethods]
 impl TimeoutStep {
     fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -432,11 +404,11 @@ impl TimeoutStep {
 
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let none = slf.py().None().into_bound(slf.py());
-        stop(Self::step(slf, &none)?)
+        yielded_or_stop(Self::step(slf, &none)?)
     }
 
     fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        stop(Self::step(slf, value)?)
+        yielded_or_stop(Self::step(slf, value)?)
     }
 
     /// Thrown in before it ran: the method never runs, the exception comes back out.

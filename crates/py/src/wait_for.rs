@@ -28,9 +28,11 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
-use crate::event_loop::LoopCore;
-use crate::future::{thrown, NativeFuture, State};
-use crate::handle::TimerHandle;
+use crate::coro_support::{
+    call_later, cancel_handle, create_future, done, result, resume_future, suspend_on,
+    yielded_or_stop, Resume,
+};
+use crate::future::{thrown, NativeFuture};
 use crate::stdlib;
 
 /// What the code after `await _cancel_and_wait(fut)` does.
@@ -70,16 +72,6 @@ enum Stage {
     Finished,
 }
 
-/// How the coroutine is resumed.
-enum Resume<'py> {
-    Send(Bound<'py, PyAny>),
-    /// `throw(type, value, traceback)`: the exception, and the arguments to pass on.
-    Throw {
-        err: PyErr,
-        args: Vec<Bound<'py, PyAny>>,
-    },
-}
-
 /// The coroutine `ferroloop.wait_for(fut, timeout)` returns.
 #[pyclass(module = "ferroloop", name = "WaitForCoroutine")]
 pub struct WaitForCoroutine {
@@ -100,49 +92,6 @@ pub fn wait_for(fut: Py<PyAny>, timeout: Py<PyAny>) -> WaitForCoroutine {
 
 fn is_cancelled_error(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
     Ok(err.is_instance(py, stdlib::cancelled_error(py)?))
-}
-
-/// `future.done()`, natively for ferroloop's futures.
-fn done(fut: &Bound<'_, PyAny>) -> PyResult<bool> {
-    match NativeFuture::of(fut) {
-        Some(native) => Ok(native.borrow().state != State::Pending),
-        None => fut.call_method0(intern!(fut.py(), "done"))?.is_truthy(),
-    }
-}
-
-/// `future.result()`, natively for ferroloop's futures.
-fn result<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    match NativeFuture::of(fut) {
-        Some(native) => native.result(),
-        None => fut.call_method0(intern!(fut.py(), "result")),
-    }
-}
-
-/// Resuming `await future` (`Future.__await__` after its yield): the result, or what was
-/// thrown in.
-fn resume_future(fut: &Bound<'_, PyAny>, resume: Resume<'_>) -> PyResult<()> {
-    match resume {
-        Resume::Throw { err, .. } => Err(err),
-        Resume::Send(_) => {
-            if !done(fut)? {
-                return Err(PyRuntimeError::new_err("await wasn't used with future"));
-            }
-            result(fut).map(drop)
-        }
-    }
-}
-
-/// The start of `await future`: None if it is done already (no suspension), else the future to
-/// yield, with its blocking flag set.
-fn suspend_on<'py>(fut: &Bound<'py, PyAny>) -> PyResult<Option<SendResult<'py>>> {
-    if done(fut)? {
-        return Ok(None);
-    }
-    match NativeFuture::of(fut) {
-        Some(native) => native.borrow_mut().blocking = true,
-        None => fut.setattr(intern!(fut.py(), "_asyncio_future_blocking"), true)?,
-    }
-    Ok(Some(SendResult::Yielded(fut.clone())))
 }
 
 /// What an exception raised in an `except` block gets: the handled exception as `__context__`
@@ -196,11 +145,7 @@ fn leave_with<'py>(
     if let Ok(SendResult::Yielded(_)) = outcome {
         return outcome;
     }
-    let handle = handle.bind(py);
-    match handle.cast_exact::<TimerHandle>() {
-        Ok(timer) => TimerHandle::cancel(timer)?,
-        Err(_) => drop(handle.call_method0(intern!(py, "cancel"))?),
-    }
+    cancel_handle(handle.bind(py))?;
     outcome
 }
 
@@ -296,7 +241,7 @@ impl WaitForCoroutine {
                 handle,
                 cb,
             } => {
-                let outcome = resume_future(waiter.bind(py), resume);
+                let outcome = resume_future(waiter.bind(py), resume).map(drop);
                 Self::after_wait(slf, fut.bind(py), &handle, cb.bind(py), outcome)
             }
             Stage::Cancelling {
@@ -305,7 +250,7 @@ impl WaitForCoroutine {
                 cb,
                 after,
             } => {
-                let outcome = resume_future(waiter.bind(py), resume);
+                let outcome = resume_future(waiter.bind(py), resume).map(drop);
                 Self::finish_cancel(fut.bind(py), cb.bind(py), after, outcome)
             }
         }
@@ -336,7 +281,7 @@ impl WaitForCoroutine {
         }
         let waiter = create_future(&loop_)?;
         let release = stdlib::release_waiter(py)?;
-        let handle = call_later(&loop_, &timeout, release, &waiter)?;
+        let handle = call_later(&loop_, &timeout, release, &PyTuple::new(py, [&waiter])?)?;
         let cb = release_callback(&waiter)?;
         let fut = ensure_future(&fut, &loop_)?;
         fut.call_method1(intern!(py, "add_done_callback"), (&cb,))?;
@@ -601,42 +546,6 @@ fn release_callback<'py>(waiter: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAn
         },
     )?
     .into_any())
-}
-
-/// `loop.create_future()`, natively on ferroloop's own loop class.
-fn create_future<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = loop_.py();
-    if loop_.get_type().is(stdlib::ferroloop_loop_class(py)?) {
-        return Ok(LoopCore::create_future(loop_.cast::<LoopCore>()?)?.into_bound(py));
-    }
-    loop_.call_method0(intern!(py, "create_future"))
-}
-
-/// `loop.call_later(delay, callback, arg)`, natively on ferroloop's own loop class.
-fn call_later<'py>(
-    loop_: &Bound<'py, PyAny>,
-    delay: &Bound<'py, PyAny>,
-    callback: &Bound<'py, PyAny>,
-    arg: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = loop_.py();
-    if loop_.get_type().is(stdlib::ferroloop_loop_class(py)?) {
-        let core = loop_.cast::<LoopCore>()?;
-        let when = LoopCore::when_after(delay)?;
-        let args = PyTuple::new(py, [arg])?;
-        let timer = LoopCore::call_at_impl(core, when, callback, &args, None)?;
-        return Ok(timer.into_bound(py).into_any());
-    }
-    loop_.call_method1(intern!(py, "call_later"), (delay, callback, arg))
-}
-
-/// What `send`/`__next__` give back: the yielded value, or the return value as StopIteration.
-fn yielded_or_stop(step: SendResult<'_>) -> PyResult<Py<PyAny>> {
-    match step {
-        SendResult::Yielded(v) => Ok(v.unbind()),
-        SendResult::Returned(v) if v.is_none() => Err(PyStopIteration::new_err(())),
-        SendResult::Returned(v) => Err(PyStopIteration::new_err((v.unbind(),))),
-    }
 }
 
 #[pymethods]
