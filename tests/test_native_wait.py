@@ -164,7 +164,9 @@ async def _scenario_outer_cancel(wait):
     trace.append([f._callbacks for f in futs])
     for f in futs:
         f.cancel()
-    trace.append(asyncio.iscoroutine(wait(futs).__await__()) or True)
+    w = wait(futs)
+    trace.append(asyncio.iscoroutine(w))
+    w.close()
     return trace
 
 
