@@ -1,48 +1,53 @@
-//! `CallbackList`: a future's done callbacks in registration order, the first one stored inline.
+//! `CallbackList`: a future's done callbacks in registration order, a single one stored inline.
 //! Most futures get exactly one callback (the wake-up of the Task awaiting them), which then
 //! costs no heap allocation; the C Future keeps its first callback in separate fields for the
-//! same reason (`fut_callback0` in `_asynciomodule.c`).
+//! same reason (`fut_callback0` in `_asynciomodule.c`). The list is one word larger than a
+//! `Vec` (32 bytes for a 24-byte callback), not a `Vec` plus an inline slot.
 
-/// A list that holds its first element inline and the others in a `Vec`.
-pub struct CallbackList<T> {
-    /// Invariant: `None` only when `rest` is empty too.
-    first: Option<T>,
-    rest: Vec<T>,
-}
-
-impl<T> Default for CallbackList<T> {
-    fn default() -> Self {
-        CallbackList {
-            first: None,
-            rest: Vec::new(),
-        }
-    }
+/// No callbacks, one (inline), or several (on the heap), in registration order.
+#[derive(Default)]
+pub enum CallbackList<T> {
+    #[default]
+    Empty,
+    One(T),
+    /// Two or more.
+    Many(Vec<T>),
 }
 
 impl<T> CallbackList<T> {
     pub fn is_empty(&self) -> bool {
-        self.first.is_none()
+        self.len() == 0
     }
 
     pub fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        self.as_slice().len()
     }
 
     pub fn push(&mut self, item: T) {
-        if self.first.is_none() {
-            self.first = Some(item);
-        } else {
-            self.rest.push(item);
+        *self = match std::mem::take(self) {
+            CallbackList::Empty => CallbackList::One(item),
+            CallbackList::One(first) => CallbackList::Many(vec![first, item]),
+            CallbackList::Many(mut items) => {
+                items.push(item);
+                CallbackList::Many(items)
+            }
+        };
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            CallbackList::Empty => &[],
+            CallbackList::One(item) => std::slice::from_ref(item),
+            CallbackList::Many(items) => items,
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.into_iter()
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.as_slice().iter()
     }
 
     pub fn clear(&mut self) {
-        self.first = None;
-        self.rest.clear();
+        *self = CallbackList::Empty;
     }
 }
 
@@ -54,21 +59,42 @@ impl<T> Extend<T> for CallbackList<T> {
     }
 }
 
+/// The owning iterator of a [`CallbackList`].
+pub enum IntoIter<T> {
+    One(Option<T>),
+    Many(std::vec::IntoIter<T>),
+}
+
+impl<T> Iterator for IntoIter<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        match self {
+            IntoIter::One(item) => item.take(),
+            IntoIter::Many(items) => items.next(),
+        }
+    }
+}
+
 impl<T> IntoIterator for CallbackList<T> {
     type Item = T;
-    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+    type IntoIter = IntoIter<T>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.rest)
+    fn into_iter(self) -> IntoIter<T> {
+        match self {
+            CallbackList::Empty => IntoIter::One(None),
+            CallbackList::One(item) => IntoIter::One(Some(item)),
+            CallbackList::Many(items) => IntoIter::Many(items.into_iter()),
+        }
     }
 }
 
 impl<'a, T> IntoIterator for &'a CallbackList<T> {
     type Item = &'a T;
-    type IntoIter = std::iter::Chain<std::option::Iter<'a, T>, std::slice::Iter<'a, T>>;
+    type IntoIter = std::slice::Iter<'a, T>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.first.iter().chain(self.rest.iter())
+        self.iter()
     }
 }
 
@@ -92,6 +118,16 @@ mod tests {
     }
 
     #[test]
+    fn one_callback_stays_inline() {
+        let mut list = CallbackList::default();
+        list.push("only");
+        assert!(matches!(list, CallbackList::One("only")));
+        assert_eq!(list.len(), 1);
+        assert_eq!((&list).into_iter().collect::<Vec<_>>(), [&"only"]);
+        assert_eq!(list.into_iter().collect::<Vec<_>>(), ["only"]);
+    }
+
+    #[test]
     fn clear_empties_both_parts() {
         let mut list = CallbackList::default();
         list.push("a");
@@ -99,7 +135,23 @@ mod tests {
         list.clear();
         assert!(list.is_empty());
         assert_eq!(list.len(), 0);
+        assert_eq!(list.into_iter().count(), 0);
+        let mut list = CallbackList::default();
         list.push("c");
         assert_eq!(list.into_iter().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn at_most_one_word_larger_than_a_vec() {
+        // A stand-in for the PyO3 layer's callback: a tagged pair of pointers.
+        #[allow(dead_code)]
+        enum Callback {
+            Python(Box<u8>, Box<u8>),
+            Task(Box<u8>),
+        }
+        assert!(
+            std::mem::size_of::<CallbackList<Callback>>()
+                <= std::mem::size_of::<Vec<Callback>>() + std::mem::size_of::<usize>()
+        );
     }
 }
