@@ -133,3 +133,71 @@ pub(crate) fn cancel_handle(handle: &Bound<'_, PyAny>) -> PyResult<()> {
             .map(drop),
     }
 }
+
+/// The `#[pymethods]` block of a native coroutine object: what every one has alike (`__await__`
+/// returning itself, `__next__` and `send` through `Self::send_step`, the coroutine attributes
+/// of an object without a frame, the repr, and `am_send`), then the type's own methods
+/// (`throw`, `close`, `cr_await`, GC support) given in braces.
+macro_rules! native_coroutine_pymethods {
+    ($ty:ident, $name:literal, { $($own:tt)* }) => {
+        #[pymethods]
+        impl $ty {
+            fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+                slf
+            }
+
+            fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+                let none = slf.py().None().into_bound(slf.py());
+                $crate::coro_support::yielded_or_stop(Self::send_step(slf, &none)?)
+            }
+
+            fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                $crate::coro_support::yielded_or_stop(Self::send_step(slf, value)?)
+            }
+
+            #[getter]
+            fn __name__(&self) -> &'static str {
+                $name
+            }
+
+            #[getter]
+            fn __qualname__(&self) -> &'static str {
+                $name
+            }
+
+            #[getter]
+            fn cr_running(&self) -> bool {
+                false
+            }
+
+            #[getter]
+            fn cr_frame(&self) -> Option<Py<PyAny>> {
+                None
+            }
+
+            #[getter]
+            fn cr_code(&self) -> Option<Py<PyAny>> {
+                None
+            }
+
+            fn __repr__(slf: &Bound<'_, Self>) -> String {
+                format!(
+                    concat!("<coroutine object ", $name, " at {:#x}>"),
+                    slf.as_ptr() as usize
+                )
+            }
+
+            $($own)*
+        }
+
+        impl $crate::capi::AmSend for $ty {
+            fn am_send<'py>(
+                coro: &Bound<'py, PyAny>,
+                arg: &Bound<'py, PyAny>,
+            ) -> PyResult<$crate::capi::SendResult<'py>> {
+                $ty::send_step(coro.cast::<$ty>()?, arg)
+            }
+        }
+    };
+}
+pub(crate) use native_coroutine_pymethods;

@@ -20,7 +20,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
 use crate::coro_support::{
-    call_later, cancel_handle, create_future, running_loop, yielded_or_stop,
+    call_later, cancel_handle, create_future, native_coroutine_pymethods, running_loop,
 };
 use crate::future::{thrown, NativeFuture, State};
 use crate::stdlib;
@@ -67,7 +67,10 @@ impl SleepCoroutine {
     }
 
     /// One `send(value)`: what the coroutine yields next, or what it returns.
-    fn step<'py>(slf: &Bound<'py, Self>, value: &Bound<'py, PyAny>) -> PyResult<SendResult<'py>> {
+    fn send_step<'py>(
+        slf: &Bound<'py, Self>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<SendResult<'py>> {
         let py = slf.py();
         let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
         match stage {
@@ -135,21 +138,7 @@ impl SleepCoroutine {
     }
 }
 
-#[pymethods]
-impl SleepCoroutine {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let none = slf.py().None().into_bound(slf.py());
-        yielded_or_stop(Self::step(slf, &none)?)
-    }
-
-    fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        yielded_or_stop(Self::step(slf, value)?)
-    }
-
+native_coroutine_pymethods!(SleepCoroutine, "sleep", {
     /// The exception is raised where the coroutine is suspended: the timer is cancelled on
     /// the way out (the `finally` of asyncio.sleep), and the coroutine is finished.
     #[pyo3(signature = (r#type, value=None, traceback=None))]
@@ -178,31 +167,6 @@ impl SleepCoroutine {
         Ok(())
     }
 
-    #[getter]
-    fn __name__(&self) -> &'static str {
-        "sleep"
-    }
-
-    #[getter]
-    fn __qualname__(&self) -> &'static str {
-        "sleep"
-    }
-
-    #[getter]
-    fn cr_running(&self) -> bool {
-        false
-    }
-
-    #[getter]
-    fn cr_frame(&self) -> Option<Py<PyAny>> {
-        None
-    }
-
-    #[getter]
-    fn cr_code(&self) -> Option<Py<PyAny>> {
-        None
-    }
-
     /// What the coroutine awaits: the future while it waits.
     #[getter]
     fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -210,10 +174,6 @@ impl SleepCoroutine {
             Stage::Waiting { future, .. } => Some(future.clone_ref(py)),
             _ => None,
         }
-    }
-
-    fn __repr__(slf: &Bound<'_, Self>) -> String {
-        format!("<coroutine object sleep at {:#x}>", slf.as_ptr() as usize)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -231,16 +191,7 @@ impl SleepCoroutine {
         self.result = None;
         self.stage = Stage::Finished;
     }
-}
-
-impl capi::AmSend for SleepCoroutine {
-    fn am_send<'py>(
-        coro: &Bound<'py, PyAny>,
-        arg: &Bound<'py, PyAny>,
-    ) -> PyResult<SendResult<'py>> {
-        SleepCoroutine::step(coro.cast::<SleepCoroutine>()?, arg)
-    }
-}
+});
 
 /// Adds `sleep` and its coroutine class to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -22,8 +22,8 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
 use crate::coro_support::{
-    call_later, cancel_handle, create_future, done, resume_future, running_loop, suspend_on,
-    yielded_or_stop, Resume,
+    call_later, cancel_handle, create_future, done, native_coroutine_pymethods, resume_future,
+    running_loop, suspend_on, yielded_or_stop, Resume,
 };
 use crate::future::{thrown, NativeFuture, State};
 use crate::stdlib;
@@ -177,6 +177,14 @@ impl WaitOnCompletion {
 }
 
 impl WaitCoroutine {
+    /// `send(value)`, also the `am_send` slot and `__next__`.
+    fn send_step<'py>(
+        slf: &Bound<'py, Self>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<SendResult<'py>> {
+        Self::step(slf, Resume::Send(value.clone()))
+    }
+
     fn step<'py>(slf: &Bound<'py, Self>, resume: Resume<'py>) -> PyResult<SendResult<'py>> {
         let py = slf.py();
         let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
@@ -338,21 +346,7 @@ fn remove_done_callback(f: &Bound<'_, PyAny>, cb: &Bound<'_, PyAny>) -> PyResult
     }
 }
 
-#[pymethods]
-impl WaitCoroutine {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let none = slf.py().None().into_bound(slf.py());
-        yielded_or_stop(Self::step(slf, Resume::Send(none))?)
-    }
-
-    fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        yielded_or_stop(Self::step(slf, Resume::Send(value.clone()))?)
-    }
-
+native_coroutine_pymethods!(WaitCoroutine, "wait", {
     #[pyo3(signature = (r#type, value=None, traceback=None))]
     fn throw(
         slf: &Bound<'_, Self>,
@@ -392,40 +386,11 @@ impl WaitCoroutine {
     }
 
     #[getter]
-    fn __name__(&self) -> &'static str {
-        "wait"
-    }
-
-    #[getter]
-    fn __qualname__(&self) -> &'static str {
-        "wait"
-    }
-
-    #[getter]
-    fn cr_running(&self) -> bool {
-        false
-    }
-
-    #[getter]
-    fn cr_frame(&self) -> Option<Py<PyAny>> {
-        None
-    }
-
-    #[getter]
-    fn cr_code(&self) -> Option<Py<PyAny>> {
-        None
-    }
-
-    #[getter]
     fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         match &self.stage {
             Stage::Waiting { waiter, .. } => Some(waiter.clone_ref(py)),
             _ => None,
         }
-    }
-
-    fn __repr__(slf: &Bound<'_, Self>) -> String {
-        format!("<coroutine object wait at {:#x}>", slf.as_ptr() as usize)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -452,16 +417,7 @@ impl WaitCoroutine {
     fn __clear__(&mut self) {
         self.stage = Stage::Finished;
     }
-}
-
-impl capi::AmSend for WaitCoroutine {
-    fn am_send<'py>(
-        coro: &Bound<'py, PyAny>,
-        arg: &Bound<'py, PyAny>,
-    ) -> PyResult<SendResult<'py>> {
-        WaitCoroutine::step(coro.cast::<WaitCoroutine>()?, Resume::Send(arg.clone()))
-    }
-}
+});
 
 /// Adds `wait` and its classes to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -29,8 +29,8 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
 use crate::coro_support::{
-    call_later, cancel_handle, create_future, done, result, resume_future, suspend_on,
-    yielded_or_stop, Resume,
+    call_later, cancel_handle, create_future, done, native_coroutine_pymethods, result,
+    resume_future, suspend_on, yielded_or_stop, Resume,
 };
 use crate::future::{thrown, NativeFuture};
 use crate::stdlib;
@@ -212,6 +212,14 @@ impl WaitForCoroutine {
             Some(l) => Ok(l.bind(slf.py()).clone()),
             None => Err(PyRuntimeError::new_err("no running event loop")),
         }
+    }
+
+    /// `send(value)`, also the `am_send` slot and `__next__`.
+    fn send_step<'py>(
+        slf: &Bound<'py, Self>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<SendResult<'py>> {
+        Self::step(slf, Resume::Send(value.clone()))
     }
 
     fn step<'py>(slf: &Bound<'py, Self>, resume: Resume<'py>) -> PyResult<SendResult<'py>> {
@@ -548,21 +556,7 @@ fn release_callback<'py>(waiter: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAn
     .into_any())
 }
 
-#[pymethods]
-impl WaitForCoroutine {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let none = slf.py().None().into_bound(slf.py());
-        yielded_or_stop(Self::step(slf, Resume::Send(none))?)
-    }
-
-    fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        yielded_or_stop(Self::step(slf, Resume::Send(value.clone()))?)
-    }
-
+native_coroutine_pymethods!(WaitForCoroutine, "wait_for", {
     #[pyo3(signature = (r#type, value=None, traceback=None))]
     fn throw(
         slf: &Bound<'_, Self>,
@@ -611,31 +605,6 @@ impl WaitForCoroutine {
         }
     }
 
-    #[getter]
-    fn __name__(&self) -> &'static str {
-        "wait_for"
-    }
-
-    #[getter]
-    fn __qualname__(&self) -> &'static str {
-        "wait_for"
-    }
-
-    #[getter]
-    fn cr_running(&self) -> bool {
-        false
-    }
-
-    #[getter]
-    fn cr_frame(&self) -> Option<Py<PyAny>> {
-        None
-    }
-
-    #[getter]
-    fn cr_code(&self) -> Option<Py<PyAny>> {
-        None
-    }
-
     /// What the coroutine awaits while suspended.
     #[getter]
     fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -646,13 +615,6 @@ impl WaitForCoroutine {
             }
             _ => None,
         }
-    }
-
-    fn __repr__(slf: &Bound<'_, Self>) -> String {
-        format!(
-            "<coroutine object wait_for at {:#x}>",
-            slf.as_ptr() as usize
-        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -701,16 +663,7 @@ impl WaitForCoroutine {
         self.loop_ = None;
         self.stage = Stage::Finished;
     }
-}
-
-impl capi::AmSend for WaitForCoroutine {
-    fn am_send<'py>(
-        coro: &Bound<'py, PyAny>,
-        arg: &Bound<'py, PyAny>,
-    ) -> PyResult<SendResult<'py>> {
-        WaitForCoroutine::step(coro.cast::<WaitForCoroutine>()?, Resume::Send(arg.clone()))
-    }
-}
+});
 
 /// Adds `wait_for` and its coroutine class to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
