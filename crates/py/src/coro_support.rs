@@ -3,7 +3,7 @@
 //! (`Future.__await__`'s two halves), and the loop calls they make, natively on ferroloop's own
 //! loop class.
 
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -31,6 +31,37 @@ pub(crate) fn yielded_or_stop(step: SendResult<'_>) -> PyResult<Py<PyAny>> {
         SendResult::Yielded(v) => Ok(v.unbind()),
         SendResult::Returned(v) if v.is_none() => Err(PyStopIteration::new_err(())),
         SendResult::Returned(v) => Err(PyStopIteration::new_err((v.unbind(),))),
+    }
+}
+
+/// A send or throw to a coroutine that returned, raised or was closed: what CPython's
+/// coroutines answer (RuntimeError for a send, the exception itself for a throw).
+pub(crate) fn finished_step<'py>(resume: Resume<'py>) -> PyResult<SendResult<'py>> {
+    match resume {
+        Resume::Send(_) => Err(PyRuntimeError::new_err(
+            "cannot reuse already awaited coroutine",
+        )),
+        Resume::Throw { err, .. } => Err(err),
+    }
+}
+
+/// The TypeError of a first `send` with a value other than None.
+pub(crate) fn not_started_error() -> PyErr {
+    PyTypeError::new_err("can't send non-None value to a just-started coroutine")
+}
+
+/// `_release_waiter(waiter)`: `if not waiter.done(): waiter.set_result(None)`, natively for
+/// ferroloop's futures.
+pub(crate) fn release_waiter(waiter: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = waiter.py();
+    if done(waiter)? {
+        return Ok(());
+    }
+    match NativeFuture::of(waiter) {
+        Some(native) => native.set_result(py.None()),
+        None => waiter
+            .call_method1(intern!(py, "set_result"), (py.None(),))
+            .map(drop),
     }
 }
 

@@ -13,16 +13,16 @@
 //! Differences: no "coroutine ... was never awaited" warning for one dropped unawaited, and no
 //! frame (`cr_frame` is None).
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
 use crate::coro_support::{
-    call_later, cancel_handle, create_future, native_coroutine_pymethods, running_loop,
+    call_later, cancel_handle, create_future, finished_step, native_coroutine_pymethods,
+    not_started_error, resume_future, running_loop, Resume,
 };
-use crate::future::{thrown, NativeFuture, State};
+use crate::future::{thrown, NativeFuture};
 use crate::stdlib;
 
 /// Where a sleep coroutine is.
@@ -74,33 +74,19 @@ impl SleepCoroutine {
         let py = slf.py();
         let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
         match stage {
-            Stage::Finished => Err(PyRuntimeError::new_err(
-                "cannot reuse already awaited coroutine",
-            )),
+            Stage::Finished => finished_step(Resume::Send(value.clone())),
             Stage::Created => {
                 if !value.is_none() {
                     // Still not started, as a coroutine stays after this error.
                     slf.borrow_mut().stage = Stage::Created;
-                    return Err(PyTypeError::new_err(
-                        "can't send non-None value to a just-started coroutine",
-                    ));
+                    return Err(not_started_error());
                 }
                 Self::start(slf)
             }
             Stage::Yielded => Ok(SendResult::Returned(Self::result_of(slf))),
             Stage::Waiting { future, timer } => {
                 // The `await future` resumes (`Future.__await__`), then `finally: h.cancel()`.
-                let future = future.into_bound(py);
-                let native = NativeFuture::of(&future);
-                let done = match &native {
-                    Some(native) => native.borrow().state != State::Pending,
-                    None => future.call_method0(intern!(py, "done"))?.is_truthy()?,
-                };
-                let outcome = match (done, native) {
-                    (false, _) => Err(PyRuntimeError::new_err("await wasn't used with future")),
-                    (true, Some(native)) => native.result(),
-                    (true, None) => future.call_method0(intern!(py, "result")),
-                };
+                let outcome = resume_future(future.bind(py), Resume::Send(value.clone()));
                 cancel_handle(timer.bind(py))?;
                 outcome.map(SendResult::Returned)
             }

@@ -16,7 +16,9 @@ use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
-use crate::coro_support::{cancel_handle, running_loop, yielded_or_stop};
+use crate::coro_support::{
+    cancel_handle, finished_step, not_started_error, running_loop, yielded_or_stop, Resume,
+};
 use crate::event_loop::LoopCore;
 use crate::future::thrown;
 use crate::stdlib;
@@ -370,16 +372,12 @@ impl TimeoutStep {
     fn step<'py>(slf: &Bound<'py, Self>, value: &Bound<'py, PyAny>) -> PyResult<SendResult<'py>> {
         let py = slf.py();
         if slf.borrow().kind.is_some() && !value.is_none() {
-            return Err(PyTypeError::new_err(
-                "can't send non-None value to a just-started coroutine",
-            ));
+            return Err(not_started_error());
         }
         let kind = slf.borrow_mut().kind.take();
         let timeout = slf.borrow().timeout.as_ref().map(|t| t.clone_ref(py));
         let (Some(kind), Some(timeout)) = (kind, timeout) else {
-            return Err(PyRuntimeError::new_err(
-                "cannot reuse already awaited coroutine",
-            ));
+            return finished_step(Resume::Send(value.clone()));
         };
         let timeout = timeout.into_bound(py);
         match kind {

@@ -22,8 +22,9 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
 use crate::coro_support::{
-    call_later, cancel_handle, create_future, done, native_coroutine_pymethods, resume_future,
-    running_loop, suspend_on, yielded_or_stop, Resume,
+    call_later, cancel_handle, create_future, done, finished_step, native_coroutine_pymethods,
+    not_started_error, release_waiter, resume_future, running_loop, suspend_on, yielded_or_stop,
+    Resume,
 };
 use crate::future::{thrown, NativeFuture, State};
 use crate::stdlib;
@@ -155,14 +156,7 @@ impl WaitOnCompletion {
         if let Some(handle) = &self.timeout_handle {
             cancel_handle(handle.bind(py))?;
         }
-        let waiter = self.waiter.bind(py);
-        if !done(waiter)? {
-            match NativeFuture::of(waiter) {
-                Some(native) => native.set_result(py.None())?,
-                None => drop(waiter.call_method1(intern!(py, "set_result"), (py.None(),))?),
-            }
-        }
-        Ok(())
+        release_waiter(self.waiter.bind(py))
     }
 
     #[getter]
@@ -189,12 +183,7 @@ impl WaitCoroutine {
         let py = slf.py();
         let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
         match stage {
-            Stage::Finished => match resume {
-                Resume::Send(_) => Err(PyRuntimeError::new_err(
-                    "cannot reuse already awaited coroutine",
-                )),
-                Resume::Throw { err, .. } => Err(err),
-            },
+            Stage::Finished => finished_step(resume),
             Stage::Created {
                 fs,
                 timeout,
@@ -207,9 +196,7 @@ impl WaitCoroutine {
                         timeout,
                         return_when,
                     };
-                    Err(PyTypeError::new_err(
-                        "can't send non-None value to a just-started coroutine",
-                    ))
+                    Err(not_started_error())
                 }
                 Resume::Send(_) => {
                     Self::start(slf, fs.bind(py), timeout.bind(py), return_when.bind(py))

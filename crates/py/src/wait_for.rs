@@ -29,8 +29,8 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::capi::{self, SendResult};
 use crate::coro_support::{
-    call_later, cancel_handle, create_future, done, native_coroutine_pymethods, result,
-    resume_future, suspend_on, yielded_or_stop, Resume,
+    call_later, cancel_handle, create_future, done, finished_step, native_coroutine_pymethods,
+    not_started_error, release_waiter, result, resume_future, suspend_on, yielded_or_stop, Resume,
 };
 use crate::future::{thrown, NativeFuture};
 use crate::stdlib;
@@ -226,19 +226,12 @@ impl WaitForCoroutine {
         let py = slf.py();
         let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
         match stage {
-            Stage::Finished => match resume {
-                Resume::Send(_) => Err(PyRuntimeError::new_err(
-                    "cannot reuse already awaited coroutine",
-                )),
-                Resume::Throw { err, .. } => Err(err),
-            },
+            Stage::Finished => finished_step(resume),
             Stage::Created { fut, timeout } => match resume {
                 Resume::Throw { err, .. } => Err(err),
                 Resume::Send(value) if !value.is_none() => {
                     slf.borrow_mut().stage = Stage::Created { fut, timeout };
-                    Err(PyTypeError::new_err(
-                        "can't send non-None value to a just-started coroutine",
-                    ))
+                    Err(not_started_error())
                 }
                 Resume::Send(_) => Self::start(slf, fut.into_bound(py), timeout.into_bound(py)),
             },
@@ -517,16 +510,7 @@ pub struct ReleaseWaiter {
 impl ReleaseWaiter {
     #[pyo3(signature = (*_args))]
     fn __call__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        let waiter = self.waiter.bind(py);
-        if done(waiter)? {
-            return Ok(());
-        }
-        match NativeFuture::of(waiter) {
-            Some(native) => native.set_result(py.None()),
-            None => waiter
-                .call_method1(intern!(py, "set_result"), (py.None(),))
-                .map(drop),
-        }
+        release_waiter(self.waiter.bind(py))
     }
 
     #[getter]
