@@ -14,6 +14,283 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()).map(Bound::unbind) }
 }
 
+/// The object layout of a `contextvars.Context` (CPython's `PyContext`, the same from 3.7 to
+/// 3.14): read only after [`check_context_layout`] has confirmed it on this interpreter.
+#[repr(C)]
+struct ContextLayout {
+    ob_base: ffi::PyObject,
+    ctx_prev: *mut ffi::PyObject,
+    ctx_vars: *mut ffi::PyObject,
+    ctx_weakreflist: *mut ffi::PyObject,
+    ctx_entered: std::ffi::c_int,
+}
+
+/// Where a thread state keeps its current context (`PyThreadState.context`), in bytes, on the
+/// builds whose layout [`check_context_layout`] probes: CPython 3.11 on 64-bit targets.
+#[cfg(all(
+    Py_3_11,
+    not(Py_3_12),
+    not(Py_GIL_DISABLED),
+    target_pointer_width = "64"
+))]
+const TSTATE_CONTEXT_OFFSET: Option<usize> = Some(224);
+#[cfg(not(all(
+    Py_3_11,
+    not(Py_3_12),
+    not(Py_GIL_DISABLED),
+    target_pointer_width = "64"
+)))]
+const TSTATE_CONTEXT_OFFSET: Option<usize> = None;
+
+/// Whether [`ContextLayout`] was confirmed on this interpreter (set once, at module init).
+static CONTEXT_LAYOUT_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether `PyThreadState.context` was found at [`TSTATE_CONTEXT_OFFSET`] (set at init).
+static TSTATE_CONTEXT_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What the context machinery keeps between calls: the empty variables (a pooled Context is
+/// reset to them) and one Context, unseen by anyone, ready to run the next snapshot in.
+struct ContextPool {
+    empty_vars: Option<Py<PyAny>>,
+    spare: Option<Py<PyAny>>,
+}
+
+static CONTEXT_POOL: crate::gil_cell::GilCell<ContextPool> =
+    crate::gil_cell::GilCell::new(ContextPool {
+        empty_vars: None,
+        spare: None,
+    });
+
+/// The variables of the Context `ctx`.
+///
+/// # Safety
+/// `ctx` is a live, exact Context and [`CONTEXT_LAYOUT_OK`] is set.
+unsafe fn vars_of(ctx: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: per the caller's guarantee, the layout holds for `ctx`.
+    unsafe { (*ctx.cast::<ContextLayout>()).ctx_vars }
+}
+
+/// The calling thread's current context (`PyThreadState.context`, borrowed; null if the
+/// thread has none yet), or None where its place is not known.
+fn tstate_context() -> Option<*mut ffi::PyObject> {
+    let offset = TSTATE_CONTEXT_OFFSET?;
+    if !TSTATE_CONTEXT_OK.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: called with the GIL held (every caller has a `Python` token), so the thread state
+    // is live; the offset was confirmed at init to hold the context pointer, inside the struct.
+    unsafe {
+        let ts = ffi::PyThreadState_Get();
+        Some(*ts.cast::<u8>().add(offset).cast::<*mut ffi::PyObject>())
+    }
+}
+
+/// Confirms [`ContextLayout`] on this interpreter (a fresh copy of the current context is not
+/// entered, has no weak references and shares its `hamt` of variables with a second copy),
+/// and where the thread state keeps its current context (entering a Context puts it at
+/// [`TSTATE_CONTEXT_OFFSET`], leaving puts the previous one back). What is not confirmed is
+/// not used: [`snapshot_context`] then copies the context as asyncio does.
+pub fn check_context_layout(py: Python<'_>) -> PyResult<()> {
+    let a = copy_context(py)?;
+    let b = copy_context(py)?;
+    // SAFETY: `a` and `b` are live Context objects (PyContext_CopyCurrent returns exact
+    // Contexts); the reads stay inside the object's allocation (tp_basicsize is checked first)
+    // and a pointer read is only dereferenced (for its type name) if it is non-null.
+    let layout_ok = unsafe {
+        let (pa, pb) = (
+            a.as_ptr().cast::<ContextLayout>(),
+            b.as_ptr().cast::<ContextLayout>(),
+        );
+        let tp = ffi::Py_TYPE(a.as_ptr());
+        (*tp).tp_basicsize as usize >= std::mem::size_of::<ContextLayout>()
+            && ffi::PyContext_CheckExact(a.as_ptr()) != 0
+            && (*pa).ctx_entered == 0
+            && (*pa).ctx_weakreflist.is_null()
+            && !(*pa).ctx_vars.is_null()
+            && (*pa).ctx_vars == (*pb).ctx_vars
+            && std::ffi::CStr::from_ptr((*ffi::Py_TYPE((*pa).ctx_vars)).tp_name).to_bytes()
+                == b"hamt"
+    };
+    if !layout_ok {
+        return Ok(());
+    }
+    let empty = new_context(py)?;
+    // SAFETY: `empty` is a new, exact Context (PyContext_New) and the layout is confirmed.
+    let empty_vars = unsafe { Bound::from_borrowed_ptr(py, vars_of(empty.as_ptr())).unbind() };
+    CONTEXT_POOL.lock(py).empty_vars = Some(empty_vars);
+    CONTEXT_LAYOUT_OK.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(offset) = TSTATE_CONTEXT_OFFSET {
+        let read = || -> *mut ffi::PyObject {
+            // SAFETY: GIL held; on the builds TSTATE_CONTEXT_OFFSET is set for, the offset is
+            // that of `PyThreadState.context`, a pointer field inside the struct.
+            unsafe {
+                *ffi::PyThreadState_Get()
+                    .cast::<u8>()
+                    .add(offset)
+                    .cast::<*mut ffi::PyObject>()
+            }
+        };
+        let before = read();
+        // SAFETY: `empty` is a live Context not entered anywhere; entering then exiting it on
+        // this thread restores the previous current context.
+        let inside = unsafe {
+            if ffi::PyContext_Enter(empty.as_ptr()) < 0 {
+                return Err(PyErr::fetch(py));
+            }
+            let inside = read();
+            if ffi::PyContext_Exit(empty.as_ptr()) < 0 {
+                return Err(PyErr::fetch(py));
+            }
+            inside
+        };
+        let ok = inside == empty.as_ptr() && read() == before;
+        TSTATE_CONTEXT_OK.store(ok, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// What a callback scheduled without `context=` runs in: `contextvars.copy_context()` as the
+/// caller saw it.
+pub enum ContextSnapshot {
+    /// A Context object (given, or copied where the variables cannot be taken alone).
+    Context(Py<PyAny>),
+    /// The current context's variables (its immutable `hamt` mapping), taken without making a
+    /// Context: [`ContextSnapshot::into_context`] makes the copy when the callback runs.
+    ///
+    /// A pending callback then holds no Context, so scheduling many costs the garbage
+    /// collector nothing: a Context is a tracked, counted object, and tens of thousands of
+    /// queued ones start collections that traverse them all. (Holding the variables is what a
+    /// copy holds: the copy would be made of exactly them.)
+    Vars(Py<PyAny>),
+}
+
+impl ContextSnapshot {
+    /// The object held (a Context, or the variables): for the garbage collector's visits.
+    pub fn held(&self) -> &Py<PyAny> {
+        match self {
+            ContextSnapshot::Context(c) | ContextSnapshot::Vars(c) => c,
+        }
+    }
+
+    /// The Context to run in, made now from the variables if need be (reusing the spare
+    /// Context when there is one: see [`recycle_context`]).
+    pub fn into_context(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self {
+            ContextSnapshot::Context(c) => Ok(c),
+            ContextSnapshot::Vars(v) => context_from_vars(py, v),
+        }
+    }
+
+    /// The Context to run in (a new reference), made from the variables the first time and
+    /// kept from then on, so that every look at it sees the same object.
+    pub fn context(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let ContextSnapshot::Vars(v) = self {
+            let ctx = context_from_vars(py, v.clone_ref(py))?;
+            *self = ContextSnapshot::Context(ctx);
+        }
+        Ok(self.held().clone_ref(py))
+    }
+}
+
+/// `contextvars.copy_context()`, taken as the variables where the layouts are known.
+pub fn snapshot_context(py: Python<'_>) -> PyResult<ContextSnapshot> {
+    if let Some(current) = tstate_context() {
+        if !current.is_null() {
+            // SAFETY: the thread state's current context is a live, exact Context (only
+            // Contexts are entered) and the layout was confirmed; its variables are non-null.
+            // We take a new reference to them.
+            return Ok(ContextSnapshot::Vars(unsafe {
+                Bound::from_borrowed_ptr(py, vars_of(current)).unbind()
+            }));
+        }
+    }
+    let ctx = copy_context(py)?;
+    if !CONTEXT_LAYOUT_OK.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(ContextSnapshot::Context(ctx));
+    }
+    // SAFETY: `ctx` is a fresh, exact Context and the layout was confirmed; we take a new
+    // reference to its variables before `ctx` is released.
+    let vars = unsafe { Bound::from_borrowed_ptr(py, vars_of(ctx.as_ptr())).unbind() };
+    drop(ctx);
+    Ok(ContextSnapshot::Vars(vars))
+}
+
+/// A new, empty Context (`contextvars.Context()`).
+fn new_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: GIL held; PyContext_New returns a new reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_New()) }
+}
+
+/// Swaps the variables of the Context `ctx` for `vars` (whose reference it takes over) and
+/// returns the old ones, for the caller to release when no borrow of ours is held (releasing
+/// them may run finalizers).
+///
+/// # Safety
+/// `ctx` is a live, exact Context that is not entered and nobody else references (new, or the
+/// spare), and [`CONTEXT_LAYOUT_OK`] is set.
+unsafe fn set_vars<'py>(ctx: &Bound<'py, PyAny>, vars: Py<PyAny>) -> Bound<'py, PyAny> {
+    // SAFETY: per the caller's guarantee, the field is the Context's variables, never null;
+    // the Context owned a reference to the old ones, which passes to the returned Bound.
+    unsafe {
+        let layout = ctx.as_ptr().cast::<ContextLayout>();
+        let old = (*layout).ctx_vars;
+        (*layout).ctx_vars = vars.into_ptr();
+        Bound::from_owned_ptr(ctx.py(), old)
+    }
+}
+
+/// A Context holding `vars` (from [`ContextSnapshot::Vars`]): what `copy_context()` would have
+/// returned when the snapshot was taken. The spare Context is used if there is one.
+fn context_from_vars(py: Python<'_>, vars: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    let spare = CONTEXT_POOL.lock(py).spare.take();
+    let ctx = match spare {
+        Some(c) => c.into_bound(py),
+        None => new_context(py)?,
+    };
+    // SAFETY: `ctx` is the spare (referenced only by the pool, not entered: see
+    // recycle_context) or new; a Vars snapshot only exists once the layout is confirmed.
+    let old = unsafe { set_vars(&ctx, vars) };
+    drop(old);
+    Ok(ctx.unbind())
+}
+
+/// Takes back a Context made by [`ContextSnapshot::into_context`] once its callback has run:
+/// if nothing else references it (no reference, no weak reference) and it is not entered, it
+/// is emptied and kept as the spare for the next snapshot. Nobody can tell it was reused.
+pub fn recycle_context(ctx: Bound<'_, PyAny>) {
+    let py = ctx.py();
+    if !CONTEXT_LAYOUT_OK.load(std::sync::atomic::Ordering::Relaxed)
+        || refcount(&ctx) != 1
+        || !is_exact_context(&ctx)
+    {
+        return;
+    }
+    // SAFETY: an exact Context with the confirmed layout.
+    let unseen = unsafe {
+        let layout = ctx.as_ptr().cast::<ContextLayout>();
+        (*layout).ctx_entered == 0 && (*layout).ctx_weakreflist.is_null()
+    };
+    if !unseen {
+        return;
+    }
+    let old = {
+        let mut pool = CONTEXT_POOL.lock(py);
+        if pool.spare.is_some() {
+            return;
+        }
+        let Some(empty) = pool.empty_vars.as_ref().map(|e| e.clone_ref(py)) else {
+            return;
+        };
+        // SAFETY: referenced only by `ctx` (refcount 1), not entered, an exact Context with
+        // the confirmed layout.
+        let old = unsafe { set_vars(&ctx, empty) };
+        pool.spare = Some(ctx.unbind());
+        old
+    };
+    // Its variables are released now, not when it is next used, and after the pool is let go
+    // (releasing them may run a finalizer, which may schedule and run callbacks).
+    drop(old);
+}
+
 /// `context.run(callable, *args)`: enters `context`, calls, and leaves it again, without building
 /// an argument tuple for `Context.run`. Entering a context that is already entered raises
 /// RuntimeError, as `Context.run` does.
@@ -118,6 +395,15 @@ pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
         if ffi::PyType_IS_GC(ffi::Py_TYPE(obj.as_ptr())) != 0 {
             ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
         }
+    }
+}
+
+/// Whether the cyclic garbage collector tracks `obj` (`gc.is_tracked`).
+pub fn is_gc_tracked(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is a live object; the tracked bit is only read for a GC type.
+    unsafe {
+        let p = obj.as_ptr();
+        ffi::PyType_IS_GC(ffi::Py_TYPE(p)) != 0 && ffi::PyObject_GC_IsTracked(p) != 0
     }
 }
 

@@ -778,11 +778,11 @@ impl LoopCore {
         }
         // Keep the references a one-shot handle drops when it runs, to describe it if slow.
         let (callback, args, context) = {
-            let b = h.get().state.lock(py);
+            let mut b = h.get().state.lock(py);
             (
                 b.callback.as_ref().map(|c| c.clone_ref(py)),
                 b.args.as_ref().map(|a| a.clone_ref(py)),
-                b.context.as_ref().map(|c| c.clone_ref(py)),
+                b.context.as_mut().map(|c| c.context(py)).transpose()?,
             )
         };
         *this.current_handle.lock(py) = Some(h.clone().into_any().unbind());
@@ -1244,6 +1244,7 @@ impl LoopCore {
         let old_hooks = stdlib::get_asyncgen_hooks(py)?.call0()?;
         this.thread_id
             .store(capi::thread_ident(), Ordering::Release);
+        let mut untracked = false;
         let result = (|| -> PyResult<()> {
             let kwargs = PyDict::new(py);
             kwargs.set_item(
@@ -1256,6 +1257,14 @@ impl LoopCore {
             )?;
             stdlib::set_asyncgen_hooks(py)?.call((), Some(&kwargs))?;
             stdlib::set_running_loop(py)?.call1((slf,))?;
+            // A running loop is alive (this call holds it, and so does the running-loop
+            // slot), so everything it holds is reachable: the collector need not traverse its
+            // queues, timers and I/O map on every collection that includes it. Tracked again
+            // on the way out, and only if it was tracked on the way in.
+            if capi::is_gc_tracked(slf.as_any()) {
+                capi::gc_untrack(slf.as_any());
+                untracked = true;
+            }
             loop {
                 Self::run_once_impl(slf)?;
                 if this.stopping.load(Ordering::Acquire) {
@@ -1266,6 +1275,9 @@ impl LoopCore {
         })();
         this.stopping.store(false, Ordering::Release);
         this.thread_id.store(0, Ordering::Release);
+        if untracked {
+            capi::gc_track(slf.as_any());
+        }
         let cleanup = (|| -> PyResult<()> {
             stdlib::set_running_loop(py)?.call1((py.None(),))?;
             set_origin_tracking(py, false)?;
@@ -1676,7 +1688,7 @@ impl LoopCore {
 type Released = Option<(
     Option<Py<PyAny>>,
     Option<Py<PyTuple>>,
-    Option<Py<PyAny>>,
+    Option<capi::ContextSnapshot>,
     Option<Py<PyAny>>,
 )>;
 
@@ -1702,7 +1714,7 @@ fn visit_sole_handle(h: &Bound<'_, Handle>, visit: &PyVisit<'_>) -> Result<(), P
     if let Some(b) = h.get().state.try_lock(h.py()) {
         visit.call(&b.callback)?;
         visit.call(&b.args)?;
-        visit.call(&b.context)?;
+        visit.call(b.context.as_ref().map(capi::ContextSnapshot::held))?;
         visit.call(&b.loop_)?;
         visit.call(&b.source_traceback)?;
     }

@@ -17,6 +17,7 @@ use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::capi::ContextSnapshot;
 use crate::event_loop::LoopCore;
 use crate::future::{Future, NativeFuture, State};
 use crate::gil_cell::GilCell;
@@ -40,7 +41,9 @@ pub struct Handle {
 pub(crate) struct HandleState {
     pub(crate) callback: Option<Py<PyAny>>,
     pub(crate) args: Option<Py<PyTuple>>,
-    pub(crate) context: Option<Py<PyAny>>,
+    /// The context it runs in: given, or the caller's snapshot (`capi::snapshot_context`),
+    /// made into a Context when it runs or is looked at.
+    pub(crate) context: Option<ContextSnapshot>,
     pub(crate) loop_: Option<Py<PyAny>>,
     pub(crate) cancelled: bool,
     /// Runs at most once: its references are released after running.
@@ -66,8 +69,8 @@ impl Handle {
         debug: bool,
     ) -> PyResult<HandleState> {
         let context = match context {
-            Some(c) if !c.is_none(py) => c,
-            _ => capi::copy_context(py)?,
+            Some(c) if !c.is_none(py) => ContextSnapshot::Context(c),
+            _ => capi::snapshot_context(py)?,
         };
         let source_traceback = if debug {
             Some(capture_stack(py)?)
@@ -88,6 +91,12 @@ impl Handle {
 }
 
 impl Handle {
+    /// The Context the callback runs in (made from the snapshot on first use, then kept).
+    pub(crate) fn context_object(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut h = self.state.lock(py);
+        h.context.as_mut().map(|c| c.context(py)).transpose()
+    }
+
     /// `handle.cancel()` through Python, so subclasses and TimerHandle behave as declared.
     pub(crate) fn cancel_handle(h: &Bound<'_, Handle>) -> PyResult<()> {
         h.call_method0(intern!(h.py(), "cancel")).map(|_| ())
@@ -122,17 +131,23 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
         }
         if h.oneshot && sole {
             match (h.callback.take(), h.args.take(), h.context.take()) {
-                (Some(cb), Some(args), Some(ctx)) => {
-                    (cb.into_bound(py), args.into_bound(py), ctx.into_bound(py))
-                }
+                (Some(cb), Some(args), Some(ctx)) => (
+                    cb.into_bound(py),
+                    args.into_bound(py),
+                    ctx.into_context(py)?.into_bound(py),
+                ),
                 _ => return Ok(()),
             }
         } else {
-            match (&h.callback, &h.args, &h.context) {
-                (Some(cb), Some(args), Some(ctx)) => (
+            let context = match h.context.as_mut() {
+                Some(c) => c.context(py)?,
+                None => return Ok(()),
+            };
+            match (&h.callback, &h.args) {
+                (Some(cb), Some(args)) => (
                     cb.clone_ref(py).into_bound(py),
                     args.clone_ref(py).into_bound(py),
-                    ctx.clone_ref(py).into_bound(py),
+                    context.into_bound(py),
                 ),
                 _ => return Ok(()),
             }
@@ -142,11 +157,14 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
         Some(outcome) => outcome,
         None => capi::run_in_context(&context, &callback, &args).map(|_| ()),
     };
-    match outcome {
+    let result = match outcome {
         Ok(()) => Ok(()),
         Err(err) if escapes_loop(py, &err) => Err(err),
         Err(err) => report_callback_error(py, handle, &callback, &args, &context, &err),
-    }
+    };
+    // A Context made for this run alone (nothing kept it) serves the next one.
+    capi::recycle_context(context);
+    result
 }
 
 /// `futures._set_result_unless_cancelled(fut, result)` (the timer callback `asyncio.sleep`
@@ -260,7 +278,7 @@ pub(crate) fn with_references<R>(
         if !h.cancelled {
             h.callback = Some(callback.clone().unbind());
             h.args = Some(args.clone().unbind());
-            h.context = Some(context.clone().unbind());
+            h.context = Some(ContextSnapshot::Context(context.clone().unbind()));
         }
     }
     let result = f();
@@ -391,12 +409,8 @@ impl Handle {
         self.state.lock(py).cancelled
     }
 
-    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state
-            .lock(py)
-            .context
-            .as_ref()
-            .map(|c| c.clone_ref(py))
+    fn get_context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.context_object(py)
     }
 
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -447,12 +461,8 @@ impl Handle {
     }
 
     #[getter]
-    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.state
-            .lock(py)
-            .context
-            .as_ref()
-            .map(|c| c.clone_ref(py))
+    fn _context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.context_object(py)
     }
 
     #[getter]
@@ -477,7 +487,7 @@ impl Handle {
         if let Some(h) = capi::in_traverse(|py| self.state.try_lock(py)) {
             visit.call(&h.callback)?;
             visit.call(&h.args)?;
-            visit.call(&h.context)?;
+            visit.call(h.context.as_ref().map(ContextSnapshot::held))?;
             visit.call(&h.loop_)?;
             visit.call(&h.source_traceback)?;
             visit.call(&h.repr)?;

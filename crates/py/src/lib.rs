@@ -43,6 +43,7 @@ mod wait_for;
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     asyncio_base::check_layouts(m.py())?;
+    capi::check_context_layout(m.py())?;
     m.add_class::<event_loop::LoopCore>()?;
     schedule_methods::install(m.py())?;
     m.add_class::<handle::Handle>()?;

@@ -1,0 +1,231 @@
+"""The context a scheduled callback runs in, on asyncio's loop and ferroloop's.
+
+asyncio gives every call_soon/call_later/call_at without ``context=`` a ``copy_context()`` taken
+when it is scheduled. ferroloop takes the current context's variables then and makes the
+Context when the callback runs (or when ``handle._context`` is looked at), and reuses a Context
+that nothing kept for the next callback. These tests pin down that none of that shows: the
+values seen, the isolation between callbacks, the identity of ``_context``, tokens, and when
+values set in a callback are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import threading
+import weakref
+
+import pytest
+
+VAR = contextvars.ContextVar("VAR", default="default")
+
+
+def test_snapshot_taken_when_scheduled(loop):
+    seen = []
+    token = VAR.set("at schedule")
+    try:
+        loop.call_soon(lambda: seen.append(VAR.get()))
+        loop.call_later(0, lambda: seen.append(VAR.get()))
+        loop.call_at(loop.time(), lambda: seen.append(VAR.get()))
+        VAR.set("changed after")
+    finally:
+        VAR.reset(token)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["at schedule"] * 3
+
+
+def test_snapshot_of_a_context_being_run(loop):
+    """call_soon from inside Context.run snapshots that context, not the thread's outer one."""
+    seen = []
+    ctx = contextvars.Context()
+
+    def schedule():
+        VAR.set("inside ctx")
+        loop.call_soon(lambda: seen.append(VAR.get()))
+
+    ctx.run(schedule)
+    loop.call_soon(lambda: seen.append(VAR.get()))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["inside ctx", "default"]
+
+
+def test_callbacks_do_not_see_each_others_sets(loop):
+    seen = []
+
+    def setter(value):
+        seen.append(("before", VAR.get()))
+        VAR.set(value)
+        seen.append(("after", VAR.get()))
+
+    for i in range(5):
+        loop.call_soon(setter, i)
+    loop.call_soon(lambda: seen.append(("last", VAR.get())))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [x for i in range(5) for x in (("before", "default"), ("after", i))] + [
+        ("last", "default")
+    ]
+    assert VAR.get() == "default"
+
+
+def test_context_attribute_is_the_context_run_in(loop):
+    """handle._context (and get_context()) is one object, the one the callback runs in."""
+
+    def cb():
+        VAR.set("set by callback")
+
+    handle = loop.call_soon(cb)
+    ctx = handle._context
+    assert isinstance(ctx, contextvars.Context)
+    assert handle._context is ctx
+    if hasattr(handle, "get_context"):
+        assert handle.get_context() is ctx
+    assert VAR not in ctx
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ctx[VAR] == "set by callback"
+    assert handle._context is ctx
+
+
+def test_context_looked_at_after_run_is_the_one_run_in(loop):
+    handle = loop.call_later(0, VAR.set, "from timer")
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()
+    ctx = handle._context
+    assert ctx is not None
+    assert ctx[VAR] == "from timer"
+
+
+def test_token_from_one_callback_is_foreign_to_the_next(loop):
+    """A token keeps its Context: the next callback runs in another one, so reset() fails."""
+    tokens = []
+    errors = []
+
+    def first():
+        tokens.append(VAR.set("first"))
+
+    def second():
+        try:
+            VAR.reset(tokens[0])
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    loop.call_soon(first)
+    loop.call_soon(second)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert len(errors) == 1
+    assert "different Context" in errors[0]
+
+
+def test_copy_context_in_callback_keeps_the_values(loop):
+    copies = []
+
+    def cb(value):
+        VAR.set(value)
+        copies.append(contextvars.copy_context())
+
+    for i in range(3):
+        loop.call_soon(cb, i)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert [c[VAR] for c in copies] == [0, 1, 2]
+
+
+class Payload:
+    pass
+
+
+def test_value_set_in_callback_released_after_it(loop):
+    """What a callback stored in its context goes with the callback (no collection needed)."""
+    refs = []
+
+    def cb():
+        payload = Payload()
+        refs.append(weakref.ref(payload))
+        VAR.set(payload)
+
+    async def main():
+        loop.call_soon(cb)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    gc.disable()
+    try:
+        loop.run_until_complete(main())
+        assert refs and refs[0]() is None
+    finally:
+        gc.enable()
+
+
+def test_value_in_scheduling_context_kept_while_pending(loop):
+    """A pending callback keeps the values of the context it was scheduled in."""
+    seen = []
+
+    def schedule():
+        payload = Payload()
+        VAR.set(payload)
+        loop.call_soon(lambda: seen.append(VAR.get()))
+        return weakref.ref(payload)
+
+    ref = contextvars.Context().run(schedule)
+    gc.collect()
+    assert ref() is not None
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [ref()] and isinstance(seen[0], Payload)
+
+
+def test_threadsafe_call_snapshots_the_calling_thread(loop):
+    seen = []
+
+    def from_thread():
+        VAR.set("thread value")
+        loop.call_soon_threadsafe(lambda: seen.append(VAR.get()))
+        loop.call_soon_threadsafe(loop.stop)
+
+    VAR.set("loop thread value")
+    loop.call_soon(lambda: threading.Thread(target=from_thread).start())
+    loop.run_forever()
+    assert seen == ["thread value"]
+
+
+def test_cancelled_handle_keeps_no_context_values(loop):
+    ref = None
+
+    def schedule():
+        nonlocal ref
+        payload = Payload()
+        ref = weakref.ref(payload)
+        VAR.set(payload)
+        return loop.call_soon(print)
+
+    handle = contextvars.Context().run(schedule)
+    assert ref() is not None
+    handle.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    del handle
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.parametrize("loop_kind", ["ferroloop"], indirect=True)
+def test_pending_callbacks_hold_no_tracked_context(loop):
+    """ferroloop only: queued callbacks hold their context's variables, not a Context each, so
+    scheduling many creates no objects for the cyclic collector (asyncio creates a Context per
+    callback; a queue of them makes collections that traverse them all)."""
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for _ in range(2000):
+            loop.call_soon(print)
+        grown = len(gc.get_objects()) - before
+    finally:
+        gc.enable()
+    assert grown < 100
+    loop.close()
