@@ -187,9 +187,12 @@ def test_threadsafe_call_snapshots_the_calling_thread(loop):
         loop.call_soon_threadsafe(lambda: seen.append(VAR.get()))
         loop.call_soon_threadsafe(loop.stop)
 
-    VAR.set("loop thread value")
-    loop.call_soon(lambda: threading.Thread(target=from_thread).start())
-    loop.run_forever()
+    token = VAR.set("loop thread value")
+    try:
+        loop.call_soon(lambda: threading.Thread(target=from_thread).start())
+        loop.run_forever()
+    finally:
+        VAR.reset(token)
     assert seen == ["thread value"]
 
 
@@ -229,3 +232,81 @@ def test_pending_callbacks_hold_no_tracked_context(loop):
         gc.enable()
     assert grown < 100
     loop.close()
+
+
+# -- Future.add_done_callback -------------------------------------------------------------------
+
+
+@pytest.fixture(params=["create_future", "asyncio.Future"])
+def make_future(request, loop):
+    if request.param == "create_future":
+        return loop.create_future
+    return lambda: asyncio.Future(loop=loop)
+
+
+def test_done_callback_snapshot_taken_when_added(loop, make_future):
+    seen = []
+    fut = make_future()
+    token = VAR.set("at add")
+    try:
+        fut.add_done_callback(lambda f: seen.append(VAR.get()))
+        VAR.set("changed after")
+    finally:
+        VAR.reset(token)
+    fut.set_result(None)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["at add"]
+
+
+def test_done_callback_on_done_future_snapshot(loop, make_future):
+    seen = []
+    fut = make_future()
+    fut.set_result(None)
+    token = VAR.set("at add")
+    try:
+        fut.add_done_callback(lambda f: seen.append(VAR.get()))
+        VAR.set("changed after")
+    finally:
+        VAR.reset(token)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["at add"]
+
+
+def test_done_callbacks_shown_context_is_the_one_run_in(loop, make_future):
+    fut = make_future()
+
+    def cb(f):
+        VAR.set("set by done callback")
+
+    fut.add_done_callback(cb)
+    [(shown_cb, ctx)] = fut._callbacks
+    assert shown_cb is cb
+    assert isinstance(ctx, contextvars.Context)
+    assert fut._callbacks[0][1] is ctx
+    fut.set_result(None)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ctx[VAR] == "set by done callback"
+
+
+def test_done_callbacks_isolated_and_removable(loop, make_future):
+    seen = []
+    fut = make_future()
+
+    def setter(f):
+        seen.append(VAR.get())
+        VAR.set("leaked?")
+
+    def removed(f):
+        seen.append("removed ran")
+
+    for _ in range(3):
+        fut.add_done_callback(setter)
+    fut.add_done_callback(removed)
+    assert fut.remove_done_callback(removed) == 1
+    fut.set_result(None)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["default"] * 3

@@ -46,6 +46,18 @@ impl<T> CallbackList<T> {
         self.as_slice().iter()
     }
 
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        match self {
+            CallbackList::Empty => &mut [],
+            CallbackList::One(item) => std::slice::from_mut(item),
+            CallbackList::Many(items) => items,
+        }
+    }
+
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
+        self.as_mut_slice().iter_mut()
+    }
+
     pub fn clear(&mut self) {
         *self = CallbackList::Empty;
     }
@@ -125,6 +137,23 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert_eq!((&list).into_iter().collect::<Vec<_>>(), [&"only"]);
         assert_eq!(list.into_iter().collect::<Vec<_>>(), ["only"]);
+    }
+
+    #[test]
+    fn iter_mut_reaches_every_callback_in_each_shape() {
+        for n in 0..4 {
+            let mut list = CallbackList::default();
+            for i in 0..n {
+                list.push(i);
+            }
+            for item in list.iter_mut() {
+                *item *= 10;
+            }
+            assert_eq!(
+                list.iter().copied().collect::<Vec<_>>(),
+                (0..n).map(|i| i * 10).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

@@ -164,6 +164,14 @@ pub enum ContextSnapshot {
 }
 
 impl ContextSnapshot {
+    /// `context=` as call_soon and its siblings take it: a Context to run in, or None (absent,
+    /// or Python's None) for a snapshot of the caller's context.
+    pub fn given(context: Option<&Bound<'_, PyAny>>) -> Option<ContextSnapshot> {
+        context
+            .filter(|c| !c.is_none())
+            .map(|c| ContextSnapshot::Context(c.clone().unbind()))
+    }
+
     /// The object held (a Context, or the variables): for the garbage collector's visits.
     pub fn held(&self) -> &Py<PyAny> {
         match self {

@@ -31,6 +31,7 @@ use crate::stdlib::{self, KwNames};
 use crate::task::Task;
 use crate::taskgroup::TaskGroupCore;
 use crate::transport::TransportCore;
+use crate::capi::ContextSnapshot;
 use crate::{capi, stdlib::kwnames};
 
 /// asyncio's `base_events.MAXIMUM_SELECT_TIMEOUT`: the poller never sleeps longer than a day.
@@ -287,14 +288,14 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
+        context: Option<ContextSnapshot>,
     ) -> PyResult<HandleState> {
         Handle::build(
             slf.py(),
             callback.clone().unbind(),
             args.clone().unbind(),
             slf.clone().into_any().unbind(),
-            context.map(|c| c.clone().unbind()),
+            context,
             slf.get().is_debug(),
         )
     }
@@ -304,7 +305,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
+        context: Option<ContextSnapshot>,
     ) -> PyResult<HandleState> {
         let mut h = Self::new_handle(slf, callback, args, context)?;
         h.oneshot = true;
@@ -318,7 +319,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
+        context: Option<ContextSnapshot>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let fresh = Self::new_oneshot(slf, callback, args, context)?;
@@ -400,7 +401,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
+        context: Option<ContextSnapshot>,
         method: &str,
         thread_checked: bool,
     ) -> PyResult<Py<Handle>> {
@@ -422,7 +423,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         arg: &Bound<'_, PyAny>,
-        context: Option<&Bound<'_, PyAny>>,
+        context: Option<ContextSnapshot>,
     ) -> PyResult<()> {
         let args = PyTuple::new(slf.py(), [arg])?;
         Self::schedule_soon(slf, callback, &args, context, "call_soon", true).map(drop)
@@ -554,7 +555,7 @@ impl LoopCore {
         when: f64,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
-        context: Option<&Bound<'_, PyAny>>,
+        context: Option<ContextSnapshot>,
     ) -> PyResult<Py<TimerHandle>> {
         let py = slf.py();
         let this = slf.get();

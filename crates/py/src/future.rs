@@ -17,6 +17,7 @@ use crate::event_loop::{LoopCore, Ready};
 use crate::gather::GatherCallback;
 use crate::task::{Task, TaskWakeupMethod};
 use crate::taskgroup::TaskGroupCore;
+use crate::capi::ContextSnapshot;
 use crate::{capi, handle, stdlib};
 
 /// A done callback: a Python callable with the context it runs in, or the wake-up of a native
@@ -24,7 +25,7 @@ use crate::{capi, handle, stdlib};
 pub(crate) enum Callback {
     Python {
         func: Py<PyAny>,
-        context: Py<PyAny>,
+        context: ContextSnapshot,
     },
     TaskWakeup(Py<Task>),
     /// The done callback of a `ferroloop.gather` this future is a child of.
@@ -32,6 +33,10 @@ pub(crate) enum Callback {
     /// `_on_task_done` of the `ferroloop.TaskGroup` this task belongs to.
     TaskGroup(Py<TaskGroupCore>),
 }
+
+// A Python callback (function and context snapshot) fits in three words, as a function and
+// a Context did: a future's inline callback list stays 32 bytes.
+const _: () = assert!(std::mem::size_of::<Callback>() == 24);
 
 impl Callback {
     /// The ready-queue entry a ferroloop loop runs for this callback once `future` is done
@@ -45,31 +50,37 @@ impl Callback {
         }
     }
 
-    /// The `(callback, context)` pair asyncio would show for this entry.
-    fn as_pair<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    /// The callback asyncio would show for this entry (what remove_done_callback compares).
+    fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Callback::Python { func, context } => {
-                Ok((func.bind(py).clone(), context.bind(py).clone()))
-            }
-            Callback::TaskWakeup(task) => Ok((
-                Bound::new(
-                    py,
-                    TaskWakeupMethod {
-                        task: task.clone_ref(py),
-                    },
-                )?
-                .into_any(),
-                task.bind(py).borrow().context_object(py),
-            )),
-            Callback::Gather(cb) => Ok((
-                cb.bind(py).clone().into_any(),
-                capi::copy_context(py)?.into_bound(py),
-            )),
-            Callback::TaskGroup(tg) => Ok((
-                TaskGroupCore::bound_done_callback(tg.bind(py))?,
-                capi::copy_context(py)?.into_bound(py),
-            )),
+            Callback::Python { func, .. } => Ok(func.bind(py).clone()),
+            Callback::TaskWakeup(task) => Ok(Bound::new(
+                py,
+                TaskWakeupMethod {
+                    task: task.clone_ref(py),
+                },
+            )?
+            .into_any()),
+            Callback::Gather(cb) => Ok(cb.bind(py).clone().into_any()),
+            Callback::TaskGroup(tg) => TaskGroupCore::bound_done_callback(tg.bind(py)),
         }
+    }
+
+    /// The `(callback, context)` pair asyncio would show for this entry. A Python callback's
+    /// context snapshot becomes its Context here, kept from then on.
+    fn as_pair<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let func = self.function(py)?;
+        let context = match self {
+            Callback::Python { context, .. } => context.context(py)?.into_bound(py),
+            Callback::TaskWakeup(task) => task.bind(py).borrow().context_object(py),
+            Callback::Gather(_) | Callback::TaskGroup(_) => {
+                capi::copy_context(py)?.into_bound(py)
+            }
+        };
+        Ok((func, context))
     }
 }
 
@@ -147,7 +158,7 @@ impl FutureCore {
             match cb {
                 Callback::Python { func, context } => {
                     visit.call(func)?;
-                    visit.call(context)?;
+                    visit.call(context.held())?;
                 }
                 Callback::TaskWakeup(task) => visit.call(task)?,
                 Callback::Gather(cb) => visit.call(cb)?,
@@ -173,7 +184,7 @@ impl FutureCore {
 
     /// As the C Future: None when there are no callbacks, else a list of (callback, context).
     pub(crate) fn callbacks_list<'py>(
-        &self,
+        &mut self,
         py: Python<'py>,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
         if self.callbacks.is_empty() {
@@ -181,7 +192,7 @@ impl FutureCore {
         }
         let items = self
             .callbacks
-            .iter()
+            .iter_mut()
             .map(|cb| cb.as_pair(py).and_then(|(f, c)| PyTuple::new(py, [f, c])))
             .collect::<PyResult<Vec<_>>>()?;
         Ok(Some(PyList::new(py, items)?))
@@ -354,7 +365,7 @@ impl<'py> NativeFuture<'py> {
                             native,
                             func.bind(py),
                             self.as_any(),
-                            Some(context.bind(py)),
+                            Some(context),
                         )?;
                     }
                     Err(_) => unreachable!("ready_item keeps only Python callbacks"),
@@ -364,7 +375,7 @@ impl<'py> NativeFuture<'py> {
         }
         let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
         let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
-        for cb in callbacks {
+        for mut cb in callbacks {
             let (func, context) = cb.as_pair(py)?;
             capi::call_with_kwnames(&call_soon, &[&func, self.as_any(), &context], kwnames)?;
         }
@@ -381,7 +392,7 @@ impl<'py> NativeFuture<'py> {
             return Ok(());
         }
         let loop_ = self.loop_of()?;
-        let cb = match loop_.cast::<LoopCore>() {
+        let mut cb = match loop_.cast::<LoopCore>() {
             Ok(native) => match cb.ready_item(self.as_any().clone().unbind()) {
                 Ok(item) => return native.get().schedule_ready(native.py(), item),
                 Err(cb) => cb,
@@ -400,16 +411,28 @@ impl<'py> NativeFuture<'py> {
     ) -> PyResult<()> {
         let py = self.py();
         self.ensure_alive()?;
-        let context = match context {
-            Some(c) if !c.is_none(py) => c,
-            _ => capi::copy_context(py)?,
+        let context = match ContextSnapshot::given(context.as_ref().map(|c| c.bind(py))) {
+            Some(c) => c,
+            None => capi::snapshot_context(py)?,
         };
         if self.borrow().state != State::Pending {
             let loop_ = self.loop_of()?;
+            if let Ok(native) = loop_.cast::<LoopCore>() {
+                return LoopCore::schedule_callback(
+                    native,
+                    func.bind(py),
+                    self.as_any(),
+                    Some(context),
+                );
+            }
             let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
             capi::call_with_kwnames(
                 &call_soon,
-                &[func.bind(py), self.as_any(), context.bind(py)],
+                &[
+                    func.bind(py),
+                    self.as_any(),
+                    context.into_context(py)?.bind(py),
+                ],
                 stdlib::kwnames(py, stdlib::KwNames::Context)?,
             )?;
         } else {
@@ -433,7 +456,7 @@ impl<'py> NativeFuture<'py> {
             let matches = if error.is_some() {
                 Ok(false)
             } else {
-                cb.as_pair(py).and_then(|(f, _)| f.eq(func))
+                cb.function(py).and_then(|f| f.eq(func))
             };
             match matches {
                 Ok(true) => removed.push(cb),
@@ -729,7 +752,7 @@ macro_rules! future_pymethods {
             /// As the C Future: None when there are no callbacks, else a list of (callback,
             /// context).
             #[getter]
-            fn _callbacks<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, pyo3::types::PyList>>> {
+            fn _callbacks<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, pyo3::types::PyList>>> {
                 self.core.callbacks_list(py)
             }
 

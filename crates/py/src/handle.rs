@@ -59,18 +59,19 @@ impl Handle {
         }
     }
 
-    /// A new handle's state. `context` None means a copy of the current context, as asyncio does.
+    /// A new handle's state. `context` None means a copy of the current context, as asyncio
+    /// does (taken as a snapshot: see `capi::snapshot_context`).
     pub(crate) fn build(
         py: Python<'_>,
         callback: Py<PyAny>,
         args: Py<PyTuple>,
         loop_: Py<PyAny>,
-        context: Option<Py<PyAny>>,
+        context: Option<ContextSnapshot>,
         debug: bool,
     ) -> PyResult<HandleState> {
         let context = match context {
-            Some(c) if !c.is_none(py) => ContextSnapshot::Context(c),
-            _ => capi::snapshot_context(py)?,
+            Some(c) => c,
+            None => capi::snapshot_context(py)?,
         };
         let source_traceback = if debug {
             Some(capture_stack(py)?)
@@ -366,6 +367,7 @@ impl Handle {
             _ => PyTuple::empty(py).unbind(),
         };
         let debug = loop_debug(py, &Some(r#loop.clone_ref(py)))?;
+        let context = ContextSnapshot::given(context.as_ref().map(|c| c.bind(py)));
         Ok(Handle::new(Handle::build(
             py, callback, args, r#loop, context, debug,
         )?))

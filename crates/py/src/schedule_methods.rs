@@ -8,7 +8,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
-use crate::capi::{self, FastArgs, MethFastcall};
+use crate::capi::{self, ContextSnapshot, FastArgs, MethFastcall};
 use crate::event_loop::LoopCore;
 
 /// The values of a call's leading parameters, and its `context` (None when not given or None).
@@ -83,7 +83,7 @@ fn schedule_callback<'py>(
         slf,
         &callback,
         &rest,
-        context.as_deref(),
+        ContextSnapshot::given(context.as_deref()),
         method,
         thread_checked,
     )?;
@@ -140,7 +140,13 @@ fn schedule_timer<'py>(
     let ([time, callback], context) = leading(function, [first, "callback"], args)?;
     let when = deadline(&time)?;
     let rest = args.tuple_from(2)?;
-    let timer = LoopCore::call_at_impl(slf, when, &callback, &rest, context.as_deref())?;
+    let timer = LoopCore::call_at_impl(
+        slf,
+        when,
+        &callback,
+        &rest,
+        ContextSnapshot::given(context.as_deref()),
+    )?;
     Ok(timer.into_bound(args.py()).into_any())
 }
 

@@ -669,7 +669,7 @@ impl TransportCore {
             callback.clone().unbind(),
             args.clone().unbind(),
             lp.clone().into_any().unbind(),
-            Some(context.clone().unbind()),
+            Some(capi::ContextSnapshot::Context(context.clone().unbind())),
             false,
         )?;
         let handle = Bound::new(py, Handle::new(handle))?;
