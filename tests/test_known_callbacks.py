@@ -82,3 +82,20 @@ def test_subclass_set_result_is_called(loop):
     loop.call_later(0.001, asyncio.futures._set_result_unless_cancelled, fut, "r")
     assert loop.run_until_complete(fut) == "r"
     assert calls == ["r"]
+
+
+def test_timer_nobody_keeps_on_a_done_future_reports_invalid_state(loop):
+    """The same with the handle held by the loop alone (it lets go of its references as it
+    runs, so the report has to put them back)."""
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append((ctx, repr(ctx["handle"]))))
+    fut = loop.create_future()
+    loop.call_later(0.001, asyncio.futures._set_result_unless_cancelled, fut, 1)
+    fut.set_result(0)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert len(errors) == 1
+    ctx, handle_repr = errors[0]
+    assert type(ctx["exception"]) is asyncio.InvalidStateError
+    assert type(ctx["handle"]).__name__ == "TimerHandle"
+    assert ctx["message"].startswith("Exception in callback _set_result_unless_cancelled(")
+    assert "_set_result_unless_cancelled(" in handle_repr

@@ -23,6 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 
+use crate::capi::ContextSnapshot;
 use crate::future::{Future, FutureCore};
 use crate::gather::GatherCallback;
 use crate::handle::{report_unhandled, run_handle, Handle, HandleState, TimerHandle};
@@ -31,7 +32,6 @@ use crate::stdlib::{self, KwNames};
 use crate::task::Task;
 use crate::taskgroup::TaskGroupCore;
 use crate::transport::TransportCore;
-use crate::capi::ContextSnapshot;
 use crate::{capi, stdlib::kwnames};
 
 /// asyncio's `base_events.MAXIMUM_SELECT_TIMEOUT`: the poller never sleeps longer than a day.

@@ -13,11 +13,11 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::asyncio_base::PyAsyncioFuture;
+use crate::capi::ContextSnapshot;
 use crate::event_loop::{LoopCore, Ready};
 use crate::gather::GatherCallback;
 use crate::task::{Task, TaskWakeupMethod};
 use crate::taskgroup::TaskGroupCore;
-use crate::capi::ContextSnapshot;
 use crate::{capi, handle, stdlib};
 
 /// A done callback: a Python callable with the context it runs in, or the wake-up of a native
@@ -76,9 +76,7 @@ impl Callback {
         let context = match self {
             Callback::Python { context, .. } => context.context(py)?.into_bound(py),
             Callback::TaskWakeup(task) => task.bind(py).borrow().context_object(py),
-            Callback::Gather(_) | Callback::TaskGroup(_) => {
-                capi::copy_context(py)?.into_bound(py)
-            }
+            Callback::Gather(_) | Callback::TaskGroup(_) => capi::copy_context(py)?.into_bound(py),
         };
         Ok((func, context))
     }

@@ -114,7 +114,9 @@ pub(crate) fn capture_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
 /// KeyboardInterrupt propagate; any other exception goes to the loop's exception handler as
 /// "Exception in callback ...".
 pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult<()> {
-    let (callback, args, context) = {
+    // The context comes out of a sole one-shot handle with the rest (`taken`); a handle that
+    // keeps its references makes its Context once and keeps it (`Handle::context_object`).
+    let (callback, args, taken) = {
         let mut h = handle.get().state.lock(py);
         if h.cancelled {
             return Ok(());
@@ -132,39 +134,58 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
         }
         if h.oneshot && sole {
             match (h.callback.take(), h.args.take(), h.context.take()) {
-                (Some(cb), Some(args), Some(ctx)) => (
-                    cb.into_bound(py),
-                    args.into_bound(py),
-                    ctx.into_context(py)?.into_bound(py),
-                ),
+                (Some(cb), Some(args), Some(ctx)) => {
+                    (cb.into_bound(py), args.into_bound(py), Some(ctx))
+                }
                 _ => return Ok(()),
             }
         } else {
-            let context = match h.context.as_mut() {
-                Some(c) => c.context(py)?,
-                None => return Ok(()),
-            };
-            match (&h.callback, &h.args) {
-                (Some(cb), Some(args)) => (
+            match (&h.callback, &h.args, &h.context) {
+                (Some(cb), Some(args), Some(_)) => (
                     cb.clone_ref(py).into_bound(py),
                     args.clone_ref(py).into_bound(py),
-                    context.into_bound(py),
+                    None,
                 ),
                 _ => return Ok(()),
             }
         }
     };
-    let outcome = match run_known_callback(py, &callback, &args) {
-        Some(outcome) => outcome,
-        None => capi::run_in_context(&context, &callback, &args).map(|_| ()),
+    // The Context is made only to run a Python callback in, or to report an error: a known
+    // callback reads no context variable.
+    let context_of = |taken: Option<ContextSnapshot>| -> PyResult<Option<Bound<'_, PyAny>>> {
+        match taken {
+            Some(c) => Ok(Some(c.into_context(py)?.into_bound(py))),
+            None => Ok(handle.get().context_object(py)?.map(|c| c.into_bound(py))),
+        }
     };
-    let result = match outcome {
-        Ok(()) => Ok(()),
-        Err(err) if escapes_loop(py, &err) => Err(err),
-        Err(err) => report_callback_error(py, handle, &callback, &args, &context, &err),
+    let mut taken = taken;
+    let (outcome, context) = match run_known_callback(py, &callback, &args) {
+        Some(outcome) => (outcome, None),
+        None => {
+            let Some(context) = context_of(taken.take())? else {
+                return Ok(());
+            };
+            let outcome = capi::run_in_context(&context, &callback, &args).map(|_| ());
+            (outcome, Some(context))
+        }
+    };
+    let err = match outcome {
+        Ok(()) => None,
+        Err(err) if escapes_loop(py, &err) => return Err(err),
+        Err(err) => Some(err),
+    };
+    let context = match (err.is_some(), context) {
+        (true, None) => context_of(taken.take())?,
+        (_, context) => context,
+    };
+    let result = match (err, &context) {
+        (Some(err), Some(ctx)) => report_callback_error(py, handle, &callback, &args, ctx, &err),
+        _ => Ok(()),
     };
     // A Context made for this run alone (nothing kept it) serves the next one.
-    capi::recycle_context(context);
+    if let Some(context) = context {
+        capi::recycle_context(context);
+    }
     result
 }
 
