@@ -512,6 +512,110 @@ pub fn install_uncounted_alloc<T: pyo3::PyTypeInfo, const TRACKED: bool>(py: Pyt
     let _ = py;
 }
 
+/// The garbage collector's visit function and its argument, as a `tp_traverse` receives them.
+#[derive(Clone, Copy)]
+pub struct GcVisit {
+    visit: ffi::visitproc,
+    arg: *mut std::ffi::c_void,
+}
+
+/// What a traverse reports references to: the collector's raw visit ([`GcVisit`]) or PyO3's
+/// `PyVisit`, so one field list serves both kinds of `tp_traverse`.
+pub trait Visitor {
+    type Error;
+    /// Visits `obj` (nothing for None).
+    fn visit<T>(&self, obj: Option<&Py<T>>) -> Result<(), Self::Error>;
+}
+
+impl Visitor for pyo3::PyVisit<'_> {
+    type Error = pyo3::PyTraverseError;
+    #[inline]
+    fn visit<T>(&self, obj: Option<&Py<T>>) -> Result<(), Self::Error> {
+        self.call(obj)
+    }
+}
+
+impl Visitor for GcVisit {
+    type Error = std::ffi::c_int;
+    /// An error is the visit function's non-zero result.
+    #[inline]
+    fn visit<T>(&self, obj: Option<&Py<T>>) -> Result<(), std::ffi::c_int> {
+        let Some(obj) = obj else {
+            return Ok(());
+        };
+        // SAFETY: the collector called our tp_traverse with this visit function and argument,
+        // and `obj` is a live object the traversed object holds a reference to.
+        let r = unsafe { (self.visit)(obj.as_ptr(), self.arg) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    }
+}
+
+/// A class whose `tp_traverse` is [`raw_traverse`]: it reports its references to a [`GcVisit`].
+pub trait RawTraverse: pyo3::PyClass {
+    fn traverse_raw(&self, visit: &GcVisit) -> Result<(), std::ffi::c_int>;
+}
+
+/// Gives `T`'s type a `tp_traverse` without PyO3's wrapper (its per-call costs: a thread-local
+/// flag set and restored, a walk of the type chain to find the base's traverse, an unwind
+/// guard). Only where the base is a static type (asyncio's C Future and Task before 3.12):
+/// then this type visits the instance's type object itself, as PyO3's does.
+pub fn install_raw_traverse<T: RawTraverse>(py: Python<'_>) {
+    // SAFETY: the type object is PyO3's heap type for T, ready, with no instance traversed yet
+    // by our slot; tp_base is set on a ready type. Replacing tp_traverse then PyType_Modified
+    // is what a type's creator may do before instances exist.
+    unsafe {
+        let tp = T::type_object_raw(py);
+        let base = (*tp).tp_base;
+        if base.is_null() || ffi::PyType_HasFeature(base, ffi::Py_TPFLAGS_HEAPTYPE) != 0 {
+            return;
+        }
+        (*tp).tp_traverse = Some(raw_traverse::<T>);
+        ffi::PyType_Modified(tp);
+    }
+}
+
+/// `tp_traverse` for `T` (see [`install_raw_traverse`]): the instance's type (a heap type),
+/// the static base's part (asyncio's instance dict), then T's own references. An instance that
+/// is mutably borrowed (the collector started inside a method of it) reports none of its own:
+/// they then count as external, which keeps them alive, never frees them early.
+unsafe extern "C" fn raw_traverse<T: RawTraverse>(
+    slf: *mut ffi::PyObject,
+    visit: ffi::visitproc,
+    arg: *mut std::ffi::c_void,
+) -> std::ffi::c_int {
+    // SAFETY: called by the collector with the GIL held, `slf` a live instance of T or of a
+    // Python subclass (whose subtype_traverse calls us), `visit`/`arg` valid for the call.
+    // Visiting the type object of a heap-type instance is the instance's job when no heap base
+    // does it (the base here is static). Nothing here calls into Python or allocates, and
+    // nothing can panic: the borrow is tried, not forced.
+    unsafe {
+        let r = visit(ffi::Py_TYPE(slf).cast(), arg);
+        if r != 0 {
+            return r;
+        }
+        let py = Python::assume_attached();
+        let base = (*T::type_object_raw(py)).tp_base;
+        if let Some(base_traverse) = (*base).tp_traverse {
+            let r = base_traverse(slf, visit, arg);
+            if r != 0 {
+                return r;
+            }
+        }
+        let obj = pyo3::Borrowed::from_ptr(py, slf).cast_unchecked::<T>();
+        match obj.try_borrow() {
+            Ok(this) => match this.traverse_raw(&GcVisit { visit, arg }) {
+                Ok(()) => 0,
+                Err(r) => r,
+            },
+            Err(_) => 0,
+        }
+    }
+}
+
 /// `PyType_GenericAlloc` without `_PyObject_GC_Link`'s count (and tracking only if `TRACKED`).
 #[cfg(not(any(Py_3_12, Py_GIL_DISABLED)))]
 unsafe extern "C" fn uncounted_alloc<T: pyo3::PyTypeInfo, const TRACKED: bool>(

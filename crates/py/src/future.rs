@@ -147,25 +147,25 @@ impl FutureCore {
         }
     }
 
-    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.loop_)?;
-        visit.call(&self.result)?;
-        visit.call(&self.exception)?;
-        visit.call(&self.exception_tb)?;
+    pub(crate) fn traverse<V: capi::Visitor>(&self, visit: &V) -> Result<(), V::Error> {
+        visit.visit(self.loop_.as_ref())?;
+        visit.visit(self.result.as_ref())?;
+        visit.visit(self.exception.as_ref())?;
+        visit.visit(self.exception_tb.as_ref())?;
         for cb in &self.callbacks {
             match cb {
                 Callback::Python { func, context } => {
-                    visit.call(func)?;
-                    visit.call(context.held())?;
+                    visit.visit(Some(func))?;
+                    visit.visit(Some(context.held()))?;
                 }
-                Callback::TaskWakeup(task) => visit.call(task)?,
-                Callback::Gather(cb) => visit.call(cb)?,
-                Callback::TaskGroup(tg) => visit.call(tg)?,
+                Callback::TaskWakeup(task) => visit.visit(Some(task))?,
+                Callback::Gather(cb) => visit.visit(Some(cb))?,
+                Callback::TaskGroup(tg) => visit.visit(Some(tg))?,
             }
         }
-        visit.call(&self.cancel_message)?;
-        visit.call(&self.cancelled_exc)?;
-        visit.call(&self.source_traceback)?;
+        visit.visit(self.cancel_message.as_ref())?;
+        visit.visit(self.cancelled_exc.as_ref())?;
+        visit.visit(self.source_traceback.as_ref())?;
         Ok(())
     }
 
@@ -852,6 +852,12 @@ impl Future {
         self.core.clear();
     }
 }
+}
+
+impl capi::RawTraverse for Future {
+    fn traverse_raw(&self, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
+        self.core.traverse(visit)
+    }
 }
 
 /// The receiver of a Future method stored by [`install_base_methods`]: a ferroloop Future or

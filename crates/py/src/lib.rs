@@ -69,5 +69,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     capi::install_uncounted_alloc::<future::FutureIter, false>(m.py());
     capi::install_uncounted_alloc::<future::Future, true>(m.py());
     capi::install_uncounted_alloc::<task::Task, true>(m.py());
+    capi::install_raw_traverse::<future::Future>(m.py());
+    capi::install_raw_traverse::<task::Task>(m.py());
     Ok(())
 }

@@ -623,12 +623,7 @@ impl Task {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.core.traverse(&visit)?;
-        visit.call(&self.coro)?;
-        visit.call(&self.context)?;
-        visit.call(&self.name)?;
-        visit.call(&self.fut_waiter)?;
-        Ok(())
+        self.traverse_fields(&visit)
     }
 
     fn __clear__(&mut self) {
@@ -639,6 +634,24 @@ impl Task {
         self.fut_waiter = None;
     }
 }
+}
+
+impl Task {
+    /// What a Task references, for either kind of traverse (see `capi::RawTraverse`).
+    fn traverse_fields<V: capi::Visitor>(&self, visit: &V) -> Result<(), V::Error> {
+        self.core.traverse(visit)?;
+        visit.visit(self.coro.as_ref())?;
+        visit.visit(self.context.as_ref())?;
+        visit.visit(self.name.as_ref())?;
+        visit.visit(self.fut_waiter.as_ref())?;
+        Ok(())
+    }
+}
+
+impl capi::RawTraverse for Task {
+    fn traverse_raw(&self, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
+        self.traverse_fields(visit)
+    }
 }
 
 impl capi::Finalized for Task {
