@@ -713,10 +713,14 @@ impl LoopCore {
         }
         *this.events.lock(py) = events;
 
-        // 5. Due timers -> ready queue.
-        let end_time = clock::monotonic() + this.clock_resolution;
+        // 5. Due timers -> ready queue (the clock is read only when there are timers).
         {
             let mut s = this.sched.lock(py);
+            let end_time = if s.timers.is_empty() {
+                f64::NEG_INFINITY
+            } else {
+                clock::monotonic() + this.clock_resolution
+            };
             while let Some(t) = s.timers.pop_before(end_time) {
                 t.get().set_scheduled(false);
                 let h: Py<Handle> = t.into_bound(py).into_super().unbind();
