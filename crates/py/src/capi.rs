@@ -71,13 +71,12 @@ unsafe fn vars_of(ctx: *mut ffi::PyObject) -> *mut ffi::PyObject {
 
 /// The calling thread's current context (`PyThreadState.context`, borrowed; null if the
 /// thread has none yet), or None where its place is not known.
-fn tstate_context() -> Option<*mut ffi::PyObject> {
+fn tstate_context(_py: Python<'_>) -> Option<*mut ffi::PyObject> {
     let offset = TSTATE_CONTEXT_OFFSET?;
     if !TSTATE_CONTEXT_OK.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
-    // SAFETY: called with the GIL held (every caller has a `Python` token), so the thread state
-    // is live; the offset was confirmed at init to hold the context pointer, inside the struct.
+    // SAFETY: called with the GIL held (the `Python` token), so the thread state is live; the offset was confirmed at init to hold the context pointer, inside the struct.
     unsafe {
         let ts = ffi::PyThreadState_Get();
         Some(*ts.cast::<u8>().add(offset).cast::<*mut ffi::PyObject>())
@@ -201,7 +200,7 @@ impl ContextSnapshot {
 
 /// `contextvars.copy_context()`, taken as the variables where the layouts are known.
 pub fn snapshot_context(py: Python<'_>) -> PyResult<ContextSnapshot> {
-    if let Some(current) = tstate_context() {
+    if let Some(current) = tstate_context(py) {
         if !current.is_null() {
             // SAFETY: the thread state's current context is a live, exact Context (only
             // Contexts are entered) and the layout was confirmed; its variables are non-null.
