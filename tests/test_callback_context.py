@@ -244,31 +244,20 @@ def make_future(request, loop):
     return lambda: asyncio.Future(loop=loop)
 
 
-def test_done_callback_snapshot_taken_when_added(loop, make_future):
+@pytest.mark.parametrize("done_before", [False, True], ids=["pending", "already-done"])
+def test_done_callback_snapshot_taken_when_added(loop, make_future, done_before):
     seen = []
     fut = make_future()
+    if done_before:
+        fut.set_result(None)
     token = VAR.set("at add")
     try:
         fut.add_done_callback(lambda f: seen.append(VAR.get()))
         VAR.set("changed after")
     finally:
         VAR.reset(token)
-    fut.set_result(None)
-    loop.call_soon(loop.stop)
-    loop.run_forever()
-    assert seen == ["at add"]
-
-
-def test_done_callback_on_done_future_snapshot(loop, make_future):
-    seen = []
-    fut = make_future()
-    fut.set_result(None)
-    token = VAR.set("at add")
-    try:
-        fut.add_done_callback(lambda f: seen.append(VAR.get()))
-        VAR.set("changed after")
-    finally:
-        VAR.reset(token)
+    if not done_before:
+        fut.set_result(None)
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert seen == ["at add"]
