@@ -76,7 +76,8 @@ fn tstate_context(_py: Python<'_>) -> Option<*mut ffi::PyObject> {
     if !TSTATE_CONTEXT_OK.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
-    // SAFETY: called with the GIL held (the `Python` token), so the thread state is live; the offset was confirmed at init to hold the context pointer, inside the struct.
+    // SAFETY: called with the GIL held (the `Python` token), so the thread state is live;
+    // the offset was confirmed at init to hold the context pointer, inside the struct.
     unsafe {
         let ts = ffi::PyThreadState_Get();
         Some(*ts.cast::<u8>().add(offset).cast::<*mut ffi::PyObject>())
