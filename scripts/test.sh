@@ -22,4 +22,5 @@ PYTHONASYNCIODEBUG=1 "$PY" -m pytest -q -p no:cacheprovider "$@" \
     tests/test_tls.py tests/test_subprocess.py tests/test_real_libraries.py \
     tests/test_transport_start.py tests/test_known_callbacks.py tests/test_native_taskgroup.py \
     tests/test_native_sleep.py tests/test_task_registry.py tests/test_native_timeout.py \
-    tests/test_native_wait_for.py tests/test_native_wait.py tests/test_exception_chaining.py
+    tests/test_native_wait_for.py tests/test_native_wait.py tests/test_exception_chaining.py \
+    tests/test_callback_context.py
