@@ -361,3 +361,35 @@ def test_cycle_through_future_iterator_collected_after_churn(loop):
     assert fut_ref() is not None  # only the cycle keeps it
     gc.collect()
     assert fut_ref() is None
+
+
+def test_unclosed_loop_cycle_through_reused_handle_is_collected(loop_factory):
+    """A handle whose other holder lets go of it during its callback (asyncio code does
+    `self._handle = None` in the callback) is tracked by the collector when it runs; ferroloop
+    may reuse it for a later call_soon, and a queued one must not be tracked (the loop reports
+    its references): the loop -> handle -> holder -> loop cycle is still collected."""
+    loop = loop_factory()
+    holder = Holder(loop)
+    loop.holder = holder
+
+    def drop_own_handle(owner):
+        owner.handle = None
+
+    for _ in range(3):
+        holder.handle = loop.call_soon(drop_own_handle, holder)
+        loop.run_until_complete(asyncio.sleep(0))
+    loop.call_soon(holder.method)
+    loop_factory.loops.clear()
+    ref = weakref.ref(loop)
+    href = weakref.ref(holder)
+    del loop, holder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+        gc.collect()
+    alive = ref()
+    if alive is not None:
+        alive.close()
+        del alive
+    assert ref() is None
+    assert href() is None

@@ -361,6 +361,10 @@ impl LoopCore {
             )
         };
         drop(emptied);
+        // It may have been tracked when it ran (someone else held it then and let go during
+        // the callback): a queued one-shot handle must be untracked, since the loop reports
+        // what a handle it alone holds references (a tracked one would report it twice).
+        capi::gc_untrack(h.as_any());
         let mut pool = self.handle_pool.lock(py);
         if pool.len() < POOL_MAX {
             pool.push(h.unbind());
