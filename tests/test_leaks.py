@@ -324,6 +324,14 @@ def test_handle_kept_after_running_keeps_callback_and_is_collectable(loop, kind)
     assert ref() is None
 
 
+def _collect_ignoring_unclosed() -> None:
+    """Two full collections, with the "unclosed" ResourceWarnings they cause silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+        gc.collect()
+
+
 def test_reader_cycle_collected_after_handle_churn(loop_factory):
     """A reader's handle is visible to the collector even when its memory was reused."""
     a, b = socket.socketpair()
@@ -336,10 +344,7 @@ def test_reader_cycle_collected_after_handle_churn(loop_factory):
         loop_factory.loops.clear()
         ref = weakref.ref(keeper)
         del keeper, loop
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
-            gc.collect()
+        _collect_ignoring_unclosed()
         assert ref() is None
     finally:
         a.close()
@@ -383,10 +388,7 @@ def test_unclosed_loop_cycle_through_reused_handle_is_collected(loop_factory):
     ref = weakref.ref(loop)
     href = weakref.ref(holder)
     del loop, holder
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
-        gc.collect()
+    _collect_ignoring_unclosed()
     alive = ref()
     if alive is not None:
         alive.close()

@@ -169,18 +169,20 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
             (outcome, Some(context))
         }
     };
-    let err = match outcome {
-        Ok(()) => None,
+    let mut context = context;
+    let result = match outcome {
+        Ok(()) => Ok(()),
         Err(err) if escapes_loop(py, &err) => return Err(err),
-        Err(err) => Some(err),
-    };
-    let context = match (err.is_some(), context) {
-        (true, None) => context_of(taken.take())?,
-        (_, context) => context,
-    };
-    let result = match (err, &context) {
-        (Some(err), Some(ctx)) => report_callback_error(py, handle, &callback, &args, ctx, &err),
-        _ => Ok(()),
+        Err(err) => {
+            // A known callback's error is reported with the handle's context too.
+            if context.is_none() {
+                context = context_of(taken.take())?;
+            }
+            match &context {
+                Some(ctx) => report_callback_error(py, handle, &callback, &args, ctx, &err),
+                None => Ok(()),
+            }
+        }
     };
     // A Context made for this run alone (nothing kept it) serves the next one.
     if let Some(context) = context {
