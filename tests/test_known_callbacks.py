@@ -1,5 +1,6 @@
-"""Timer callbacks ferroloop runs natively (asyncio.sleep's `_set_result_unless_cancelled` on a
-ferroloop Future) behave as asyncio's Python callback does. Each test runs on both loops.
+"""Callbacks ferroloop runs natively (asyncio.sleep's `_set_result_unless_cancelled` on a
+ferroloop Future; `fut.set_result` bound to a future) behave as asyncio's callback does. Each
+test runs on both loops.
 
 Owns tests/test_known_callbacks.py.
 """
@@ -99,3 +100,110 @@ def test_timer_nobody_keeps_on_a_done_future_reports_invalid_state(loop):
     assert type(ctx["handle"]).__name__ == "TimerHandle"
     assert ctx["message"].startswith("Exception in callback _set_result_unless_cancelled(")
     assert "_set_result_unless_cancelled(" in handle_repr
+
+
+# --- call_soon(fut.set_result, value): the bound method, run without entering a context ---
+
+
+def test_bound_set_result_resolves_the_future_in_order(loop):
+    async def main():
+        futs = [loop.create_future() for _ in range(3)]
+        order = []
+        for i, f in enumerate(futs):
+            f.add_done_callback(lambda f, i=i: order.append(i))
+        for i, f in reversed(list(enumerate(futs))):
+            loop.call_soon(f.set_result, i * 10)
+        results = [await f for f in futs]
+        return results, order
+
+    assert loop.run_until_complete(main()) == ([0, 10, 20], [2, 1, 0])
+
+
+def test_bound_set_result_on_a_done_future_reports_invalid_state(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append((ctx, repr(ctx["handle"]))))
+    fut = loop.create_future()
+    held = loop.call_soon(fut.set_result, 1)
+    loop.call_soon(fut.set_result, 2)  # the loop alone holds this one
+    fut.set_result(0)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert fut.result() == 0
+    assert len(errors) == 2
+    for ctx, handle_repr in errors:
+        assert type(ctx["exception"]) is asyncio.InvalidStateError
+        assert ctx["message"].startswith("Exception in callback ")
+        assert "set_result" in ctx["message"]
+        assert "set_result" in handle_repr
+    assert errors[0][0]["handle"] is held
+
+
+def test_bound_set_result_on_a_cancelled_future_reports_invalid_state(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    fut = loop.create_future()
+    loop.call_soon(fut.set_result, 1)
+    fut.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    assert fut.cancelled()
+    assert [type(c["exception"]) for c in errors] == [asyncio.InvalidStateError]
+
+
+def test_bound_set_result_of_a_task_raises_as_task_set_result(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def main():
+        task = asyncio.ensure_future(asyncio.sleep(0.01))
+        loop.call_soon(task.set_result, 1)
+        await task
+        return task.result()
+
+    assert loop.run_until_complete(main()) is None
+    assert [type(c["exception"]) for c in errors] == [RuntimeError]
+    assert "Task does not support set_result operation" in str(errors[0]["exception"])
+
+
+def test_bound_set_result_of_a_subclass_override_is_called(loop):
+    calls = []
+    base = type(loop.create_future())
+
+    class MyFuture(base):
+        def set_result(self, result):
+            calls.append(result)
+            super().set_result(result)
+
+    fut = MyFuture(loop=loop)
+    loop.call_soon(fut.set_result, "r")
+    assert loop.run_until_complete(fut) == "r"
+    assert calls == ["r"]
+
+
+def test_bound_set_result_with_a_wrong_argument_count_reports_type_error(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    fut = loop.create_future()
+    loop.call_soon(fut.set_result, 1, 2)
+    loop.call_soon(fut.set_result)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert not fut.done()
+    assert [type(c["exception"]) for c in errors] == [TypeError, TypeError]
+
+
+def test_bound_set_result_done_callbacks_keep_their_own_context(loop):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+
+    async def main():
+        fut = loop.create_future()
+        var.set("at add")
+        fut.add_done_callback(lambda f: seen.append(var.get()))
+        var.set("at call_soon")
+        loop.call_soon(fut.set_result, None)
+        var.set("after")
+        await fut
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+    assert seen == ["at add"]

@@ -1128,12 +1128,39 @@ unsafe extern "C" fn meth_o_trampoline<T: MethO>(
     }
 }
 
+/// The identity of a `PyMethodDef` that `install_meth_o` installed (alive for the rest of the
+/// process): what `bound_method_self` recognises a bound method of.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MethodDefId(usize);
+
+/// `obj.__self__` when `obj` is a built-in bound method (`builtin_function_or_method`, as
+/// `fut.set_result` evaluates to) of the method `def`; None for anything else.
+pub fn bound_method_self<'py>(
+    obj: &Bound<'py, PyAny>,
+    def: MethodDefId,
+) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `obj` is alive. An object whose type is exactly PyCFunction_Type is a
+    // PyCFunctionObject, whose m_ml and m_self fields are readable for its lifetime; m_self
+    // (NULL for a module-less static function) is taken as a new reference while `obj` holds it.
+    unsafe {
+        let op = obj.as_ptr();
+        if ffi::Py_IS_TYPE(op, &raw mut ffi::PyCFunction_Type) == 0 {
+            return None;
+        }
+        let func = op.cast::<ffi::PyCFunctionObject>();
+        if (*func).m_ml as usize != def.0 {
+            return None;
+        }
+        Bound::from_borrowed_ptr_or_opt(obj.py(), (*func).m_self)
+    }
+}
+
 /// Stores `T` in the class `ty` as a method descriptor whose instances are checked against
-/// `owner` (a base of `ty`).
+/// `owner` (a base of `ty`). Returns the method's identity (`bound_method_self`).
 pub fn install_meth_o<T: MethO>(
     ty: &Bound<'_, pyo3::types::PyType>,
     owner: &Bound<'_, pyo3::types::PyType>,
-) -> PyResult<()> {
+) -> PyResult<MethodDefId> {
     let py = ty.py();
     let def = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: T::NAME.as_ptr(),
@@ -1159,7 +1186,7 @@ pub fn install_meth_o<T: MethO>(
         dict.set_item(T::NAME.to_str().unwrap_or_default(), descr)?;
         ffi::PyType_Modified(tp);
     }
-    Ok(())
+    Ok(MethodDefId(std::ptr::from_ref(def) as usize))
 }
 
 /// The arguments of a `METH_FASTCALL | METH_KEYWORDS` call: positional ones in a slice, then

@@ -904,8 +904,30 @@ impl capi::MethO for SetException {
 pub(crate) fn install_base_methods(py: Python<'_>) -> PyResult<()> {
     let ty = py.get_type::<Future>();
     let owner = py.get_type::<PyAsyncioFuture>();
-    capi::install_meth_o::<SetResult>(&ty, &owner)?;
-    capi::install_meth_o::<SetException>(&ty, &owner)
+    let set_result = capi::install_meth_o::<SetResult>(&ty, &owner)?;
+    // Installed once per process (the type is static); a second call finds it set.
+    let _ = SET_RESULT_METHOD.set(set_result);
+    capi::install_meth_o::<SetException>(&ty, &owner)?;
+    Ok(())
+}
+
+/// The identity of `Future.set_result` (as installed by `install_base_methods`).
+static SET_RESULT_METHOD: std::sync::OnceLock<capi::MethodDefId> = std::sync::OnceLock::new();
+
+/// Runs `callback(*args)` when it is `fut.set_result` bound to a future (one argument): the
+/// method itself, without the call machinery or a Context to run in, which it would not read
+/// (set_result reads no context variable; the done callbacks it schedules run in the contexts
+/// they were added with). None for any other callback.
+pub(crate) fn run_bound_set_result(
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> Option<PyResult<()>> {
+    let fut = capi::bound_method_self(callback, *SET_RESULT_METHOD.get()?)?;
+    if args.len() != 1 {
+        return None;
+    }
+    let result = args.get_item(0).ok()?;
+    Some(<SetResult as capi::MethO>::call(&fut, &result).map(drop))
 }
 
 /// `__init_subclass__` of Future and Task: a Python subclass keeps the Rust finalizer of `T`

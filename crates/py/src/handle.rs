@@ -191,15 +191,20 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
     result
 }
 
-/// `futures._set_result_unless_cancelled(fut, result)` (the timer callback `asyncio.sleep`
-/// schedules) on an exact ferroloop Future, done natively: the same two steps (nothing if
-/// cancelled, else set_result), without a Python frame. It reads no context variable, so not
-/// entering the handle's context is not observable. None for any other callback.
+/// A callback the loop runs natively, without entering the handle's context (neither reads a
+/// context variable, so that is not observable): `fut.set_result` bound to a ferroloop future
+/// (`future::run_bound_set_result`), and `futures._set_result_unless_cancelled(fut, result)`
+/// (the timer callback `asyncio.sleep` schedules) on an exact ferroloop Future, the same two
+/// steps (nothing if cancelled, else set_result) without a Python frame. None for any other
+/// callback.
 fn run_known_callback(
     py: Python<'_>,
     callback: &Bound<'_, PyAny>,
     args: &Bound<'_, PyTuple>,
 ) -> Option<PyResult<()>> {
+    if let Some(outcome) = crate::future::run_bound_set_result(callback, args) {
+        return Some(outcome);
+    }
     let known = stdlib::set_result_unless_cancelled(py).ok()?;
     if !callback.is(known) || args.len() != 2 {
         return None;

@@ -1750,7 +1750,8 @@ impl TransportCore {
         writing: &Bound<'_, pyo3::types::PyType>,
     ) -> PyResult<()> {
         capi::install_meth_o::<IsClosingMethod>(base, base)?;
-        capi::install_meth_o::<WriteMethod>(writing, writing)
+        capi::install_meth_o::<WriteMethod>(writing, writing)?;
+        Ok(())
     }
 
     #[pyo3(signature = (data, addr=None))]
