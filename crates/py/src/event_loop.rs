@@ -15,7 +15,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::RwLock;
 
-use crate::gil_cell::GilCell;
+use crate::gil_cell::{GilCell, GilRefCell};
 
 use ferroloop_core::{clock, Event, Interest, Poller, ReadyQueue, TimerHeap, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -29,7 +29,7 @@ use crate::gather::GatherCallback;
 use crate::handle::{report_unhandled, run_handle, Handle, HandleState, TimerHandle};
 use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
-use crate::task::Task;
+use crate::task::{Task, TaskCells};
 use crate::taskgroup::TaskGroupCore;
 use crate::transport::TransportCore;
 use crate::{capi, stdlib::kwnames};
@@ -491,7 +491,7 @@ impl LoopCore {
         wakeup: bool,
     ) -> PyResult<()> {
         let py = slf.py();
-        let context = task.borrow().context_object(py);
+        let context = task.state().context_object(py);
         let result = capi::with_context(&context, || match (&arg, wakeup) {
             (Some(fut), true) => Task::wakeup(&task, fut),
             _ => Task::step(&task, arg.clone()),
@@ -1450,7 +1450,13 @@ impl LoopCore {
         let this = slf.get();
         if this.native_tasks.load(Ordering::Relaxed) {
             let core = FutureCore::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
-            return Ok(Py::new(py, Future { core })?.into_any());
+            return Ok(Py::new(
+                py,
+                Future {
+                    core: GilRefCell::new(core),
+                },
+            )?
+            .into_any());
         }
         let cls = stdlib::future_class(py)?;
         Ok(capi::call_with_kwnames(cls, &[slf.as_any()], kwnames(py, KwNames::Loop)?)?.unbind())

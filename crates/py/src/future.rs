@@ -16,7 +16,8 @@ use crate::asyncio_base::PyAsyncioFuture;
 use crate::capi::ContextSnapshot;
 use crate::event_loop::{LoopCore, Ready};
 use crate::gather::GatherCallback;
-use crate::task::{Task, TaskWakeupMethod};
+use crate::gil_cell::{GilCell, GilRef, GilRefCell, GilRefMut};
+use crate::task::{Task, TaskCells, TaskWakeupMethod};
 use crate::taskgroup::TaskGroupCore;
 use crate::{capi, handle, stdlib};
 
@@ -75,7 +76,7 @@ impl Callback {
         let func = self.function(py)?;
         let context = match self {
             Callback::Python { context, .. } => context.context(py)?.into_bound(py),
-            Callback::TaskWakeup(task) => task.bind(py).borrow().context_object(py),
+            Callback::TaskWakeup(task) => task.bind(py).state().context_object(py),
             Callback::Gather(_) | Callback::TaskGroup(_) => capi::copy_context(py)?.into_bound(py),
         };
         Ok((func, context))
@@ -169,15 +170,36 @@ impl FutureCore {
         Ok(())
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.loop_ = None;
-        self.result = None;
-        self.exception = None;
-        self.exception_tb = None;
-        self.callbacks.clear();
-        self.cancel_message = None;
-        self.cancelled_exc = None;
-        self.source_traceback = None;
+    /// `tp_clear`: takes the references out (the state and flags stay), for the caller to drop
+    /// once its borrow is released (dropping one can run Python code that reaches this future).
+    pub(crate) fn take_references(&mut self) -> FutureCore {
+        let kept = FutureCore {
+            state: self.state,
+            log_traceback: self.log_traceback,
+            blocking: self.blocking,
+            ..FutureCore::uninit()
+        };
+        std::mem::replace(self, kept)
+    }
+
+    /// `tp_traverse` of a cell holding a FutureCore: nothing is visited while it is exclusively
+    /// borrowed (the collector started from an allocation there).
+    pub(crate) fn traverse_cell<V: capi::Visitor>(
+        cell: &GilRefCell<FutureCore>,
+        visit: &V,
+    ) -> Result<(), V::Error> {
+        match capi::in_traverse(|py| cell.try_borrow(py)) {
+            Some(core) => core.traverse(visit),
+            None => Ok(()),
+        }
+    }
+
+    /// `tp_clear` of a cell holding a FutureCore.
+    pub(crate) fn clear_cell(cell: &GilRefCell<FutureCore>) {
+        Python::attach(|py| {
+            let taken = cell.try_borrow_mut(py).map(|mut c| c.take_references());
+            drop(taken);
+        });
     }
 
     /// As the C Future: None when there are no callbacks, else a list of (callback, context).
@@ -198,9 +220,11 @@ impl FutureCore {
 }
 
 /// A result that will arrive later (asyncio's `Future`); a subclass of `asyncio.Future`.
-#[pyclass(module = "ferroloop", name = "Future", extends = PyAsyncioFuture, subclass)]
+///
+/// Frozen for PyO3: the state sits in a [`GilRefCell`] (PyO3's borrow flag is atomic).
+#[pyclass(module = "ferroloop", name = "Future", extends = PyAsyncioFuture, subclass, frozen)]
 pub struct Future {
-    pub(crate) core: FutureCore,
+    pub(crate) core: GilRefCell<FutureCore>,
 }
 
 /// A ferroloop Future or Task (or a subclass of either), whichever its Python type: Future
@@ -213,45 +237,10 @@ pub(crate) enum NativeFuture<'py> {
 }
 
 /// A shared borrow of a native future's [`FutureCore`].
-pub(crate) enum CoreRef<'py> {
-    Plain(PyRef<'py, Future>),
-    Task(PyRef<'py, Task>),
-}
+pub(crate) type CoreRef<'a> = GilRef<'a, FutureCore>;
 
 /// An exclusive borrow of a native future's [`FutureCore`].
-pub(crate) enum CoreMut<'py> {
-    Plain(PyRefMut<'py, Future>),
-    Task(PyRefMut<'py, Task>),
-}
-
-impl std::ops::Deref for CoreRef<'_> {
-    type Target = FutureCore;
-    fn deref(&self) -> &FutureCore {
-        match self {
-            CoreRef::Plain(f) => &f.core,
-            CoreRef::Task(t) => &t.core,
-        }
-    }
-}
-
-impl std::ops::Deref for CoreMut<'_> {
-    type Target = FutureCore;
-    fn deref(&self) -> &FutureCore {
-        match self {
-            CoreMut::Plain(f) => &f.core,
-            CoreMut::Task(t) => &t.core,
-        }
-    }
-}
-
-impl std::ops::DerefMut for CoreMut<'_> {
-    fn deref_mut(&mut self) -> &mut FutureCore {
-        match self {
-            CoreMut::Plain(f) => &mut f.core,
-            CoreMut::Task(t) => &mut t.core,
-        }
-    }
-}
+pub(crate) type CoreMut<'a> = GilRefMut<'a, FutureCore>;
 
 impl<'py> From<&Bound<'py, Future>> for NativeFuture<'py> {
     fn from(f: &Bound<'py, Future>) -> Self {
@@ -316,25 +305,26 @@ impl<'py> NativeFuture<'py> {
         }
     }
 
-    pub(crate) fn borrow(&self) -> CoreRef<'py> {
+    /// The cell holding the future state.
+    fn cell(&self) -> &GilRefCell<FutureCore> {
         match self {
-            NativeFuture::Plain(f) => CoreRef::Plain(f.borrow()),
-            NativeFuture::Task(t) => CoreRef::Task(t.borrow()),
+            NativeFuture::Plain(f) => &f.get().core,
+            NativeFuture::Task(t) => &t.get().core,
         }
     }
 
-    pub(crate) fn borrow_mut(&self) -> CoreMut<'py> {
-        match self {
-            NativeFuture::Plain(f) => CoreMut::Plain(f.borrow_mut()),
-            NativeFuture::Task(t) => CoreMut::Task(t.borrow_mut()),
-        }
+    #[track_caller]
+    pub(crate) fn borrow(&self) -> CoreRef<'_> {
+        self.cell().borrow(self.py())
     }
 
-    pub(crate) fn try_borrow(&self) -> Option<CoreRef<'py>> {
-        match self {
-            NativeFuture::Plain(f) => f.try_borrow().ok().map(CoreRef::Plain),
-            NativeFuture::Task(t) => t.try_borrow().ok().map(CoreRef::Task),
-        }
+    #[track_caller]
+    pub(crate) fn borrow_mut(&self) -> CoreMut<'_> {
+        self.cell().borrow_mut(self.py())
+    }
+
+    pub(crate) fn try_borrow(&self) -> Option<CoreRef<'_>> {
+        self.cell().try_borrow(self.py())
     }
 
     pub(crate) fn loop_of(&self) -> PyResult<Bound<'py, PyAny>> {
@@ -669,12 +659,12 @@ macro_rules! future_pymethods {
                 NativeFuture::from(slf).exception()
             }
 
-            fn cancelled(&self) -> bool {
-                self.core.state == State::Cancelled
+            fn cancelled(&self, py: Python<'_>) -> bool {
+                self.core.borrow(py).state == State::Cancelled
             }
 
-            fn done(&self) -> bool {
-                self.core.state != State::Pending
+            fn done(&self, py: Python<'_>) -> bool {
+                self.core.borrow(py).state != State::Pending
             }
 
             fn get_loop<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
@@ -723,72 +713,74 @@ macro_rules! future_pymethods {
             }
 
             #[getter]
-            fn _state(&self) -> &'static str {
-                self.core.state.name()
+            fn _state(&self, py: Python<'_>) -> &'static str {
+                self.core.borrow(py).state.name()
             }
 
             #[getter]
             fn _result(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-                self.core.result.as_ref().map(|r| r.clone_ref(py))
+                self.core.borrow(py).result.as_ref().map(|r| r.clone_ref(py))
             }
 
             #[getter]
             fn _exception(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-                self.core.exception.as_ref().map(|r| r.clone_ref(py))
+                self.core.borrow(py).exception.as_ref().map(|r| r.clone_ref(py))
             }
 
             #[getter]
             fn _loop(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-                self.core.loop_.as_ref().map(|r| r.clone_ref(py))
+                self.core.borrow(py).loop_.as_ref().map(|r| r.clone_ref(py))
             }
 
             #[getter]
             fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-                self.core.source_traceback.as_ref().map(|r| r.clone_ref(py))
+                self.core.borrow(py).source_traceback.as_ref().map(|r| r.clone_ref(py))
             }
 
             /// As the C Future: None when there are no callbacks, else a list of (callback,
             /// context).
             #[getter]
-            fn _callbacks<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, pyo3::types::PyList>>> {
-                self.core.callbacks_list(py)
+            fn _callbacks<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, pyo3::types::PyList>>> {
+                self.core.borrow_mut(py).callbacks_list(py)
             }
 
             #[getter(_log_traceback)]
-            fn get_log_traceback(&self) -> bool {
-                self.core.log_traceback
+            fn get_log_traceback(&self, py: Python<'_>) -> bool {
+                self.core.borrow(py).log_traceback
             }
 
             #[setter(_log_traceback)]
-            fn set_log_traceback(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+            fn set_log_traceback(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
                 if value.is_truthy()? {
                     return Err(pyo3::exceptions::PyValueError::new_err(
                         "_log_traceback can only be set to False",
                     ));
                 }
-                self.core.log_traceback = false;
+                self.core.borrow_mut(value.py()).log_traceback = false;
                 Ok(())
             }
 
             #[getter(_asyncio_future_blocking)]
-            fn get_asyncio_future_blocking(&self) -> bool {
-                self.core.blocking
+            fn get_asyncio_future_blocking(&self, py: Python<'_>) -> bool {
+                self.core.borrow(py).blocking
             }
 
             #[setter(_asyncio_future_blocking)]
-            fn set_asyncio_future_blocking(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-                self.core.blocking = value.is_truthy()?;
+            fn set_asyncio_future_blocking(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+                let blocking = value.is_truthy()?;
+                self.core.borrow_mut(value.py()).blocking = blocking;
                 Ok(())
             }
 
             #[getter(_cancel_message)]
             fn get_cancel_message(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-                self.core.cancel_message.as_ref().map(|r| r.clone_ref(py))
+                self.core.borrow(py).cancel_message.as_ref().map(|r| r.clone_ref(py))
             }
 
             #[setter(_cancel_message)]
-            fn set_cancel_message(&mut self, value: Option<Py<PyAny>>) {
-                self.core.cancel_message = value;
+            fn set_cancel_message(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
+                let old = std::mem::replace(&mut self.core.borrow_mut(py).cancel_message, value);
+                drop(old);
             }
 
             $($own)*
@@ -811,7 +803,7 @@ impl Future {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Future {
-            core: FutureCore::uninit(),
+            core: GilRefCell::new(FutureCore::uninit()),
         }
     }
 
@@ -845,18 +837,18 @@ impl Future {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.core.traverse(&visit)
+        FutureCore::traverse_cell(&self.core, &visit)
     }
 
-    fn __clear__(&mut self) {
-        self.core.clear();
+    fn __clear__(&self) {
+        FutureCore::clear_cell(&self.core);
     }
 }
 }
 
 impl capi::RawTraverse for Future {
     fn traverse_raw(&self, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
-        self.core.traverse(visit)
+        FutureCore::traverse_cell(&self.core, visit)
     }
 }
 
@@ -995,25 +987,26 @@ pub(crate) fn finalize_future(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 /// Allocated without counting toward the collector's threshold (one per `await`; see
 /// `capi::install_uncounted_alloc`); [`FutureIter::new`] tracks it, since a cycle can run
 /// through it.
-#[pyclass(module = "ferroloop", name = "FutureIter")]
+#[pyclass(module = "ferroloop", name = "FutureIter", frozen)]
 pub struct FutureIter {
-    pub(crate) future: Option<OwnedNativeFuture>,
+    /// The future awaited; None once it has returned or been thrown into or closed.
+    pub(crate) future: GilCell<Option<OwnedNativeFuture>>,
 }
 
 #[pymethods]
 impl FutureIter {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match self.step(py)? {
             capi::SendResult::Yielded(v) => Ok(v.unbind()),
             capi::SendResult::Returned(v) => Err(PyStopIteration::new_err((v.unbind(),))),
         }
     }
 
-    fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn send(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         // (PyIter_Send uses the am_send slot below; this is the method form.)
         if !value.is_none() {
             return Err(PyTypeError::new_err(
@@ -1025,29 +1018,31 @@ impl FutureIter {
 
     #[pyo3(signature = (r#type, value=None, traceback=None))]
     fn throw(
-        &mut self,
+        &self,
         py: Python<'_>,
         r#type: &Bound<'_, PyAny>,
         value: Option<&Bound<'_, PyAny>>,
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        self.future = None;
+        self.release(py);
         Err(thrown(py, r#type, value, traceback))
     }
 
-    fn close(&mut self) {
-        self.future = None;
+    fn close(&self, py: Python<'_>) {
+        self.release(py);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match &self.future {
-            Some(f) => visit.call(f.as_any()),
-            None => Ok(()),
+        if let Some(future) = capi::in_traverse(|py| self.future.try_lock(py)) {
+            if let Some(f) = future.as_ref() {
+                visit.call(f.as_any())?;
+            }
         }
+        Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.future = None;
+    fn __clear__(&self) {
+        Python::attach(|py| self.release(py));
     }
 }
 
@@ -1109,7 +1104,7 @@ impl FutureIter {
         let iter = Bound::new(
             py,
             FutureIter {
-                future: Some(future),
+                future: GilCell::new(Some(future)),
             },
         )?;
         capi::gc_track(iter.as_any());
@@ -1118,8 +1113,8 @@ impl FutureIter {
 
     /// One step of `await future` without StopIteration: the future while it is pending, its
     /// result once done.
-    fn step<'py>(&mut self, py: Python<'py>) -> PyResult<capi::SendResult<'py>> {
-        let Some(fut) = self.future.as_ref().map(|f| f.bind(py)) else {
+    fn step<'py>(&self, py: Python<'py>) -> PyResult<capi::SendResult<'py>> {
+        let Some(fut) = self.future.lock(py).as_ref().map(|f| f.bind(py)) else {
             return Ok(capi::SendResult::Returned(py.None().into_bound(py)));
         };
         {
@@ -1133,8 +1128,14 @@ impl FutureIter {
                 return Err(PyRuntimeError::new_err("await wasn't used with future"));
             }
         }
-        self.future = None;
+        self.release(py);
         Ok(capi::SendResult::Returned(fut.result()?))
+    }
+
+    /// Lets go of the future (dropped after the cell is released).
+    fn release(&self, py: Python<'_>) {
+        let taken = self.future.lock(py).take();
+        drop(taken);
     }
 }
 
@@ -1149,8 +1150,6 @@ impl capi::AmSend for FutureIter {
                 "can't send non-None value to a FutureIter",
             ));
         }
-        let iter = iter.cast::<FutureIter>()?;
-        let mut it = iter.borrow_mut();
-        it.step(py)
+        iter.cast::<FutureIter>()?.get().step(py)
     }
 }

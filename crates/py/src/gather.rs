@@ -25,6 +25,7 @@ use pyo3::{intern, PyTraverseError, PyTypeInfo, PyVisit};
 
 use crate::event_loop::LoopCore;
 use crate::future::{Callback, Future, FutureCore, NativeFuture, State};
+use crate::gil_cell::GilRefCell;
 use crate::task::Task;
 use crate::{capi, stdlib};
 
@@ -337,7 +338,10 @@ fn new_outer<'py>(
                 FutureCore::for_loop(py, loop_.clone().unbind(), native.get().debug_enabled())?;
             let outer = Bound::new(
                 py,
-                PyClassInitializer::from(Future { core }).add_subclass(GatheringFuture {
+                PyClassInitializer::from(Future {
+                    core: GilRefCell::new(core),
+                })
+                .add_subclass(GatheringFuture {
                     children: Some(children.clone().into_any().unbind()),
                     cancel_requested: false,
                 }),
@@ -476,7 +480,7 @@ impl GatheringFuture {
     fn cancel_impl(slf: &Bound<'_, Self>, msg: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         let py = slf.py();
         NativeFuture::from(slf.as_super()).ensure_alive()?;
-        if slf.as_super().borrow().core.state != State::Pending {
+        if slf.as_super().get().core.borrow(slf.py()).state != State::Pending {
             return Ok(false);
         }
         let children = slf.borrow().children.as_ref().map(|c| c.clone_ref(py));
@@ -606,7 +610,7 @@ pub struct GatherCallback {
 /// The outer future, natively or through its methods.
 fn outer_done(outer: &Bound<'_, PyAny>) -> PyResult<bool> {
     if let Ok(native) = outer.cast::<GatheringFuture>() {
-        return Ok(native.as_super().borrow().core.state != State::Pending);
+        return Ok(native.as_super().get().core.borrow(native.py()).state != State::Pending);
     }
     outer.call_method0(intern!(outer.py(), "done"))?.is_truthy()
 }

@@ -13,11 +13,17 @@
 //! guard is alive, where a Mutex would deadlock): `lock` panics, `try_lock` returns None.
 //! A guard is neither Send nor Sync, so it cannot be used inside `py.detach` (GIL released).
 //!
-//! Free-threaded builds (`Py_GIL_DISABLED`) have no GIL to lean on: there a GilCell is a Mutex.
+//! GilRefCell is the same for state that is borrowed shared as well as exclusively (a
+//! Future's or Task's, which PyO3 would otherwise guard with an atomic borrow flag: two locked
+//! instructions per shared borrow, some forty per future round trip): a `RefCell`, whose
+//! borrows panic on conflict as PyO3's do, reached only with a `Python` token.
+//!
+//! Free-threaded builds (`Py_GIL_DISABLED`) have no GIL to lean on: there a GilCell is a Mutex
+//! and a GilRefCell an RwLock.
 
 #[cfg(not(Py_GIL_DISABLED))]
 mod imp {
-    use std::cell::{Cell, UnsafeCell};
+    use std::cell::{Cell, Ref, RefCell, RefMut, UnsafeCell};
     use std::marker::PhantomData;
     use std::ops::{Deref, DerefMut};
 
@@ -95,12 +101,55 @@ mod imp {
             self.cell.borrowed.set(false);
         }
     }
+
+    pub struct GilRefCell<T>(RefCell<T>);
+
+    // SAFETY: as for GilCell: the RefCell (its flag and value) is only reached through methods
+    // that take a `Python` token, so by the one thread holding the GIL, or through `&mut self`.
+    // Its guards are neither Send nor Sync, so they stay on the thread that holds the GIL (they
+    // cannot move into `py.detach`). `T: Send` because whichever thread holds the GIL uses it.
+    unsafe impl<T: Send> Sync for GilRefCell<T> {}
+
+    pub type GilRef<'a, T> = Ref<'a, T>;
+    pub type GilRefMut<'a, T> = RefMut<'a, T>;
+
+    impl<T> GilRefCell<T> {
+        pub const fn new(value: T) -> Self {
+            GilRefCell(RefCell::new(value))
+        }
+
+        /// A shared borrow. Panics if it is exclusively borrowed.
+        #[inline]
+        #[track_caller]
+        pub fn borrow<'a>(&'a self, _py: Python<'_>) -> GilRef<'a, T> {
+            self.0.borrow()
+        }
+
+        /// An exclusive borrow. Panics if it is borrowed.
+        #[inline]
+        #[track_caller]
+        pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> GilRefMut<'a, T> {
+            self.0.borrow_mut()
+        }
+
+        /// A shared borrow, or None if it is exclusively borrowed.
+        #[inline]
+        pub fn try_borrow<'a>(&'a self, _py: Python<'_>) -> Option<GilRef<'a, T>> {
+            self.0.try_borrow().ok()
+        }
+
+        /// An exclusive borrow, or None if it is borrowed.
+        #[inline]
+        pub fn try_borrow_mut<'a>(&'a self, _py: Python<'_>) -> Option<GilRefMut<'a, T>> {
+            self.0.try_borrow_mut().ok()
+        }
+    }
 }
 
 #[cfg(Py_GIL_DISABLED)]
 mod imp {
     use pyo3::Python;
-    use std::sync::{Mutex, MutexGuard};
+    use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
     pub struct GilCell<T>(Mutex<T>);
     pub type GilGuard<'a, T> = MutexGuard<'a, T>;
@@ -118,6 +167,33 @@ mod imp {
             self.0.try_lock().ok()
         }
     }
+
+    /// An RwLock: re-entrant exclusive use blocks here where the GIL build's RefCell panics.
+    pub struct GilRefCell<T>(RwLock<T>);
+    pub type GilRef<'a, T> = RwLockReadGuard<'a, T>;
+    pub type GilRefMut<'a, T> = RwLockWriteGuard<'a, T>;
+
+    impl<T> GilRefCell<T> {
+        pub const fn new(value: T) -> Self {
+            GilRefCell(RwLock::new(value))
+        }
+
+        pub fn borrow<'a>(&'a self, _py: Python<'_>) -> GilRef<'a, T> {
+            self.0.read().unwrap_or_else(|e| e.into_inner())
+        }
+
+        pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> GilRefMut<'a, T> {
+            self.0.write().unwrap_or_else(|e| e.into_inner())
+        }
+
+        pub fn try_borrow<'a>(&'a self, _py: Python<'_>) -> Option<GilRef<'a, T>> {
+            self.0.try_read().ok()
+        }
+
+        pub fn try_borrow_mut<'a>(&'a self, _py: Python<'_>) -> Option<GilRefMut<'a, T>> {
+            self.0.try_write().ok()
+        }
+    }
 }
 
-pub use imp::{GilCell, GilGuard};
+pub use imp::{GilCell, GilGuard, GilRef, GilRefCell, GilRefMut};

@@ -13,15 +13,26 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::asyncio_base::PyAsyncioTask;
 use crate::event_loop::{LoopCore, Ready};
-use crate::future::{future_pymethods, Callback, FutureCore, FutureIter, NativeFuture, State};
+use crate::future::{
+    future_pymethods, Callback, CoreMut, CoreRef, FutureCore, FutureIter, NativeFuture, State,
+};
+use crate::gil_cell::{GilRef, GilRefCell, GilRefMut};
 use crate::handle::escapes_loop;
 use crate::{capi, stdlib, task_registry};
 
 /// A coroutine wrapped in a Future (asyncio's `Task`); a subclass of `asyncio.Task`.
-#[pyclass(module = "ferroloop", name = "Task", extends = PyAsyncioTask, subclass)]
+///
+/// Frozen for PyO3: the state sits in two [`GilRefCell`]s (PyO3's borrow flag is atomic),
+/// reached from a bound Task through [`TaskCells`].
+#[pyclass(module = "ferroloop", name = "Task", extends = PyAsyncioTask, subclass, frozen)]
 pub struct Task {
     /// The Future part (asyncio's Task inherits it from Future).
-    pub(crate) core: FutureCore,
+    pub(crate) core: GilRefCell<FutureCore>,
+    pub(crate) st: GilRefCell<TaskState>,
+}
+
+/// What a Task holds besides its Future part.
+pub(crate) struct TaskState {
     pub(crate) coro: Option<Py<PyAny>>,
     pub(crate) context: Option<Py<PyAny>>,
     name: Option<Py<PyAny>>,
@@ -37,30 +48,66 @@ pub struct Task {
     registry_ref: Option<Py<PyAny>>,
 }
 
+/// The cells of a bound Task: its Future part and the rest.
+pub(crate) trait TaskCells {
+    fn core(&self) -> CoreRef<'_>;
+    fn core_mut(&self) -> CoreMut<'_>;
+    fn state(&self) -> GilRef<'_, TaskState>;
+    fn state_mut(&self) -> GilRefMut<'_, TaskState>;
+}
+
+impl TaskCells for Bound<'_, Task> {
+    #[track_caller]
+    fn core(&self) -> CoreRef<'_> {
+        self.get().core.borrow(self.py())
+    }
+
+    #[track_caller]
+    fn core_mut(&self) -> CoreMut<'_> {
+        self.get().core.borrow_mut(self.py())
+    }
+
+    #[track_caller]
+    fn state(&self) -> GilRef<'_, TaskState> {
+        self.get().st.borrow(self.py())
+    }
+
+    #[track_caller]
+    fn state_mut(&self) -> GilRefMut<'_, TaskState> {
+        self.get().st.borrow_mut(self.py())
+    }
+}
+
 impl Task {
     /// A Task whose Future part is `core`, not started yet.
     pub(crate) fn with_core(core: FutureCore) -> Self {
         Task {
-            core,
-            coro: None,
-            context: None,
-            name: None,
-            number: 0,
-            must_cancel: false,
-            fut_waiter: None,
-            num_cancels_requested: 0,
-            log_destroy_pending: true,
-            registry_ref: None,
+            core: GilRefCell::new(core),
+            st: GilRefCell::new(TaskState {
+                coro: None,
+                context: None,
+                name: None,
+                number: 0,
+                must_cancel: false,
+                fut_waiter: None,
+                num_cancels_requested: 0,
+                log_destroy_pending: true,
+                registry_ref: None,
+            }),
         }
     }
+}
 
+impl TaskState {
     pub(crate) fn context_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         match &self.context {
             Some(c) => c.bind(py).clone(),
             None => py.None().into_bound(py),
         }
     }
+}
 
+impl Task {
     /// `Task.__init__` after the Future part: checks the coroutine, names the task, schedules
     /// its first step and registers it with asyncio.
     pub(crate) fn start(
@@ -71,7 +118,7 @@ impl Task {
     ) -> PyResult<()> {
         let py = slf.py();
         if !is_coroutine(coro)? {
-            slf.borrow_mut().log_destroy_pending = false;
+            slf.state_mut().log_destroy_pending = false;
             return Err(PyTypeError::new_err(format!(
                 "a coroutine was expected, got {}",
                 coro.repr()?
@@ -89,7 +136,7 @@ impl Task {
             _ => capi::copy_context(py)?,
         };
         {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.state_mut();
             t.name = name;
             t.number = number;
             t.num_cancels_requested = 0;
@@ -100,7 +147,7 @@ impl Task {
         }
         Self::schedule_step(slf, None)?;
         if let Some(weak) = task_registry::register(slf.as_any())? {
-            slf.borrow_mut().registry_ref = Some(weak);
+            slf.state_mut().registry_ref = Some(weak);
         }
         Ok(())
     }
@@ -125,7 +172,7 @@ impl Task {
                 task: slf.clone().unbind(),
             },
         )?;
-        let context = slf.borrow().context_object(py);
+        let context = slf.state().context_object(py);
         let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
         let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
         match exc {
@@ -140,7 +187,7 @@ impl Task {
     /// `Task.__step`, run in the task's context by the caller.
     pub(crate) fn step(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        if slf.borrow().core.state != State::Pending {
+        if slf.core().state != State::Pending {
             let exc_repr = match &exc {
                 Some(e) => e.repr()?.to_string(),
                 None => "None".to_string(),
@@ -151,7 +198,7 @@ impl Task {
             ));
         }
         let mut exc = exc;
-        if slf.borrow().must_cancel {
+        if slf.state().must_cancel {
             let is_cancelled = match &exc {
                 Some(e) => e.is_instance(stdlib::cancelled_error(py)?)?,
                 None => false,
@@ -159,10 +206,10 @@ impl Task {
             if !is_cancelled {
                 exc = Some(NativeFuture::from(slf).make_cancelled_error()?);
             }
-            slf.borrow_mut().must_cancel = false;
+            slf.state_mut().must_cancel = false;
         }
         let (coro, waiter) = {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.state_mut();
             (
                 t.coro.as_ref().map(|c| c.clone_ref(py)),
                 t.fut_waiter.take(),
@@ -197,8 +244,8 @@ impl Task {
         let fut = NativeFuture::from(slf);
         match outcome {
             Ok(capi::SendResult::Returned(value)) => {
-                if slf.borrow().must_cancel {
-                    slf.borrow_mut().must_cancel = false;
+                if slf.state().must_cancel {
+                    slf.state_mut().must_cancel = false;
                     let msg = fut
                         .borrow()
                         .cancel_message
@@ -271,7 +318,7 @@ impl Task {
                             task: slf.clone().unbind(),
                         },
                     )?;
-                    let context = slf.borrow().context_object(py);
+                    let context = slf.state().context_object(py);
                     let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
                     capi::call_with_kwnames(
                         &result.getattr(intern!(py, "add_done_callback"))?,
@@ -309,7 +356,7 @@ impl Task {
         let py = slf.py();
         let (blocking, same_loop) = {
             let f = result.borrow();
-            let same = match (&f.loop_, &slf.borrow().core.loop_) {
+            let same = match (&f.loop_, &slf.core().loop_) {
                 (Some(a), Some(b)) => a.is(b),
                 _ => false,
             };
@@ -343,17 +390,12 @@ impl Task {
     /// Remembers what the task waits on; a cancel() that came while stepping is passed on.
     fn set_waiter(slf: &Bound<'_, Self>, waiter: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        slf.borrow_mut().fut_waiter = Some(waiter.clone().unbind());
-        if slf.borrow().must_cancel {
-            let msg = slf
-                .borrow()
-                .core
-                .cancel_message
-                .as_ref()
-                .map(|m| m.clone_ref(py));
+        slf.state_mut().fut_waiter = Some(waiter.clone().unbind());
+        if slf.state().must_cancel {
+            let msg = slf.core().cancel_message.as_ref().map(|m| m.clone_ref(py));
             let cancelled = cancel_other(&waiter, msg)?;
             if cancelled {
-                slf.borrow_mut().must_cancel = false;
+                slf.state_mut().must_cancel = false;
             }
         }
         Ok(())
@@ -446,12 +488,12 @@ impl Task {
     pub(crate) fn cancel_impl(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
         let py = slf.py();
         NativeFuture::from(slf).ensure_alive()?;
-        slf.borrow_mut().core.log_traceback = false;
-        if slf.borrow().core.state != State::Pending {
+        slf.core_mut().log_traceback = false;
+        if slf.core().state != State::Pending {
             return Ok(false);
         }
-        slf.borrow_mut().num_cancels_requested += 1;
-        let waiter = slf.borrow().fut_waiter.as_ref().map(|w| w.clone_ref(py));
+        slf.state_mut().num_cancels_requested += 1;
+        let waiter = slf.state().fut_waiter.as_ref().map(|w| w.clone_ref(py));
         if let Some(w) = waiter {
             let msg2 = msg.as_ref().map(|m| m.clone_ref(py));
             if cancel_other(w.bind(py), msg2)? {
@@ -460,8 +502,8 @@ impl Task {
                 return Ok(true);
             }
         }
-        slf.borrow_mut().must_cancel = true;
-        slf.borrow_mut().core.cancel_message = msg;
+        slf.state_mut().must_cancel = true;
+        slf.core_mut().cancel_message = msg;
         Ok(true)
     }
 }
@@ -494,15 +536,16 @@ impl Task {
         Self::cancel_impl(slf, msg)
     }
 
-    fn cancelling(&self) -> u64 {
-        self.num_cancels_requested
+    fn cancelling(&self, py: Python<'_>) -> u64 {
+        self.st.borrow(py).num_cancels_requested
     }
 
-    fn uncancel(&mut self) -> u64 {
-        if self.num_cancels_requested > 0 {
-            self.num_cancels_requested -= 1;
+    fn uncancel(&self, py: Python<'_>) -> u64 {
+        let mut t = self.st.borrow_mut(py);
+        if t.num_cancels_requested > 0 {
+            t.num_cancels_requested -= 1;
         }
-        self.num_cancels_requested
+        t.num_cancels_requested
     }
 
     fn set_result(&self, _result: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -518,26 +561,32 @@ impl Task {
     }
 
     fn get_coro(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.coro.as_ref().map(|c| c.clone_ref(py))
+        self.st.borrow(py).coro.as_ref().map(|c| c.clone_ref(py))
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.context.as_ref().map(|c| c.clone_ref(py))
+        self.st.borrow(py).context.as_ref().map(|c| c.clone_ref(py))
     }
 
-    fn get_name(&mut self, py: Python<'_>) -> Py<PyAny> {
-        if let Some(n) = &self.name {
-            return n.clone_ref(py);
-        }
-        let name = PyString::new(py, &format!("Task-{}", self.number))
+    fn get_name(&self, py: Python<'_>) -> Py<PyAny> {
+        let number = {
+            let t = self.st.borrow(py);
+            if let Some(n) = &t.name {
+                return n.clone_ref(py);
+            }
+            t.number
+        };
+        let name = PyString::new(py, &format!("Task-{number}"))
             .into_any()
             .unbind();
-        self.name = Some(name.clone_ref(py));
+        self.st.borrow_mut(py).name = Some(name.clone_ref(py));
         name
     }
 
-    fn set_name(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.name = Some(value.str()?.into_any().unbind());
+    fn set_name(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let name = value.str()?.into_any().unbind();
+        let old = self.st.borrow_mut(value.py()).name.replace(name);
+        drop(old);
         Ok(())
     }
 
@@ -598,27 +647,28 @@ impl Task {
 
     #[getter]
     fn _fut_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.fut_waiter.as_ref().map(|w| w.clone_ref(py))
+        self.st.borrow(py).fut_waiter.as_ref().map(|w| w.clone_ref(py))
     }
 
     #[getter]
-    fn _must_cancel(&self) -> bool {
-        self.must_cancel
+    fn _must_cancel(&self, py: Python<'_>) -> bool {
+        self.st.borrow(py).must_cancel
     }
 
     #[getter]
-    fn _num_cancels_requested(&self) -> u64 {
-        self.num_cancels_requested
+    fn _num_cancels_requested(&self, py: Python<'_>) -> u64 {
+        self.st.borrow(py).num_cancels_requested
     }
 
     #[getter(_log_destroy_pending)]
-    fn get_log_destroy_pending(&self) -> bool {
-        self.log_destroy_pending
+    fn get_log_destroy_pending(&self, py: Python<'_>) -> bool {
+        self.st.borrow(py).log_destroy_pending
     }
 
     #[setter(_log_destroy_pending)]
-    fn set_log_destroy_pending(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.log_destroy_pending = value.is_truthy()?;
+    fn set_log_destroy_pending(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let pending = value.is_truthy()?;
+        self.st.borrow_mut(value.py()).log_destroy_pending = pending;
         Ok(())
     }
 
@@ -626,24 +676,34 @@ impl Task {
         self.traverse_fields(&visit)
     }
 
-    fn __clear__(&mut self) {
-        self.core.clear();
-        self.coro = None;
-        self.context = None;
-        self.name = None;
-        self.fut_waiter = None;
+    fn __clear__(&self) {
+        FutureCore::clear_cell(&self.core);
+        Python::attach(|py| {
+            let taken = self.st.try_borrow_mut(py).map(|mut t| {
+                (
+                    t.coro.take(),
+                    t.context.take(),
+                    t.name.take(),
+                    t.fut_waiter.take(),
+                )
+            });
+            drop(taken);
+        });
     }
 }
 }
 
 impl Task {
-    /// What a Task references, for either kind of traverse (see `capi::RawTraverse`).
+    /// What a Task references, for either kind of traverse (see `capi::RawTraverse`). Nothing
+    /// of a cell that is exclusively borrowed (the collector started from an allocation there).
     fn traverse_fields<V: capi::Visitor>(&self, visit: &V) -> Result<(), V::Error> {
-        self.core.traverse(visit)?;
-        visit.visit(self.coro.as_ref())?;
-        visit.visit(self.context.as_ref())?;
-        visit.visit(self.name.as_ref())?;
-        visit.visit(self.fut_waiter.as_ref())?;
+        FutureCore::traverse_cell(&self.core, visit)?;
+        if let Some(t) = capi::in_traverse(|py| self.st.try_borrow(py)) {
+            visit.visit(t.coro.as_ref())?;
+            visit.visit(t.context.as_ref())?;
+            visit.visit(t.name.as_ref())?;
+            visit.visit(t.fut_waiter.as_ref())?;
+        }
         Ok(())
     }
 }
@@ -659,9 +719,9 @@ impl capi::Finalized for Task {
     fn finalize(obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = obj.py();
         if let Ok(task) = obj.cast::<Task>() {
-            let report = match task.try_borrow() {
-                Ok(t) => {
-                    let f = &t.core;
+            let cells = (task.get().core.try_borrow(py), task.get().st.try_borrow(py));
+            let report = match cells {
+                (Some(f), Some(t)) => {
                     if f.state == State::Pending && t.log_destroy_pending {
                         f.loop_.as_ref().map(|l| {
                             (
@@ -707,7 +767,7 @@ impl capi::Finalized for Task {
         let weak = obj
             .cast::<Task>()
             .ok()
-            .and_then(|t| t.try_borrow_mut().ok()?.registry_ref.take());
+            .and_then(|t| t.get().st.try_borrow_mut(obj.py())?.registry_ref.take());
         if let Some(weak) = weak {
             task_registry::unregister(obj.py(), weak);
         }
