@@ -301,3 +301,36 @@ def test_done_callbacks_isolated_and_removable(loop, make_future):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert seen == ["default"] * 3
+
+
+def test_remove_done_callback_matches_identity_first(loop, make_future):
+    """The C Future compares with PyObject_RichCompareBool: the same object matches even if
+    its __eq__ says otherwise; an equal one matches through __eq__."""
+    eq_calls = []
+
+    class NeverEqual:
+        def __call__(self, fut):
+            pass
+
+        def __eq__(self, other):
+            eq_calls.append(other)
+            return False
+
+        __hash__ = object.__hash__
+
+    class AlwaysEqual(NeverEqual):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = object.__hash__
+
+    fut = make_future()
+    never = NeverEqual()
+    fut.add_done_callback(never)
+    fut.add_done_callback(never)
+    assert fut.remove_done_callback(never) == 2
+    assert eq_calls == []
+    fut.add_done_callback(NeverEqual())
+    fut.add_done_callback(NeverEqual())
+    assert fut.remove_done_callback(AlwaysEqual()) == 2
+    assert fut.remove_done_callback(never) == 0

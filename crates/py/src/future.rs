@@ -279,10 +279,29 @@ impl OwnedNativeFuture {
 impl<'py> NativeFuture<'py> {
     /// `obj` as a native future, if it is one.
     pub(crate) fn of(obj: &Bound<'py, PyAny>) -> Option<Self> {
+        // The exact classes first: a type-pointer comparison each, where a failed subclass
+        // check walks the MRO (a Task is no ferroloop.Future).
+        if let Ok(t) = obj.cast_exact::<Task>() {
+            return Some(NativeFuture::Task(t.clone()));
+        }
+        if let Ok(f) = obj.cast_exact::<Future>() {
+            return Some(NativeFuture::Plain(f.clone()));
+        }
         if let Ok(f) = obj.cast::<Future>() {
             return Some(NativeFuture::Plain(f.clone()));
         }
         obj.cast::<Task>()
+            .ok()
+            .map(|t| NativeFuture::Task(t.clone()))
+    }
+
+    /// `obj` as a native future if its type is exactly ferroloop's Future or Task (whose
+    /// methods no subclass overrides).
+    pub(crate) fn exact(obj: &Bound<'py, PyAny>) -> Option<Self> {
+        if let Ok(f) = obj.cast_exact::<Future>() {
+            return Some(NativeFuture::Plain(f.clone()));
+        }
+        obj.cast_exact::<Task>()
             .ok()
             .map(|t| NativeFuture::Task(t.clone()))
     }
@@ -444,7 +463,10 @@ impl<'py> NativeFuture<'py> {
             let matches = if error.is_some() {
                 Ok(false)
             } else {
-                cb.function(py).and_then(|f| f.eq(func))
+                // PyObject_RichCompareBool, as the C Future's remove_done_callback: identity
+                // first, then ==.
+                cb.function(py)
+                    .and_then(|f| if f.is(func) { Ok(true) } else { f.eq(func) })
             };
             match matches {
                 Ok(true) => removed.push(cb),

@@ -37,6 +37,7 @@ use crate::native_io::NativeIo;
 /// `(future or None, immediate result)`: what the entry points hand to the Python coroutine.
 type Started = (Option<Py<PyAny>>, Option<Py<PyAny>>);
 
+use crate::future::{NativeFuture, State};
 use crate::handle::{escapes_loop, report_unhandled};
 use crate::stdlib::cached_attr;
 
@@ -504,7 +505,13 @@ impl SockWait {
         let py = slf.py();
         let this = slf.get();
         let fut = this.fut.bind(py);
-        if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        // The loop's own Future is driven natively; another through its methods.
+        let native = NativeFuture::exact(fut).filter(|n| matches!(n, NativeFuture::Plain(_)));
+        let done = match &native {
+            Some(n) => n.borrow().state != State::Pending,
+            None => fut.call_method0(intern!(py, "done"))?.is_truthy()?,
+        };
+        if done {
             return Ok(());
         }
         let outcome = match this.attempt(py) {
@@ -534,6 +541,13 @@ impl SockWait {
             .bind(py)
             .get()
             .remove_native_watch_if(py, this.fd, write, slf.as_ptr());
+        if let Some(n) = native {
+            n.remove_done_callback(slf.as_any())?;
+            return match outcome {
+                Ok(v) => n.set_result(v.into_any()),
+                Err(e) => n.set_exception(e.into_value(py).bind(py).as_any()),
+            };
+        }
         fut.call_method1(intern!(py, "remove_done_callback"), (slf,))?;
         match outcome {
             Ok(v) => fut.call_method1(intern!(py, "set_result"), (v,))?,
