@@ -246,11 +246,13 @@ pub fn gather<'py>(
     let callback = Bound::new(
         py,
         GatherCallback {
-            outer: None,
-            children: None,
-            nfuts: 0,
-            nfinished: 0,
-            return_exceptions,
+            st: GilRefCell::new(GatherCallbackState {
+                outer: None,
+                children: None,
+                nfuts: 0,
+                nfinished: 0,
+                return_exceptions,
+            }),
         },
     )?;
     let mut seen = Seen::new(coros_or_futures)?;
@@ -285,7 +287,7 @@ pub fn gather<'py>(
     let children = PyList::new(py, children)?;
     let outer = new_outer(&loop_, &children)?;
     {
-        let mut cb = callback.borrow_mut();
+        let mut cb = callback.get().st.borrow_mut(py);
         cb.outer = Some(outer.clone().unbind());
         cb.children = Some(children.unbind());
         cb.nfuts = nfuts;
@@ -342,8 +344,10 @@ fn new_outer<'py>(
                     core: GilRefCell::new(core),
                 })
                 .add_subclass(GatheringFuture {
-                    children: Some(children.clone().into_any().unbind()),
-                    cancel_requested: false,
+                    st: GilRefCell::new(GatheringState {
+                        children: Some(children.clone().into_any().unbind()),
+                        cancel_requested: false,
+                    }),
                 }),
             )?;
             return Ok(outer.into_any());
@@ -470,8 +474,13 @@ fn cancel_children(children: &Bound<'_, PyAny>, msg: Option<&Bound<'_, PyAny>>) 
 
 /// The outer future of a gather on a loop whose futures are ferroloop's: a ferroloop.Future
 /// with asyncio's `_GatheringFuture` cancel semantics.
-#[pyclass(module = "ferroloop", name = "_GatheringFuture", extends = Future)]
+#[pyclass(module = "ferroloop", name = "_GatheringFuture", extends = Future, frozen)]
 pub struct GatheringFuture {
+    st: GilRefCell<GatheringState>,
+}
+
+/// What a `_GatheringFuture` holds besides its Future part.
+struct GatheringState {
     children: Option<Py<PyAny>>,
     cancel_requested: bool,
 }
@@ -483,13 +492,19 @@ impl GatheringFuture {
         if slf.as_super().get().core.borrow(slf.py()).state != State::Pending {
             return Ok(false);
         }
-        let children = slf.borrow().children.as_ref().map(|c| c.clone_ref(py));
+        let children = slf
+            .get()
+            .st
+            .borrow(py)
+            .children
+            .as_ref()
+            .map(|c| c.clone_ref(py));
         let Some(children) = children else {
             return Ok(false);
         };
         let any = cancel_children(children.bind(py), msg)?;
         if any {
-            slf.borrow_mut().cancel_requested = true;
+            slf.get().st.borrow_mut(py).cancel_requested = true;
         }
         Ok(any)
     }
@@ -504,31 +519,46 @@ impl GatheringFuture {
 
     #[getter(_children)]
     fn get_children(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.children.as_ref().map(|c| c.clone_ref(py))
+        self.st
+            .borrow(py)
+            .children
+            .as_ref()
+            .map(|c| c.clone_ref(py))
     }
 
     #[setter(_children)]
-    fn set_children(&mut self, value: Py<PyAny>) {
-        self.children = Some(value);
+    fn set_children(&self, py: Python<'_>, value: Py<PyAny>) {
+        let old = self.st.borrow_mut(py).children.replace(value);
+        drop(old);
     }
 
     #[getter(_cancel_requested)]
-    fn get_cancel_requested(&self) -> bool {
-        self.cancel_requested
+    fn get_cancel_requested(&self, py: Python<'_>) -> bool {
+        self.st.borrow(py).cancel_requested
     }
 
     #[setter(_cancel_requested)]
-    fn set_cancel_requested(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.cancel_requested = value.is_truthy()?;
+    fn set_cancel_requested(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let requested = value.is_truthy()?;
+        self.st.borrow_mut(value.py()).cancel_requested = requested;
         Ok(())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.children)
+        match capi::in_traverse(|py| self.st.try_borrow(py)) {
+            Some(st) => visit.call(&st.children),
+            None => Ok(()),
+        }
     }
 
-    fn __clear__(&mut self) {
-        self.children = None;
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self
+                .st
+                .try_borrow_mut(py)
+                .and_then(|mut st| st.children.take());
+            drop(taken);
+        });
     }
 }
 
@@ -597,8 +627,13 @@ pub(crate) fn python_outer_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> 
 /// The done callback of every child of one gather (asyncio's `gather.<locals>._done_callback`
 /// with its closure): counts finished children, passes the first error on, and sets the
 /// results when the last child is done.
-#[pyclass(module = "ferroloop", name = "_GatherCallback")]
+#[pyclass(module = "ferroloop", name = "_GatherCallback", frozen)]
 pub struct GatherCallback {
+    st: GilRefCell<GatherCallbackState>,
+}
+
+/// What a gather's done callback holds.
+struct GatherCallbackState {
     /// None until gather() has made it (bpo-46672: a child may finish before).
     outer: Option<Py<PyAny>>,
     children: Option<Py<PyList>>,
@@ -635,7 +670,7 @@ fn outer_set_result(outer: &Bound<'_, PyAny>, results: Bound<'_, PyList>) -> PyR
 
 fn outer_cancel_requested(outer: &Bound<'_, PyAny>) -> PyResult<bool> {
     if let Ok(native) = outer.cast::<GatheringFuture>() {
-        return Ok(native.borrow().cancel_requested);
+        return Ok(native.get().st.borrow(native.py()).cancel_requested);
     }
     outer
         .getattr(intern!(outer.py(), "_cancel_requested"))?
@@ -647,7 +682,7 @@ impl GatherCallback {
     pub(crate) fn child_done(slf: &Bound<'_, Self>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let (outer, return_exceptions) = {
-            let mut cb = slf.borrow_mut();
+            let mut cb = slf.get().st.borrow_mut(py);
             cb.nfinished += 1;
             (
                 cb.outer.as_ref().map(|o| o.clone_ref(py).into_bound(py)),
@@ -676,7 +711,7 @@ impl GatherCallback {
             }
         }
         let (all_done, children) = {
-            let cb = slf.borrow();
+            let cb = slf.get().st.borrow(py);
             (
                 cb.nfinished == cb.nfuts,
                 cb.children.as_ref().map(|c| c.clone_ref(py).into_bound(py)),
@@ -722,7 +757,13 @@ impl GatherCallback {
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let py = slf.py();
-        let outer = slf.borrow().outer.as_ref().map(|o| o.clone_ref(py));
+        let outer = slf
+            .get()
+            .st
+            .borrow(py)
+            .outer
+            .as_ref()
+            .map(|o| o.clone_ref(py));
         Ok(match outer {
             Some(o) => format!("<gather done callback of {}>", o.bind(py).repr()?),
             None => "<gather done callback>".to_string(),
@@ -730,13 +771,21 @@ impl GatherCallback {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.outer)?;
-        visit.call(&self.children)
+        if let Some(st) = capi::in_traverse(|py| self.st.try_borrow(py)) {
+            visit.call(&st.outer)?;
+            visit.call(&st.children)?;
+        }
+        Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.outer = None;
-        self.children = None;
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self
+                .st
+                .try_borrow_mut(py)
+                .map(|mut st| (st.outer.take(), st.children.take()));
+            drop(taken);
+        });
     }
 }
 

@@ -197,3 +197,30 @@ mod imp {
 }
 
 pub use imp::{GilCell, GilGuard, GilRef, GilRefCell, GilRefMut};
+
+/// A frozen `#[pyclass]` whose mutable state is one [`GilRefCell`], borrowed from a bound
+/// object through [`StateCell`] (`slf.st()`, `slf.st_mut()`), as PyO3's `borrow()` would be.
+pub(crate) trait HasStateCell:
+    pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync
+{
+    type State;
+    fn state_cell(&self) -> &GilRefCell<Self::State>;
+}
+
+/// Borrows of a bound object's [`HasStateCell`] state.
+pub(crate) trait StateCell<T: HasStateCell> {
+    fn st(&self) -> GilRef<'_, T::State>;
+    fn st_mut(&self) -> GilRefMut<'_, T::State>;
+}
+
+impl<T: HasStateCell> StateCell<T> for pyo3::Bound<'_, T> {
+    #[track_caller]
+    fn st(&self) -> GilRef<'_, T::State> {
+        self.get().state_cell().borrow(self.py())
+    }
+
+    #[track_caller]
+    fn st_mut(&self) -> GilRefMut<'_, T::State> {
+        self.get().state_cell().borrow_mut(self.py())
+    }
+}

@@ -23,6 +23,7 @@ use crate::coro_support::{
     not_started_error, resume_future, running_loop, Resume,
 };
 use crate::future::{thrown, NativeFuture};
+use crate::gil_cell::{GilRefCell, HasStateCell, StateCell};
 use crate::stdlib;
 
 /// Where a sleep coroutine is.
@@ -38,8 +39,15 @@ enum Stage {
 }
 
 /// The coroutine `ferroloop.sleep(delay, result)` returns.
-#[pyclass(module = "ferroloop", name = "SleepCoroutine")]
+///
+/// Frozen for PyO3: the state sits in a [`GilRefCell`] (PyO3's borrow flag is atomic).
+#[pyclass(module = "ferroloop", name = "SleepCoroutine", frozen)]
 pub struct SleepCoroutine {
+    st: GilRefCell<SleepState>,
+}
+
+/// What a SleepCoroutine holds.
+pub(crate) struct SleepState {
     delay: Option<Py<PyAny>>,
     result: Option<Py<PyAny>>,
     stage: Stage,
@@ -50,9 +58,11 @@ pub struct SleepCoroutine {
 #[pyo3(signature = (delay, result=None))]
 pub fn sleep(py: Python<'_>, delay: Py<PyAny>, result: Option<Py<PyAny>>) -> SleepCoroutine {
     SleepCoroutine {
-        delay: Some(delay),
-        result: Some(result.unwrap_or_else(|| py.None())),
-        stage: Stage::Created,
+        st: GilRefCell::new(SleepState {
+            delay: Some(delay),
+            result: Some(result.unwrap_or_else(|| py.None())),
+            stage: Stage::Created,
+        }),
     }
 }
 
@@ -60,7 +70,7 @@ impl SleepCoroutine {
     /// The `result` argument (None once cleared by the collector).
     fn result_of<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyAny> {
         let py = slf.py();
-        match &slf.borrow().result {
+        match &slf.st().result {
             Some(r) => r.bind(py).clone(),
             None => py.None().into_bound(py),
         }
@@ -72,13 +82,13 @@ impl SleepCoroutine {
         value: &Bound<'py, PyAny>,
     ) -> PyResult<SendResult<'py>> {
         let py = slf.py();
-        let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
+        let stage = std::mem::replace(&mut slf.st_mut().stage, Stage::Finished);
         match stage {
             Stage::Finished => finished_step(Resume::Send(value.clone())),
             Stage::Created => {
                 if !value.is_none() {
                     // Still not started, as a coroutine stays after this error.
-                    slf.borrow_mut().stage = Stage::Created;
+                    slf.st_mut().stage = Stage::Created;
                     return Err(not_started_error());
                 }
                 Self::start(slf)
@@ -96,14 +106,14 @@ impl SleepCoroutine {
     /// The body up to its first suspension.
     fn start<'py>(slf: &Bound<'py, Self>) -> PyResult<SendResult<'py>> {
         let py = slf.py();
-        let delay = match &slf.borrow().delay {
+        let delay = match &slf.st().delay {
             Some(d) => d.bind(py).clone(),
             None => py.None().into_bound(py),
         };
         let result = Self::result_of(slf);
         if delay.le(0)? {
             // `await __sleep0()`: a bare yield, which a Task answers by stepping again soon.
-            slf.borrow_mut().stage = Stage::Yielded;
+            slf.st_mut().stage = Stage::Yielded;
             return Ok(SendResult::Yielded(py.None().into_bound(py)));
         }
         let loop_ = running_loop(py)?;
@@ -116,7 +126,7 @@ impl SleepCoroutine {
             Some(native) => native.borrow_mut().blocking = true,
             None => future.setattr(intern!(py, "_asyncio_future_blocking"), true)?,
         }
-        slf.borrow_mut().stage = Stage::Waiting {
+        slf.st_mut().stage = Stage::Waiting {
             future: future.clone().unbind(),
             timer: timer.unbind(),
         };
@@ -136,7 +146,7 @@ native_coroutine_pymethods!(SleepCoroutine, "sleep", {
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let err = thrown(py, r#type, value, traceback);
-        let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
+        let stage = std::mem::replace(&mut slf.st_mut().stage, Stage::Finished);
         if let Stage::Waiting { timer, .. } = stage {
             cancel_handle(timer.bind(py))?;
         }
@@ -146,7 +156,7 @@ native_coroutine_pymethods!(SleepCoroutine, "sleep", {
     /// `coroutine.close()`: a waiting sleep cancels its timer.
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
+        let stage = std::mem::replace(&mut slf.st_mut().stage, Stage::Finished);
         if let Stage::Waiting { timer, .. } = stage {
             cancel_handle(timer.bind(py))?;
         }
@@ -156,26 +166,38 @@ native_coroutine_pymethods!(SleepCoroutine, "sleep", {
     /// What the coroutine awaits: the future while it waits.
     #[getter]
     fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        match &self.stage {
+        match &self.st.borrow(py).stage {
             Stage::Waiting { future, .. } => Some(future.clone_ref(py)),
             _ => None,
         }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.delay)?;
-        visit.call(&self.result)?;
-        if let Stage::Waiting { future, timer } = &self.stage {
+        // Nothing while exclusively borrowed (the collector started from an allocation there).
+        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+            return Ok(());
+        };
+        visit.call(&this.delay)?;
+        visit.call(&this.result)?;
+        if let Stage::Waiting { future, timer } = &this.stage {
             visit.call(future)?;
             visit.call(timer)?;
         }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.delay = None;
-        self.result = None;
-        self.stage = Stage::Finished;
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self.st.try_borrow_mut(py).map(|mut this| {
+                (
+                    this.delay.take(),
+                    this.result.take(),
+                    std::mem::replace(&mut this.stage, Stage::Finished),
+                )
+            });
+            // Dropped once the cell is released: a drop can run Python code reaching it.
+            drop(taken);
+        });
     }
 });
 
@@ -185,4 +207,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sleep, m)?)?;
     capi::install_am_send::<SleepCoroutine>(&m.py().get_type::<SleepCoroutine>());
     Ok(())
+}
+
+impl HasStateCell for SleepCoroutine {
+    type State = SleepState;
+    fn state_cell(&self) -> &GilRefCell<SleepState> {
+        &self.st
+    }
 }

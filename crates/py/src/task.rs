@@ -775,7 +775,7 @@ impl capi::Finalized for Task {
 }
 
 /// `task.__step` as a callable, for loops other than ferroloop's.
-#[pyclass(module = "ferroloop", name = "TaskStepMethWrapper")]
+#[pyclass(module = "ferroloop", name = "TaskStepMethWrapper", frozen)]
 pub struct TaskStepMethod {
     task: Py<Task>,
 }
@@ -806,7 +806,7 @@ impl TaskStepMethod {
 }
 
 /// `task.__wakeup` as a callable: what `_callbacks` shows, and what other loops call.
-#[pyclass(module = "ferroloop", name = "TaskWakeupMethWrapper")]
+#[pyclass(module = "ferroloop", name = "TaskWakeupMethWrapper", frozen)]
 pub struct TaskWakeupMethod {
     pub(crate) task: Py<Task>,
 }
@@ -825,7 +825,7 @@ impl TaskWakeupMethod {
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
         other
             .cast::<TaskWakeupMethod>()
-            .is_ok_and(|o| o.borrow().task.is(&self.task))
+            .is_ok_and(|o| o.get().task.is(&self.task))
     }
 
     fn __hash__(&self) -> isize {

@@ -10,7 +10,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PySet};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::capi;
 use crate::future::{Callback, NativeFuture, State};
+use crate::gil_cell::{GilRefCell, HasStateCell, StateCell};
 use crate::stdlib::cached_attr;
 
 cached_attr!(
@@ -21,32 +23,44 @@ cached_attr!(
     current_task, "asyncio.tasks", "current_task");
 
 /// The state and per-task machinery of a task group (the attributes asyncio's TaskGroup has).
-/// Every field is valid when zeroed (None, false): the garbage collector may visit an instance
-/// before `__new__` has filled it in (PyO3 makes `dict` classes through `object.__new__`, which
-/// can collect while it sets up the instance dict).
-#[pyclass(module = "ferroloop", name = "_TaskGroupCore", subclass, dict, weakref)]
+/// Valid when zeroed (an unborrowed cell, None and false fields): the garbage collector may
+/// visit an instance before `__new__` has filled it in (PyO3 makes `dict` classes through
+/// `object.__new__`, which can collect while it sets up the instance dict).
+///
+/// Frozen for PyO3: the state sits in a [`GilRefCell`] (PyO3's borrow flag is atomic); the
+/// attributes are its getters and setters.
+#[pyclass(
+    module = "ferroloop",
+    name = "_TaskGroupCore",
+    subclass,
+    dict,
+    weakref,
+    frozen
+)]
 pub struct TaskGroupCore {
-    #[pyo3(get, set, name = "_entered")]
+    st: GilRefCell<GroupState>,
+}
+
+/// What a task group holds (asyncio's TaskGroup attributes of the same names).
+pub(crate) struct GroupState {
     entered: bool,
-    #[pyo3(get, set, name = "_exiting")]
     exiting: bool,
-    #[pyo3(get, set, name = "_aborting")]
     aborting: bool,
-    #[pyo3(get, set, name = "_loop")]
     loop_: Option<Py<PyAny>>,
-    #[pyo3(get, set, name = "_parent_task")]
     parent_task: Option<Py<PyAny>>,
-    #[pyo3(get, set, name = "_parent_cancel_requested")]
     parent_cancel_requested: bool,
-    #[pyo3(get, set, name = "_tasks")]
     tasks: Option<Py<PySet>>,
     /// A list, or None once `__aexit__` has raised the group's errors.
-    #[pyo3(get, set, name = "_errors")]
     errors: Option<Py<PyAny>>,
-    #[pyo3(get, set, name = "_base_error")]
     base_error: Option<Py<PyAny>>,
-    #[pyo3(get, set, name = "_on_completed_fut")]
     on_completed_fut: Option<Py<PyAny>>,
+}
+
+impl HasStateCell for TaskGroupCore {
+    type State = GroupState;
+    fn state_cell(&self) -> &GilRefCell<GroupState> {
+        &self.st
+    }
 }
 
 fn opt(py: Python<'_>, v: &Option<Py<PyAny>>) -> Py<PyAny> {
@@ -69,7 +83,7 @@ fn is_base_error(exc: &Bound<'_, PyAny>) -> bool {
     exc.is_instance_of::<PySystemExit>() || exc.is_instance_of::<PyKeyboardInterrupt>()
 }
 
-impl TaskGroupCore {
+impl GroupState {
     fn errors_len(&self, py: Python<'_>) -> usize {
         self.errors
             .as_ref()
@@ -86,7 +100,9 @@ impl TaskGroupCore {
             )),
         }
     }
+}
 
+impl TaskGroupCore {
     /// The group's `_on_task_done` as asyncio registers it (a bound method), for foreign
     /// futures and for `_callbacks`.
     pub(crate) fn bound_done_callback<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
@@ -113,7 +129,7 @@ impl TaskGroupCore {
     pub(crate) fn task_done(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let (tasks, on_completed) = {
-            let g = slf.borrow();
+            let g = slf.st();
             (g.task_set(py)?, opt(py, &g.on_completed_fut))
         };
         tasks.discard(task)?;
@@ -152,14 +168,14 @@ impl TaskGroupCore {
         let Some(exc) = exc else {
             return Ok(());
         };
-        let errors = opt(py, &slf.borrow().errors);
+        let errors = opt(py, &slf.st().errors);
         errors
             .bind(py)
             .call_method1(intern!(py, "append"), (&exc,))?;
-        if is_base_error(&exc) && slf.borrow().base_error.is_none() {
-            slf.borrow_mut().base_error = Some(exc.clone().unbind());
+        if is_base_error(&exc) && slf.st().base_error.is_none() {
+            slf.st_mut().base_error = Some(exc.clone().unbind());
         }
-        let parent = opt(py, &slf.borrow().parent_task).into_bound(py);
+        let parent = opt(py, &slf.st().parent_task).into_bound(py);
         if parent.call_method0(intern!(py, "done"))?.is_truthy()? {
             let context = PyDict::new(py);
             context.set_item(
@@ -172,17 +188,17 @@ impl TaskGroupCore {
             )?;
             context.set_item(intern!(py, "exception"), &exc)?;
             context.set_item(intern!(py, "task"), task)?;
-            let loop_ = opt(py, &slf.borrow().loop_).into_bound(py);
+            let loop_ = opt(py, &slf.st().loop_).into_bound(py);
             loop_.call_method1(intern!(py, "call_exception_handler"), (context,))?;
             return Ok(());
         }
         let (aborting, requested) = {
-            let g = slf.borrow();
+            let g = slf.st();
             (g.aborting, g.parent_cancel_requested)
         };
         if !aborting && !requested {
             Self::abort(slf)?;
-            slf.borrow_mut().parent_cancel_requested = true;
+            slf.st_mut().parent_cancel_requested = true;
             parent.call_method0(intern!(py, "cancel"))?;
         }
         Ok(())
@@ -191,8 +207,8 @@ impl TaskGroupCore {
     /// `TaskGroup._abort`: cancels every task not done yet.
     fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        slf.borrow_mut().aborting = true;
-        let tasks = slf.borrow().task_set(py)?;
+        slf.st_mut().aborting = true;
+        let tasks = slf.st().task_set(py)?;
         let snapshot: Vec<Bound<'_, PyAny>> = tasks.iter().collect();
         for t in snapshot {
             if !t.call_method0(intern!(py, "done"))?.is_truthy()? {
@@ -208,32 +224,151 @@ impl TaskGroupCore {
     #[new]
     fn py_new(py: Python<'_>) -> PyResult<Self> {
         Ok(TaskGroupCore {
-            entered: false,
-            exiting: false,
-            aborting: false,
-            loop_: None,
-            parent_task: None,
-            parent_cancel_requested: false,
-            tasks: Some(PySet::empty(py)?.unbind()),
-            errors: Some(PyList::empty(py).into_any().unbind()),
-            base_error: None,
-            on_completed_fut: None,
+            st: GilRefCell::new(GroupState {
+                entered: false,
+                exiting: false,
+                aborting: false,
+                loop_: None,
+                parent_task: None,
+                parent_cancel_requested: false,
+                tasks: Some(PySet::empty(py)?.unbind()),
+                errors: Some(PyList::empty(py).into_any().unbind()),
+                base_error: None,
+                on_completed_fut: None,
+            }),
         })
     }
 
+    #[getter(_entered)]
+    fn get_entered(&self, py: Python<'_>) -> bool {
+        self.st.borrow(py).entered
+    }
+
+    #[setter(_entered)]
+    fn set_entered(&self, py: Python<'_>, value: bool) {
+        self.st.borrow_mut(py).entered = value;
+    }
+
+    #[getter(_exiting)]
+    fn get_exiting(&self, py: Python<'_>) -> bool {
+        self.st.borrow(py).exiting
+    }
+
+    #[setter(_exiting)]
+    fn set_exiting(&self, py: Python<'_>, value: bool) {
+        self.st.borrow_mut(py).exiting = value;
+    }
+
+    #[getter(_aborting)]
+    fn get_aborting(&self, py: Python<'_>) -> bool {
+        self.st.borrow(py).aborting
+    }
+
+    #[setter(_aborting)]
+    fn set_aborting(&self, py: Python<'_>, value: bool) {
+        self.st.borrow_mut(py).aborting = value;
+    }
+
+    #[getter(_parent_cancel_requested)]
+    fn get_parent_cancel_requested(&self, py: Python<'_>) -> bool {
+        self.st.borrow(py).parent_cancel_requested
+    }
+
+    #[setter(_parent_cancel_requested)]
+    fn set_parent_cancel_requested(&self, py: Python<'_>, value: bool) {
+        self.st.borrow_mut(py).parent_cancel_requested = value;
+    }
+
+    #[getter(_loop)]
+    fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
+        opt(py, &self.st.borrow(py).loop_)
+    }
+
+    #[setter(_loop)]
+    fn set_loop(&self, py: Python<'_>, value: Py<PyAny>) {
+        let old = std::mem::replace(&mut self.st.borrow_mut(py).loop_, some(value, py));
+        drop(old);
+    }
+
+    #[getter(_parent_task)]
+    fn get_parent_task(&self, py: Python<'_>) -> Py<PyAny> {
+        opt(py, &self.st.borrow(py).parent_task)
+    }
+
+    #[setter(_parent_task)]
+    fn set_parent_task(&self, py: Python<'_>, value: Py<PyAny>) {
+        let old = std::mem::replace(&mut self.st.borrow_mut(py).parent_task, some(value, py));
+        drop(old);
+    }
+
+    #[getter(_tasks)]
+    fn get_tasks(&self, py: Python<'_>) -> Option<Py<PySet>> {
+        self.st.borrow(py).tasks.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    #[setter(_tasks)]
+    fn set_tasks(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = value.py();
+        let tasks = if value.is_none() {
+            None
+        } else {
+            Some(value.cast::<PySet>()?.clone().unbind())
+        };
+        let old = std::mem::replace(&mut self.st.borrow_mut(py).tasks, tasks);
+        drop(old);
+        Ok(())
+    }
+
+    #[getter(_errors)]
+    fn get_errors(&self, py: Python<'_>) -> Py<PyAny> {
+        opt(py, &self.st.borrow(py).errors)
+    }
+
+    #[setter(_errors)]
+    fn set_errors(&self, py: Python<'_>, value: Py<PyAny>) {
+        let old = std::mem::replace(&mut self.st.borrow_mut(py).errors, some(value, py));
+        drop(old);
+    }
+
+    #[getter(_base_error)]
+    fn get_base_error(&self, py: Python<'_>) -> Py<PyAny> {
+        opt(py, &self.st.borrow(py).base_error)
+    }
+
+    #[setter(_base_error)]
+    fn set_base_error(&self, py: Python<'_>, value: Py<PyAny>) {
+        let old = std::mem::replace(&mut self.st.borrow_mut(py).base_error, some(value, py));
+        drop(old);
+    }
+
+    #[getter(_on_completed_fut)]
+    fn get_on_completed_fut(&self, py: Python<'_>) -> Py<PyAny> {
+        opt(py, &self.st.borrow(py).on_completed_fut)
+    }
+
+    #[setter(_on_completed_fut)]
+    fn set_on_completed_fut(&self, py: Python<'_>, value: Py<PyAny>) {
+        let old = std::mem::replace(
+            &mut self.st.borrow_mut(py).on_completed_fut,
+            some(value, py),
+        );
+        drop(old);
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
+        let this = self.st.borrow(py);
         let mut info = String::new();
-        let ntasks = self.tasks.as_ref().map_or(0, |t| t.bind(py).len());
+        let ntasks = this.tasks.as_ref().map_or(0, |t| t.bind(py).len());
         if ntasks > 0 {
             info.push_str(&format!(" tasks={ntasks}"));
         }
-        let nerrors = self.errors_len(py);
+        let nerrors = this.errors_len(py);
         if nerrors > 0 {
             info.push_str(&format!(" errors={nerrors}"));
         }
-        if self.aborting {
+        if this.aborting {
             info.push_str(" cancelling");
-        } else if self.entered {
+        } else if this.entered {
             info.push_str(" entered");
         }
         format!("<TaskGroup{info}>")
@@ -242,27 +377,27 @@ impl TaskGroupCore {
     /// The body of `TaskGroup.__aenter__` (the coroutine itself is in Python).
     fn _enter<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
         let py = slf.py();
-        if slf.borrow().entered {
+        if slf.st().entered {
             return Err(PyRuntimeError::new_err(format!(
                 "TaskGroup {} has already been entered",
                 slf.repr()?
             )));
         }
-        if slf.borrow().loop_.is_none() {
+        if slf.st().loop_.is_none() {
             let l = running_loop(py)?.call0()?.unbind();
-            slf.borrow_mut().loop_ = Some(l);
+            slf.st_mut().loop_ = Some(l);
         }
-        let loop_ = opt(py, &slf.borrow().loop_);
+        let loop_ = opt(py, &slf.st().loop_);
         let parent = current_task(py)?.call1((loop_,))?.unbind();
         let missing = parent.is_none(py);
-        slf.borrow_mut().parent_task = some(parent, py);
+        slf.st_mut().parent_task = some(parent, py);
         if missing {
             return Err(PyRuntimeError::new_err(format!(
                 "TaskGroup {} cannot determine the parent task",
                 slf.repr()?
             )));
         }
-        slf.borrow_mut().entered = true;
+        slf.st_mut().entered = true;
         Ok(slf.clone())
     }
 
@@ -276,7 +411,7 @@ impl TaskGroupCore {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let (entered, exiting, aborting, no_tasks) = {
-            let g = slf.borrow();
+            let g = slf.st();
             (g.entered, g.exiting, g.aborting, g.task_set(py)?.is_empty())
         };
         let refuse = if !entered {
@@ -294,7 +429,7 @@ impl TaskGroupCore {
                 slf.repr()?
             )));
         }
-        let loop_ = opt(py, &slf.borrow().loop_).into_bound(py);
+        let loop_ = opt(py, &slf.st().loop_).into_bound(py);
         let task = match context.filter(|c| !c.is_none()) {
             None => loop_.call_method1(intern!(py, "create_task"), (coro,))?,
             Some(c) => {
@@ -317,7 +452,7 @@ impl TaskGroupCore {
                 )?;
             }
         }
-        slf.borrow().task_set(py)?.add(&task)?;
+        slf.st().task_set(py)?.add(&task)?;
         Ok(task)
     }
 
@@ -334,20 +469,32 @@ impl TaskGroupCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.loop_)?;
-        visit.call(&self.parent_task)?;
-        visit.call(&self.tasks)?;
-        visit.call(&self.errors)?;
-        visit.call(&self.base_error)?;
-        visit.call(&self.on_completed_fut)
+        // Nothing while exclusively borrowed (the collector started from an allocation there).
+        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+            return Ok(());
+        };
+        visit.call(&this.loop_)?;
+        visit.call(&this.parent_task)?;
+        visit.call(&this.tasks)?;
+        visit.call(&this.errors)?;
+        visit.call(&this.base_error)?;
+        visit.call(&this.on_completed_fut)
     }
 
-    fn __clear__(&mut self) {
-        self.tasks = None;
-        self.errors = None;
-        self.loop_ = None;
-        self.parent_task = None;
-        self.base_error = None;
-        self.on_completed_fut = None;
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self.st.try_borrow_mut(py).map(|mut this| {
+                (
+                    this.tasks.take(),
+                    this.errors.take(),
+                    this.loop_.take(),
+                    this.parent_task.take(),
+                    this.base_error.take(),
+                    this.on_completed_fut.take(),
+                )
+            });
+            // Dropped once the cell is released: a drop can run Python code reaching it.
+            drop(taken);
+        });
     }
 }

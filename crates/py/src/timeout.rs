@@ -21,6 +21,7 @@ use crate::coro_support::{
 };
 use crate::event_loop::LoopCore;
 use crate::future::thrown;
+use crate::gil_cell::{GilRefCell, HasStateCell, StateCell};
 use crate::stdlib;
 
 /// `asyncio.timeouts._State`, by its values.
@@ -47,8 +48,22 @@ impl TimeoutState {
 }
 
 /// `asyncio.timeouts.Timeout`: cancels the task that entered it once the deadline passes.
-#[pyclass(module = "ferroloop", name = "Timeout", subclass, weakref, dict)]
+///
+/// Frozen for PyO3: the state sits in a [`GilRefCell`] (PyO3's borrow flag is atomic).
+#[pyclass(
+    module = "ferroloop",
+    name = "Timeout",
+    subclass,
+    weakref,
+    dict,
+    frozen
+)]
 pub struct Timeout {
+    st: GilRefCell<TimeoutFields>,
+}
+
+/// What a Timeout holds.
+pub(crate) struct TimeoutFields {
     state: TimeoutState,
     /// The deadline in loop time (None: never).
     when: Py<PyAny>,
@@ -70,8 +85,13 @@ enum StepKind {
 }
 
 /// What `Timeout.__aenter__()`/`__aexit__()` return: awaiting it runs the method.
-#[pyclass(module = "ferroloop", name = "TimeoutStep")]
+#[pyclass(module = "ferroloop", name = "TimeoutStep", frozen)]
 pub struct TimeoutStep {
+    st: GilRefCell<TimeoutStepFields>,
+}
+
+/// What a TimeoutStep holds.
+pub(crate) struct TimeoutStepFields {
     timeout: Option<Py<Timeout>>,
     /// None once run (or closed).
     kind: Option<StepKind>,
@@ -110,16 +130,18 @@ fn loop_time<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 impl Timeout {
     fn created(when: Py<PyAny>) -> Self {
         Timeout {
-            state: TimeoutState::Created,
-            when,
-            timeout_handler: None,
-            task: None,
-            cancelling: None,
+            st: GilRefCell::new(TimeoutFields {
+                state: TimeoutState::Created,
+                when,
+                timeout_handler: None,
+                task: None,
+                cancelling: None,
+            }),
         }
     }
 
     fn task<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        match &slf.borrow().task {
+        match &slf.st().task {
             Some(t) => Ok(t.bind(slf.py()).clone()),
             None => Err(PyRuntimeError::new_err("Timeout has no task")),
         }
@@ -128,7 +150,7 @@ impl Timeout {
     /// `Timeout.__aenter__`'s body.
     fn enter<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        if slf.borrow().state != TimeoutState::Created {
+        if slf.st().state != TimeoutState::Created {
             return Err(PyRuntimeError::new_err("Timeout has already been entered"));
         }
         let task = stdlib::current_task(py)?.call0()?;
@@ -138,13 +160,13 @@ impl Timeout {
             ));
         }
         {
-            let mut t = slf.borrow_mut();
+            let mut t = slf.st_mut();
             t.state = TimeoutState::Entered;
             t.task = Some(task.clone().unbind());
         }
         let cancelling = task.call_method0(intern!(py, "cancelling"))?;
-        slf.borrow_mut().cancelling = Some(cancelling.unbind());
-        let when = slf.borrow().when.clone_ref(py).into_bound(py);
+        slf.st_mut().cancelling = Some(cancelling.unbind());
+        let when = slf.st().when.clone_ref(py).into_bound(py);
         Self::reschedule(slf, &when)?;
         Ok(slf.clone().into_any())
     }
@@ -156,19 +178,19 @@ impl Timeout {
         exc_val: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let state = slf.borrow().state;
+        let state = slf.st().state;
         if !matches!(state, TimeoutState::Entered | TimeoutState::Expiring) {
             return Err(PyAssertionError::new_err(()));
         }
-        let handler = slf.borrow_mut().timeout_handler.take();
+        let handler = slf.st_mut().timeout_handler.take();
         if let Some(h) = handler {
             cancel_handle(h.bind(py))?;
         }
         if state == TimeoutState::Expiring {
-            slf.borrow_mut().state = TimeoutState::Expired;
+            slf.st_mut().state = TimeoutState::Expired;
             let task = Self::task(slf)?;
             let remaining = task.call_method0(intern!(py, "uncancel"))?;
-            let cancelling = match &slf.borrow().cancelling {
+            let cancelling = match &slf.st().cancelling {
                 Some(c) => c.clone_ref(py).into_bound(py),
                 None => py.None().into_bound(py),
             };
@@ -180,7 +202,7 @@ impl Timeout {
                 return Err(err);
             }
         } else {
-            slf.borrow_mut().state = TimeoutState::Exited;
+            slf.st_mut().state = TimeoutState::Exited;
         }
         Ok(())
     }
@@ -188,7 +210,7 @@ impl Timeout {
     /// `Timeout.reschedule(when)`.
     fn reschedule(slf: &Bound<'_, Self>, when: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let state = slf.borrow().state;
+        let state = slf.st().state;
         if state != TimeoutState::Entered {
             if state == TimeoutState::Created {
                 return Err(PyRuntimeError::new_err("Timeout has not been entered"));
@@ -198,17 +220,13 @@ impl Timeout {
                 state.value()
             )));
         }
-        slf.borrow_mut().when = when.clone().unbind();
-        let old = slf
-            .borrow()
-            .timeout_handler
-            .as_ref()
-            .map(|h| h.clone_ref(py));
+        slf.st_mut().when = when.clone().unbind();
+        let old = slf.st().timeout_handler.as_ref().map(|h| h.clone_ref(py));
         if let Some(h) = old {
             cancel_handle(h.bind(py))?;
         }
         if when.is_none() {
-            slf.borrow_mut().timeout_handler = None;
+            slf.st_mut().timeout_handler = None;
             return Ok(());
         }
         let loop_ = running_loop(py)?;
@@ -232,7 +250,7 @@ impl Timeout {
                 .call_method1(intern!(py, "call_at"), (when, callback))?
                 .unbind()
         };
-        slf.borrow_mut().timeout_handler = Some(handler);
+        slf.st_mut().timeout_handler = Some(handler);
         Ok(())
     }
 }
@@ -282,7 +300,7 @@ impl Timeout {
 
     /// The current deadline.
     fn when(&self, py: Python<'_>) -> Py<PyAny> {
-        self.when.clone_ref(py)
+        self.st.borrow(py).when.clone_ref(py)
     }
 
     #[pyo3(name = "reschedule")]
@@ -291,13 +309,16 @@ impl Timeout {
     }
 
     /// Whether the deadline passed while the context ran.
-    fn expired(&self) -> bool {
-        matches!(self.state, TimeoutState::Expiring | TimeoutState::Expired)
+    fn expired(&self, py: Python<'_>) -> bool {
+        matches!(
+            self.st.borrow(py).state,
+            TimeoutState::Expiring | TimeoutState::Expired
+        )
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let py = slf.py();
-        let t = slf.borrow();
+        let t = slf.st();
         let mut info = String::new();
         if t.state == TimeoutState::Entered {
             let when = t.when.bind(py);
@@ -318,8 +339,10 @@ impl Timeout {
 
     fn __aenter__(slf: &Bound<'_, Self>) -> TimeoutStep {
         TimeoutStep {
-            timeout: Some(slf.clone().unbind()),
-            kind: Some(StepKind::Enter),
+            st: GilRefCell::new(TimeoutStepFields {
+                timeout: Some(slf.clone().unbind()),
+                kind: Some(StepKind::Enter),
+            }),
         }
     }
 
@@ -332,19 +355,21 @@ impl Timeout {
     ) -> TimeoutStep {
         let _ = exc_tb;
         TimeoutStep {
-            timeout: Some(slf.clone().unbind()),
-            kind: Some(StepKind::Exit { exc_type, exc_val }),
+            st: GilRefCell::new(TimeoutStepFields {
+                timeout: Some(slf.clone().unbind()),
+                kind: Some(StepKind::Exit { exc_type, exc_val }),
+            }),
         }
     }
 
     /// The deadline's callback: cancels the task.
     fn _on_timeout(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if slf.borrow().state != TimeoutState::Entered {
+        if slf.st().state != TimeoutState::Entered {
             return Err(PyAssertionError::new_err(()));
         }
         Self::task(slf)?.call_method0(intern!(py, "cancel"))?;
-        let mut t = slf.borrow_mut();
+        let mut t = slf.st_mut();
         t.state = TimeoutState::Expiring;
         // Drop the reference early.
         t.timeout_handler = None;
@@ -352,17 +377,29 @@ impl Timeout {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.when)?;
-        visit.call(&self.timeout_handler)?;
-        visit.call(&self.task)?;
-        visit.call(&self.cancelling)?;
+        // Nothing while exclusively borrowed (the collector started from an allocation there).
+        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+            return Ok(());
+        };
+        visit.call(&this.when)?;
+        visit.call(&this.timeout_handler)?;
+        visit.call(&this.task)?;
+        visit.call(&this.cancelling)?;
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.timeout_handler = None;
-        self.task = None;
-        self.cancelling = None;
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self.st.try_borrow_mut(py).map(|mut this| {
+                (
+                    this.timeout_handler.take(),
+                    this.task.take(),
+                    this.cancelling.take(),
+                )
+            });
+            // Dropped once the cell is released: a drop can run Python code reaching it.
+            drop(taken);
+        });
     }
 }
 
@@ -371,11 +408,11 @@ impl TimeoutStep {
     /// finished coroutine does.
     fn step<'py>(slf: &Bound<'py, Self>, value: &Bound<'py, PyAny>) -> PyResult<SendResult<'py>> {
         let py = slf.py();
-        if slf.borrow().kind.is_some() && !value.is_none() {
+        if slf.st().kind.is_some() && !value.is_none() {
             return Err(not_started_error());
         }
-        let kind = slf.borrow_mut().kind.take();
-        let timeout = slf.borrow().timeout.as_ref().map(|t| t.clone_ref(py));
+        let kind = slf.st_mut().kind.take();
+        let timeout = slf.st().timeout.as_ref().map(|t| t.clone_ref(py));
         let (Some(kind), Some(timeout)) = (kind, timeout) else {
             return finished_step(Resume::Send(value.clone()));
         };
@@ -392,11 +429,11 @@ impl TimeoutStep {
 
 #[pymethods]
 impl TimeoutStep {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
 
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
 
@@ -412,32 +449,44 @@ impl TimeoutStep {
     /// Thrown in before it ran: the method never runs, the exception comes back out.
     #[pyo3(signature = (r#type, value=None, traceback=None))]
     fn throw(
-        &mut self,
+        &self,
         py: Python<'_>,
         r#type: &Bound<'_, PyAny>,
         value: Option<&Bound<'_, PyAny>>,
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        self.kind = None;
+        let taken = self.st.borrow_mut(py).kind.take();
+        drop(taken);
         Err(thrown(py, r#type, value, traceback))
     }
 
-    fn close(&mut self) {
-        self.kind = None;
+    fn close(&self, py: Python<'_>) {
+        let taken = self.st.borrow_mut(py).kind.take();
+        drop(taken);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.timeout)?;
-        if let Some(StepKind::Exit { exc_type, exc_val }) = &self.kind {
+        // Nothing while exclusively borrowed (the collector started from an allocation there).
+        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+            return Ok(());
+        };
+        visit.call(&this.timeout)?;
+        if let Some(StepKind::Exit { exc_type, exc_val }) = &this.kind {
             visit.call(exc_type)?;
             visit.call(exc_val)?;
         }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.timeout = None;
-        self.kind = None;
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self
+                .st
+                .try_borrow_mut(py)
+                .map(|mut this| (this.timeout.take(), this.kind.take()));
+            // Dropped once the cell is released: a drop can run Python code reaching it.
+            drop(taken);
+        });
     }
 }
 
@@ -458,4 +507,18 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(timeout_at, m)?)?;
     capi::install_am_send::<TimeoutStep>(&m.py().get_type::<TimeoutStep>());
     Ok(())
+}
+
+impl HasStateCell for Timeout {
+    type State = TimeoutFields;
+    fn state_cell(&self) -> &GilRefCell<TimeoutFields> {
+        &self.st
+    }
+}
+
+impl HasStateCell for TimeoutStep {
+    type State = TimeoutStepFields;
+    fn state_cell(&self) -> &GilRefCell<TimeoutStepFields> {
+        &self.st
+    }
 }

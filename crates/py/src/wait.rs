@@ -27,6 +27,7 @@ use crate::coro_support::{
     Resume,
 };
 use crate::future::{thrown, NativeFuture, State};
+use crate::gil_cell::{GilRefCell, HasStateCell, StateCell};
 use crate::stdlib;
 
 /// `asyncio.FIRST_COMPLETED` / `FIRST_EXCEPTION` / `ALL_COMPLETED`.
@@ -54,8 +55,15 @@ enum Stage {
 }
 
 /// The coroutine `ferroloop.wait(...)` returns.
-#[pyclass(module = "ferroloop", name = "WaitCoroutine")]
+///
+/// Frozen for PyO3: the state sits in a [`GilRefCell`] (PyO3's borrow flag is atomic).
+#[pyclass(module = "ferroloop", name = "WaitCoroutine", frozen)]
 pub struct WaitCoroutine {
+    st: GilRefCell<WaitState>,
+}
+
+/// What a WaitCoroutine holds.
+pub(crate) struct WaitState {
     stage: Stage,
 }
 
@@ -97,11 +105,13 @@ pub fn wait(
         None => stdlib::all_completed(py)?.clone().unbind(),
     };
     Ok(WaitCoroutine {
-        stage: Stage::Created {
-            fs,
-            timeout: timeout.unwrap_or_else(|| py.None()),
-            return_when,
-        },
+        st: GilRefCell::new(WaitState {
+            stage: Stage::Created {
+                fs,
+                timeout: timeout.unwrap_or_else(|| py.None()),
+                return_when,
+            },
+        }),
     })
 }
 
@@ -181,7 +191,7 @@ impl WaitCoroutine {
 
     fn step<'py>(slf: &Bound<'py, Self>, resume: Resume<'py>) -> PyResult<SendResult<'py>> {
         let py = slf.py();
-        let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
+        let stage = std::mem::replace(&mut slf.st_mut().stage, Stage::Finished);
         match stage {
             Stage::Finished => finished_step(resume),
             Stage::Created {
@@ -191,7 +201,7 @@ impl WaitCoroutine {
             } => match resume {
                 Resume::Throw { err, .. } => Err(err),
                 Resume::Send(value) if !value.is_none() => {
-                    slf.borrow_mut().stage = Stage::Created {
+                    slf.st_mut().stage = Stage::Created {
                         fs,
                         timeout,
                         return_when,
@@ -269,7 +279,7 @@ impl WaitCoroutine {
         }
         match suspend_on(&waiter)? {
             Some(yielded) => {
-                slf.borrow_mut().stage = Stage::Waiting {
+                slf.st_mut().stage = Stage::Waiting {
                     fs: fs.unbind(),
                     waiter: waiter.unbind(),
                     cb: cb.unbind(),
@@ -354,8 +364,8 @@ native_coroutine_pymethods!(WaitCoroutine, "wait", {
     /// `coroutine.close()`: GeneratorExit at `await waiter` runs `_wait`'s `finally`.
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if !matches!(slf.borrow().stage, Stage::Waiting { .. }) {
-            slf.borrow_mut().stage = Stage::Finished;
+        if !matches!(slf.st().stage, Stage::Waiting { .. }) {
+            slf.st_mut().stage = Stage::Finished;
             return Ok(());
         }
         let err = pyo3::exceptions::PyGeneratorExit::new_err(());
@@ -374,14 +384,18 @@ native_coroutine_pymethods!(WaitCoroutine, "wait", {
 
     #[getter]
     fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        match &self.stage {
+        match &self.st.borrow(py).stage {
             Stage::Waiting { waiter, .. } => Some(waiter.clone_ref(py)),
             _ => None,
         }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match &self.stage {
+        // Nothing while exclusively borrowed (the collector started from an allocation there).
+        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+            return Ok(());
+        };
+        match &this.stage {
             Stage::Created {
                 fs,
                 timeout,
@@ -401,8 +415,15 @@ native_coroutine_pymethods!(WaitCoroutine, "wait", {
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.stage = Stage::Finished;
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self
+                .st
+                .try_borrow_mut(py)
+                .map(|mut this| std::mem::replace(&mut this.stage, Stage::Finished));
+            // Dropped once the cell is released: a drop can run Python code reaching it.
+            drop(taken);
+        });
     }
 });
 
@@ -413,4 +434,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wait, m)?)?;
     capi::install_am_send::<WaitCoroutine>(&m.py().get_type::<WaitCoroutine>());
     Ok(())
+}
+
+impl HasStateCell for WaitCoroutine {
+    type State = WaitState;
+    fn state_cell(&self) -> &GilRefCell<WaitState> {
+        &self.st
+    }
 }

@@ -33,6 +33,7 @@ use crate::coro_support::{
     not_started_error, release_waiter, result, resume_future, suspend_on, yielded_or_stop, Resume,
 };
 use crate::future::{thrown, NativeFuture};
+use crate::gil_cell::{GilRefCell, HasStateCell, StateCell};
 use crate::stdlib;
 
 /// What the code after `await _cancel_and_wait(fut)` does.
@@ -73,8 +74,15 @@ enum Stage {
 }
 
 /// The coroutine `ferroloop.wait_for(fut, timeout)` returns.
-#[pyclass(module = "ferroloop", name = "WaitForCoroutine")]
+///
+/// Frozen for PyO3: the state sits in a [`GilRefCell`] (PyO3's borrow flag is atomic).
+#[pyclass(module = "ferroloop", name = "WaitForCoroutine", frozen)]
 pub struct WaitForCoroutine {
+    st: GilRefCell<WaitForState>,
+}
+
+/// What a WaitForCoroutine holds.
+pub(crate) struct WaitForState {
     stage: Stage,
     /// The running loop, from the first step on.
     loop_: Option<Py<PyAny>>,
@@ -85,8 +93,10 @@ pub struct WaitForCoroutine {
 #[pyfunction]
 pub fn wait_for(fut: Py<PyAny>, timeout: Py<PyAny>) -> WaitForCoroutine {
     WaitForCoroutine {
-        stage: Stage::Created { fut, timeout },
-        loop_: None,
+        st: GilRefCell::new(WaitForState {
+            stage: Stage::Created { fut, timeout },
+            loop_: None,
+        }),
     }
 }
 
@@ -208,7 +218,7 @@ fn close_iter(iter: &Bound<'_, PyAny>) -> PyResult<()> {
 
 impl WaitForCoroutine {
     fn loop_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        match &slf.borrow().loop_ {
+        match &slf.st().loop_ {
             Some(l) => Ok(l.bind(slf.py()).clone()),
             None => Err(PyRuntimeError::new_err("no running event loop")),
         }
@@ -224,13 +234,13 @@ impl WaitForCoroutine {
 
     fn step<'py>(slf: &Bound<'py, Self>, resume: Resume<'py>) -> PyResult<SendResult<'py>> {
         let py = slf.py();
-        let stage = std::mem::replace(&mut slf.borrow_mut().stage, Stage::Finished);
+        let stage = std::mem::replace(&mut slf.st_mut().stage, Stage::Finished);
         match stage {
             Stage::Finished => finished_step(resume),
             Stage::Created { fut, timeout } => match resume {
                 Resume::Throw { err, .. } => Err(err),
                 Resume::Send(value) if !value.is_none() => {
-                    slf.borrow_mut().stage = Stage::Created { fut, timeout };
+                    slf.st_mut().stage = Stage::Created { fut, timeout };
                     Err(not_started_error())
                 }
                 Resume::Send(_) => Self::start(slf, fut.into_bound(py), timeout.into_bound(py)),
@@ -268,7 +278,7 @@ impl WaitForCoroutine {
         if loop_.is_none() {
             return Err(PyRuntimeError::new_err("no running event loop"));
         }
-        slf.borrow_mut().loop_ = Some(loop_.clone().unbind());
+        slf.st_mut().loop_ = Some(loop_.clone().unbind());
         if timeout.is_none() {
             let iter = awaitable_iter(&fut)?;
             return Self::delegate(slf, iter, Resume::Send(py.None().into_bound(py)));
@@ -288,7 +298,7 @@ impl WaitForCoroutine {
         fut.call_method1(intern!(py, "add_done_callback"), (&cb,))?;
         // try: try: await waiter
         if let Some(yielded) = suspend_on(&waiter)? {
-            slf.borrow_mut().stage = Stage::Waiting {
+            slf.st_mut().stage = Stage::Waiting {
                 fut: fut.unbind(),
                 waiter: waiter.unbind(),
                 handle: handle.unbind(),
@@ -375,7 +385,7 @@ impl WaitForCoroutine {
             .and_then(|_| suspend_on(&waiter));
         match suspended {
             Ok(Some(yielded)) => {
-                slf.borrow_mut().stage = Stage::Cancelling {
+                slf.st_mut().stage = Stage::Cancelling {
                     fut: fut.unbind(),
                     waiter: waiter.unbind(),
                     cb: cb.unbind(),
@@ -462,7 +472,7 @@ impl WaitForCoroutine {
             }
         };
         if let Ok(SendResult::Yielded(_)) = &step {
-            slf.borrow_mut().stage = Stage::Delegating {
+            slf.st_mut().stage = Stage::Delegating {
                 iter: iter.unbind(),
             };
         }
@@ -564,11 +574,11 @@ native_coroutine_pymethods!(WaitForCoroutine, "wait_for", {
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let suspended = matches!(
-            slf.borrow().stage,
+            slf.st().stage,
             Stage::Delegating { .. } | Stage::Waiting { .. } | Stage::Cancelling { .. }
         );
         if !suspended {
-            slf.borrow_mut().stage = Stage::Finished;
+            slf.st_mut().stage = Stage::Finished;
             return Ok(());
         }
         let exit = py.get_type::<PyGeneratorExit>();
@@ -592,7 +602,7 @@ native_coroutine_pymethods!(WaitForCoroutine, "wait_for", {
     /// What the coroutine awaits while suspended.
     #[getter]
     fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        match &self.stage {
+        match &self.st.borrow(py).stage {
             Stage::Delegating { iter } => Some(iter.clone_ref(py)),
             Stage::Waiting { waiter, .. } | Stage::Cancelling { waiter, .. } => {
                 Some(waiter.clone_ref(py))
@@ -602,8 +612,12 @@ native_coroutine_pymethods!(WaitForCoroutine, "wait_for", {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.loop_)?;
-        match &self.stage {
+        // Nothing while exclusively borrowed (the collector started from an allocation there).
+        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+            return Ok(());
+        };
+        visit.call(&this.loop_)?;
+        match &this.stage {
             Stage::Created { fut, timeout } => {
                 visit.call(fut)?;
                 visit.call(timeout)?;
@@ -643,9 +657,17 @@ native_coroutine_pymethods!(WaitForCoroutine, "wait_for", {
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.loop_ = None;
-        self.stage = Stage::Finished;
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self.st.try_borrow_mut(py).map(|mut this| {
+                (
+                    this.loop_.take(),
+                    std::mem::replace(&mut this.stage, Stage::Finished),
+                )
+            });
+            // Dropped once the cell is released: a drop can run Python code reaching it.
+            drop(taken);
+        });
     }
 });
 
@@ -656,4 +678,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wait_for, m)?)?;
     capi::install_am_send::<WaitForCoroutine>(&m.py().get_type::<WaitForCoroutine>());
     Ok(())
+}
+
+impl HasStateCell for WaitForCoroutine {
+    type State = WaitForState;
+    fn state_cell(&self) -> &GilRefCell<WaitForState> {
+        &self.st
+    }
 }
