@@ -97,6 +97,56 @@ def test_cycle_through_future_result_is_collected():
         loop.close()
 
 
+@pytest.mark.parametrize("kind", ["future", "task", "future-subclass"])
+def test_cycle_through_instance_dict_is_collected(kind):
+    """The collector reaches a native future's instance __dict__ (the one part of asyncio's C
+    base a ferroloop Future or Task uses) whether or not the C part's other fields are set."""
+    loop = ferroloop.new_event_loop(native_tasks=True)
+    try:
+
+        class Sub(ferroloop.Future):
+            pass
+
+        if kind == "future":
+            fut = loop.create_future()
+        elif kind == "future-subclass":
+            fut = Sub(loop=loop)
+        else:
+            fut = loop.create_task(_nothing(0))
+            loop.run_until_complete(fut)
+        holder = Holder()
+        holder.fut = fut
+        fut.holder = holder  # future -> __dict__ -> holder -> future
+        refs = [weakref.ref(fut), weakref.ref(holder)]
+        del fut, holder
+        gc.collect()
+        assert [r() for r in refs] == [None, None]
+    finally:
+        loop.close()
+
+
+def test_cycle_through_c_base_fields_is_collected():
+    """asyncio's C Future.__init__ applied to a ferroloop Future fills the C part; the
+    collector then traverses it too (a cycle through its loop field is collected)."""
+    loop = ferroloop.new_event_loop(native_tasks=True)
+    try:
+
+        class FakeLoop:
+            def get_debug(self):
+                return False
+
+        fake = FakeLoop()
+        fut = loop.create_future()
+        asyncio.Future.__init__(fut, loop=fake)  # the C base's init: sets its fut_loop
+        fake.fut = fut  # future -> (C part) fake loop -> future
+        refs = [weakref.ref(fut), weakref.ref(fake)]
+        del fut, fake
+        gc.collect()
+        assert [r() for r in refs] == [None, None]
+    finally:
+        loop.close()
+
+
 def test_pending_task_destroyed_is_reported_and_freed():
     loop = ferroloop.new_event_loop(native_tasks=True)
     seen = []

@@ -36,6 +36,34 @@ pub struct TaskObjLayout {
     _c_fields: [usize; (TASK_OBJ_SIZE - std::mem::size_of::<ffi::PyObject>()) / 8],
 }
 
+/// The object pointers of 3.11's `FutureObj` that its tp_traverse visits besides the instance
+/// dict, as byte offsets: fut_loop, fut_callback0, fut_context0, fut_callbacks, fut_exception,
+/// fut_exception_tb, fut_result, fut_source_tb, fut_cancel_msg, fut_cancelled_exc (the dict is
+/// at 104, the weak-reference list at 112).
+#[cfg_attr(Py_3_12, allow(dead_code))]
+const FUTURE_POINTERS: [usize; 10] = [16, 24, 32, 40, 48, 56, 64, 72, 80, 120];
+/// `TaskObj`'s: the Future's, then task_fut_waiter, task_coro, task_name, task_context.
+#[cfg_attr(Py_3_12, allow(dead_code))]
+const TASK_POINTERS: [usize; 14] = [16, 24, 32, 40, 48, 56, 64, 72, 80, 120, 128, 136, 144, 152];
+
+/// Set once `check_layouts` has seen the pointers where `FUTURE_POINTERS` says they are.
+static POINTERS_CHECKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The C Future's traversed pointers (see `capi::RawTraverse::base_pointer_offsets`), if the
+/// running interpreter's layout was confirmed.
+pub(crate) fn future_pointers() -> Option<&'static [usize]> {
+    POINTERS_CHECKED
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then_some(&FUTURE_POINTERS[..])
+}
+
+/// The C Task's traversed pointers, likewise.
+pub(crate) fn task_pointers() -> Option<&'static [usize]> {
+    POINTERS_CHECKED
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then_some(&TASK_POINTERS[..])
+}
+
 /// `_asyncio.Future`, the type `asyncio.Future` names.
 #[repr(transparent)]
 pub struct PyAsyncioFuture(PyAny);
@@ -135,6 +163,42 @@ pub(crate) fn check_layouts(py: Python<'_>) -> PyResult<()> {
             }
         }
     }
+    #[cfg(not(Py_3_12))]
+    check_pointer_offsets(py)?;
     let _ = py;
     Ok(())
+}
+
+/// Confirms two of the offsets `FUTURE_POINTERS` assumes on a C Future (its loop at 16, its
+/// result at 64) and the dict offset (104); on a mismatch the raw traverse keeps calling the
+/// base's (nothing is skipped).
+#[cfg(not(Py_3_12))]
+fn check_pointer_offsets(py: Python<'_>) -> PyResult<()> {
+    use crate::capi::object_word;
+    use pyo3::types::IntoPyDict;
+    use pyo3::PyTypeInfo;
+    let fake_loop = py.import("types")?.getattr("SimpleNamespace")?.call(
+        (),
+        Some(&[("get_debug", py.eval(c"lambda: False", None, None)?)].into_py_dict(py)?),
+    )?;
+    let fut = PyAsyncioFuture::type_object(py)
+        .call((), Some(&[("loop", &fake_loop)].into_py_dict(py)?))?;
+    let result = pyo3::types::PyList::empty(py);
+    fut.call_method1("set_result", (&result,))?;
+    let dict_offset = dict_offset(&PyAsyncioFuture::type_object(py));
+    let confirmed = object_word(&fut, 16) == Some(fake_loop.as_ptr() as usize)
+        && object_word(&fut, 64) == Some(result.as_ptr() as usize)
+        && dict_offset == 104
+        && FUTURE_POINTERS.iter().all(|&o| o + 8 <= FUTURE_OBJ_SIZE)
+        && TASK_POINTERS.iter().all(|&o| o + 8 <= TASK_OBJ_SIZE);
+    POINTERS_CHECKED.store(confirmed, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// A type's `__dictoffset__`.
+#[cfg(not(Py_3_12))]
+fn dict_offset(ty: &Bound<'_, PyType>) -> isize {
+    ty.getattr("__dictoffset__")
+        .and_then(|o| o.extract())
+        .unwrap_or(-1)
 }

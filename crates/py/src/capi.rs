@@ -557,6 +557,30 @@ impl Visitor for GcVisit {
 /// A class whose `tp_traverse` is [`raw_traverse`]: it reports its references to a [`GcVisit`].
 pub trait RawTraverse: pyo3::PyClass {
     fn traverse_raw(&self, visit: &GcVisit) -> Result<(), std::ffi::c_int>;
+    /// Where the static base's `tp_traverse` finds the object pointers it visits besides the
+    /// instance dict (byte offsets into the object), if known: while they are all NULL (the
+    /// base's state unused, as ferroloop leaves it) the dict is visited directly instead of
+    /// calling the base's traverse. None: the base's traverse is always called.
+    fn base_pointer_offsets() -> Option<&'static [usize]> {
+        None
+    }
+}
+
+/// The pointer-sized word at byte `offset` of `obj`, for checking a C layout (`offset` and
+/// `offset + 8` within the object's basic size, else None).
+pub fn object_word(obj: &Bound<'_, PyAny>, offset: usize) -> Option<usize> {
+    let word = std::mem::size_of::<usize>();
+    // SAFETY: the type's tp_basicsize bytes from the object's address are its memory, alive
+    // while `obj` is; the read is bounds-checked against it and unaligned-safe.
+    unsafe {
+        let size = usize::try_from((*ffi::Py_TYPE(obj.as_ptr())).tp_basicsize).ok()?;
+        if offset.checked_add(word)? > size {
+            return None;
+        }
+        Some(std::ptr::read_unaligned(
+            obj.as_ptr().cast::<u8>().add(offset).cast::<usize>(),
+        ))
+    }
 }
 
 /// Gives `T`'s type a `tp_traverse` without PyO3's wrapper (its per-call costs: a thread-local
@@ -599,7 +623,28 @@ unsafe extern "C" fn raw_traverse<T: RawTraverse>(
         }
         let py = Python::assume_attached();
         let base = (*T::type_object_raw(py)).tp_base;
-        if let Some(base_traverse) = (*base).tp_traverse {
+        // `base_pointer_offsets` are within the static base's basic size, which every instance
+        // of T has (checked with the layouts at import); the dict offset is the type's own.
+        let base_unused = T::base_pointer_offsets().is_some_and(|offsets| {
+            offsets
+                .iter()
+                .all(|&off| (*slf.cast::<u8>().add(off).cast::<*mut ffi::PyObject>()).is_null())
+        });
+        if base_unused {
+            let dict_offset = (*ffi::Py_TYPE(slf)).tp_dictoffset;
+            if dict_offset > 0 {
+                let dict = *slf
+                    .cast::<u8>()
+                    .offset(dict_offset)
+                    .cast::<*mut ffi::PyObject>();
+                if !dict.is_null() {
+                    let r = visit(dict, arg);
+                    if r != 0 {
+                        return r;
+                    }
+                }
+            }
+        } else if let Some(base_traverse) = (*base).tp_traverse {
             let r = base_traverse(slf, visit, arg);
             if r != 0 {
                 return r;

@@ -872,6 +872,10 @@ impl capi::RawTraverse for Future {
     fn traverse_raw(&self, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
         FutureCore::traverse_cell(&self.core, visit)
     }
+
+    fn base_pointer_offsets() -> Option<&'static [usize]> {
+        crate::asyncio_base::future_pointers()
+    }
 }
 
 /// The receiver of a Future method stored by [`install_base_methods`]: a ferroloop Future or

@@ -712,6 +712,10 @@ impl capi::RawTraverse for Task {
     fn traverse_raw(&self, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
         self.traverse_fields(visit)
     }
+
+    fn base_pointer_offsets() -> Option<&'static [usize]> {
+        crate::asyncio_base::task_pointers()
+    }
 }
 
 impl capi::Finalized for Task {
