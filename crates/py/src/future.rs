@@ -188,7 +188,7 @@ impl FutureCore {
         cell: &GilRefCell<FutureCore>,
         visit: &V,
     ) -> Result<(), V::Error> {
-        match capi::in_traverse(|py| cell.try_borrow(py)) {
+        match cell.for_traverse() {
             Some(core) => core.traverse(visit),
             None => Ok(()),
         }
@@ -196,10 +196,7 @@ impl FutureCore {
 
     /// `tp_clear` of a cell holding a FutureCore.
     pub(crate) fn clear_cell(cell: &GilRefCell<FutureCore>) {
-        Python::attach(|py| {
-            let taken = cell.try_borrow_mut(py).map(|mut c| c.take_references());
-            drop(taken);
-        });
+        cell.clear_with(FutureCore::take_references);
     }
 
     /// As the C Future: None when there are no callbacks, else a list of (callback, context).

@@ -545,20 +545,14 @@ impl GatheringFuture {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match capi::in_traverse(|py| self.st.try_borrow(py)) {
+        match self.st.for_traverse() {
             Some(st) => visit.call(&st.children),
             None => Ok(()),
         }
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| {
-            let taken = self
-                .st
-                .try_borrow_mut(py)
-                .and_then(|mut st| st.children.take());
-            drop(taken);
-        });
+        self.st.clear_with(|st| st.children.take());
     }
 }
 
@@ -771,7 +765,7 @@ impl GatherCallback {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(st) = capi::in_traverse(|py| self.st.try_borrow(py)) {
+        if let Some(st) = self.st.for_traverse() {
             visit.call(&st.outer)?;
             visit.call(&st.children)?;
         }
@@ -779,13 +773,8 @@ impl GatherCallback {
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| {
-            let taken = self
-                .st
-                .try_borrow_mut(py)
-                .map(|mut st| (st.outer.take(), st.children.take()));
-            drop(taken);
-        });
+        self.st
+            .clear_with(|st| (st.outer.take(), st.children.take()));
     }
 }
 

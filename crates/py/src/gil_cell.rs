@@ -224,3 +224,21 @@ impl<T: HasStateCell> StateCell<T> for pyo3::Bound<'_, T> {
         self.get().state_cell().borrow_mut(self.py())
     }
 }
+
+impl<T> GilRefCell<T> {
+    /// For `tp_traverse`: the state, or None while it is exclusively borrowed (the collector
+    /// started from an allocation made then). Nothing visited keeps what it holds alive.
+    pub fn for_traverse(&self) -> Option<GilRef<'_, T>> {
+        crate::capi::in_traverse(|py| self.try_borrow(py))
+    }
+
+    /// For `tp_clear`: moves out what `take` takes (nothing while the state is borrowed) and
+    /// drops it once the cell is released, since a drop can run Python code that reaches the
+    /// object.
+    pub fn clear_with<R>(&self, take: impl FnOnce(&mut T) -> R) {
+        pyo3::Python::attach(|py| {
+            let taken = self.try_borrow_mut(py).map(|mut state| take(&mut state));
+            drop(taken);
+        });
+    }
+}

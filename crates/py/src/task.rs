@@ -678,17 +678,14 @@ impl Task {
 
     fn __clear__(&self) {
         FutureCore::clear_cell(&self.core);
-        Python::attach(|py| {
-            let taken = self.st.try_borrow_mut(py).map(|mut t| {
+        self.st.clear_with(|t| {
                 (
                     t.coro.take(),
                     t.context.take(),
                     t.name.take(),
                     t.fut_waiter.take(),
                 )
-            });
-            drop(taken);
-        });
+});
     }
 }
 }
@@ -698,7 +695,7 @@ impl Task {
     /// of a cell that is exclusively borrowed (the collector started from an allocation there).
     fn traverse_fields<V: capi::Visitor>(&self, visit: &V) -> Result<(), V::Error> {
         FutureCore::traverse_cell(&self.core, visit)?;
-        if let Some(t) = capi::in_traverse(|py| self.st.try_borrow(py)) {
+        if let Some(t) = self.st.for_traverse() {
             visit.visit(t.coro.as_ref())?;
             visit.visit(t.context.as_ref())?;
             visit.visit(t.name.as_ref())?;

@@ -10,7 +10,6 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PySet};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::capi;
 use crate::future::{Callback, NativeFuture, State};
 use crate::gil_cell::{GilRefCell, HasStateCell, StateCell};
 use crate::stdlib::cached_attr;
@@ -469,8 +468,7 @@ impl TaskGroupCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Nothing while exclusively borrowed (the collector started from an allocation there).
-        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+        let Some(this) = self.st.for_traverse() else {
             return Ok(());
         };
         visit.call(&this.loop_)?;
@@ -482,19 +480,15 @@ impl TaskGroupCore {
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| {
-            let taken = self.st.try_borrow_mut(py).map(|mut this| {
-                (
-                    this.tasks.take(),
-                    this.errors.take(),
-                    this.loop_.take(),
-                    this.parent_task.take(),
-                    this.base_error.take(),
-                    this.on_completed_fut.take(),
-                )
-            });
-            // Dropped once the cell is released: a drop can run Python code reaching it.
-            drop(taken);
+        self.st.clear_with(|this| {
+            (
+                this.tasks.take(),
+                this.errors.take(),
+                this.loop_.take(),
+                this.parent_task.take(),
+                this.base_error.take(),
+                this.on_completed_fut.take(),
+            )
         });
     }
 }

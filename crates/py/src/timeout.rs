@@ -377,8 +377,7 @@ impl Timeout {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Nothing while exclusively borrowed (the collector started from an allocation there).
-        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+        let Some(this) = self.st.for_traverse() else {
             return Ok(());
         };
         visit.call(&this.when)?;
@@ -389,16 +388,12 @@ impl Timeout {
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| {
-            let taken = self.st.try_borrow_mut(py).map(|mut this| {
-                (
-                    this.timeout_handler.take(),
-                    this.task.take(),
-                    this.cancelling.take(),
-                )
-            });
-            // Dropped once the cell is released: a drop can run Python code reaching it.
-            drop(taken);
+        self.st.clear_with(|this| {
+            (
+                this.timeout_handler.take(),
+                this.task.take(),
+                this.cancelling.take(),
+            )
         });
     }
 }
@@ -466,8 +461,7 @@ impl TimeoutStep {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Nothing while exclusively borrowed (the collector started from an allocation there).
-        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+        let Some(this) = self.st.for_traverse() else {
             return Ok(());
         };
         visit.call(&this.timeout)?;
@@ -479,14 +473,8 @@ impl TimeoutStep {
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| {
-            let taken = self
-                .st
-                .try_borrow_mut(py)
-                .map(|mut this| (this.timeout.take(), this.kind.take()));
-            // Dropped once the cell is released: a drop can run Python code reaching it.
-            drop(taken);
-        });
+        self.st
+            .clear_with(|this| (this.timeout.take(), this.kind.take()));
     }
 }
 

@@ -24,7 +24,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString}
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::gil_cell::{GilRefCell, HasStateCell, StateCell};
-use crate::{capi, stdlib};
+use crate::stdlib;
 
 use crate::handle::escapes_loop;
 use crate::stdlib::cached_attr;
@@ -1933,8 +1933,7 @@ impl SslProtocolCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Nothing while exclusively borrowed (the collector started from an allocation there).
-        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+        let Some(this) = self.st.for_traverse() else {
             return Ok(());
         };
         for obj in this.references() {
@@ -1949,17 +1948,13 @@ impl SslProtocolCore {
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| {
+        self.st.clear_with(|this| {
             let mut taken: Vec<Py<PyAny>> = Vec::new();
-            if let Some(mut this) = self.st.try_borrow_mut(py) {
-                let this = &mut *this;
-                taken.extend(this.references_mut().into_iter().filter_map(Option::take));
-                taken.extend(this.write_backlog.drain(..));
-                taken.extend(this.extra.take().map(Py::into_any));
-                taken.extend(this.ssl_buffer.take().map(Py::into_any));
-            }
-            // Dropped once the cell is released: a drop can run Python code reaching it.
-            drop(taken);
+            taken.extend(this.references_mut().into_iter().filter_map(Option::take));
+            taken.extend(this.write_backlog.drain(..));
+            taken.extend(this.extra.take().map(Py::into_any));
+            taken.extend(this.ssl_buffer.take().map(Py::into_any));
+            taken
         });
     }
 }

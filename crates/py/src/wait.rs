@@ -391,8 +391,7 @@ native_coroutine_pymethods!(WaitCoroutine, "wait", {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Nothing while exclusively borrowed (the collector started from an allocation there).
-        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+        let Some(this) = self.st.for_traverse() else {
             return Ok(());
         };
         match &this.stage {
@@ -416,14 +415,8 @@ native_coroutine_pymethods!(WaitCoroutine, "wait", {
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| {
-            let taken = self
-                .st
-                .try_borrow_mut(py)
-                .map(|mut this| std::mem::replace(&mut this.stage, Stage::Finished));
-            // Dropped once the cell is released: a drop can run Python code reaching it.
-            drop(taken);
-        });
+        self.st
+            .clear_with(|this| std::mem::replace(&mut this.stage, Stage::Finished));
     }
 });
 

@@ -612,8 +612,7 @@ native_coroutine_pymethods!(WaitForCoroutine, "wait_for", {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Nothing while exclusively borrowed (the collector started from an allocation there).
-        let Some(this) = capi::in_traverse(|py| self.st.try_borrow(py)) else {
+        let Some(this) = self.st.for_traverse() else {
             return Ok(());
         };
         visit.call(&this.loop_)?;
@@ -658,15 +657,11 @@ native_coroutine_pymethods!(WaitForCoroutine, "wait_for", {
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| {
-            let taken = self.st.try_borrow_mut(py).map(|mut this| {
-                (
-                    this.loop_.take(),
-                    std::mem::replace(&mut this.stage, Stage::Finished),
-                )
-            });
-            // Dropped once the cell is released: a drop can run Python code reaching it.
-            drop(taken);
+        self.st.clear_with(|this| {
+            (
+                this.loop_.take(),
+                std::mem::replace(&mut this.stage, Stage::Finished),
+            )
         });
     }
 });
