@@ -584,3 +584,59 @@ def test_fuzz_run_in_executor_never_panics(loop):
         else:
             loop.run_until_complete(fut)
     loop.run_until_complete(loop.shutdown_default_executor())
+
+
+# --- the current-task bookkeeping (asyncio's _enter_task/_leave_task around each step) ---
+
+
+def test_step_leaving_a_different_current_task_is_reported(loop):
+    """A coroutine that replaces the loop's entry in asyncio's current-task dict: leaving the
+    step raises asyncio's RuntimeError, reported through the exception handler, and the entry
+    it put there stays."""
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    current = asyncio.tasks._current_tasks
+    intruder = object()
+
+    async def swap():
+        current[loop] = intruder
+        return "done"
+
+    task = loop.create_task(swap())
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    try:
+        assert current.get(loop) is intruder
+    finally:
+        current.pop(loop, None)
+    assert task.done() and task.result() == "done"
+    assert [type(c["exception"]) for c in errors] == [RuntimeError]
+    message = str(errors[0]["exception"])
+    assert message.startswith("Leaving task ")
+    assert "does not match the current task" in message
+
+
+def test_step_entering_while_another_task_is_current_is_reported(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    current = asyncio.tasks._current_tasks
+    intruder = object()
+    ran = []
+
+    async def body():
+        ran.append(True)
+
+    loop.call_soon(current.__setitem__, loop, intruder)
+    task = loop.create_task(body())
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    try:
+        assert current.get(loop) is intruder
+    finally:
+        current.pop(loop, None)
+    assert ran == [] and not task.done()
+    assert [type(c["exception"]) for c in errors] == [RuntimeError]
+    assert str(errors[0]["exception"]).startswith("Cannot enter into task ")
+    # The failed step is not retried: the task stays pending, on both loops.
+    task.get_coro().close()  # never started: closing it does not warn
+    task._log_destroy_pending = False

@@ -1412,6 +1412,41 @@ pub fn dict_setdefault<'py>(
     }
 }
 
+#[cfg(not(Py_3_13))]
+extern "C" {
+    /// CPython's `_PyDict_Pop` (cpython/dictobject.h before 3.13), not declared by pyo3-ffi.
+    fn _PyDict_Pop(
+        dict: *mut ffi::PyObject,
+        key: *mut ffi::PyObject,
+        default: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject;
+}
+
+/// `dict.pop(key, None)` in one dictionary operation (two on 3.13+): the value that was under
+/// `key`, or None if there was none (or it was None).
+pub fn dict_pop<'py>(
+    dict: &Bound<'py, pyo3::types::PyDict>,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = dict.py();
+    #[cfg(not(Py_3_13))]
+    // SAFETY: `dict` is a dict and `key` alive (both borrowed for the call); _PyDict_Pop
+    // returns a new reference to the removed value or to the default (None), or NULL with an
+    // exception set (an unhashable key, a failing __eq__).
+    let value = unsafe {
+        Bound::from_owned_ptr_or_err(py, _PyDict_Pop(dict.as_ptr(), key.as_ptr(), ffi::Py_None()))?
+    };
+    #[cfg(Py_3_13)]
+    let value = match dict.get_item(key)? {
+        Some(v) => {
+            dict.del_item(key)?;
+            v
+        }
+        None => py.None().into_bound(py),
+    };
+    Ok(if value.is_none() { None } else { Some(value) })
+}
+
 extern "C" {
     /// CPython's `_PyBytes_Resize` (exported by the interpreter; PyO3 keeps its binding private).
     fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> libc::c_int;

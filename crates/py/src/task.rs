@@ -465,13 +465,17 @@ fn enter_task(loop_: &Bound<'_, PyAny>, task: &Bound<'_, PyAny>) -> PyResult<()>
     current.set_item(loop_, task)
 }
 
-/// `asyncio.tasks._leave_task`
+/// `asyncio.tasks._leave_task`: the entry is taken out in one dictionary operation, and put
+/// back when it is not `task` (asyncio then leaves it in place).
 fn leave_task(loop_: &Bound<'_, PyAny>, task: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = task.py();
     let current = stdlib::current_tasks(py)?;
-    let now = current.get_item(loop_)?;
+    let now = capi::dict_pop(current, loop_)?;
+    if let Some(other) = now.as_ref().filter(|t| !t.is(task)) {
+        current.set_item(loop_, other)?;
+    }
     match now {
-        Some(t) if t.is(task) => current.del_item(loop_),
+        Some(t) if t.is(task) => Ok(()),
         other => Err(PyRuntimeError::new_err(format!(
             "Leaving task {} does not match the current task {}.",
             task.repr()?,
