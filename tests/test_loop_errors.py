@@ -589,12 +589,25 @@ def test_fuzz_run_in_executor_never_panics(loop):
 # --- the current-task bookkeeping (asyncio's _enter_task/_leave_task around each step) ---
 
 
+def _run_once_with_intruder(loop, intruder):
+    """Runs what is scheduled, checks that `intruder` is then the loop's entry in asyncio's
+    current-task dict (and takes it out), and returns the exception handler's reports."""
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    current = asyncio.tasks._current_tasks
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    try:
+        assert current.get(loop) is intruder
+    finally:
+        current.pop(loop, None)
+    return errors
+
+
 def test_step_leaving_a_different_current_task_is_reported(loop):
     """A coroutine that replaces the loop's entry in asyncio's current-task dict: leaving the
     step raises asyncio's RuntimeError, reported through the exception handler, and the entry
     it put there stays."""
-    errors = []
-    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
     current = asyncio.tasks._current_tasks
     intruder = object()
 
@@ -603,12 +616,7 @@ def test_step_leaving_a_different_current_task_is_reported(loop):
         return "done"
 
     task = loop.create_task(swap())
-    loop.call_soon(loop.stop)
-    loop.run_forever()
-    try:
-        assert current.get(loop) is intruder
-    finally:
-        current.pop(loop, None)
+    errors = _run_once_with_intruder(loop, intruder)
     assert task.done() and task.result() == "done"
     assert [type(c["exception"]) for c in errors] == [RuntimeError]
     message = str(errors[0]["exception"])
@@ -617,23 +625,15 @@ def test_step_leaving_a_different_current_task_is_reported(loop):
 
 
 def test_step_entering_while_another_task_is_current_is_reported(loop):
-    errors = []
-    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
-    current = asyncio.tasks._current_tasks
     intruder = object()
     ran = []
 
     async def body():
         ran.append(True)
 
-    loop.call_soon(current.__setitem__, loop, intruder)
+    loop.call_soon(asyncio.tasks._current_tasks.__setitem__, loop, intruder)
     task = loop.create_task(body())
-    loop.call_soon(loop.stop)
-    loop.run_forever()
-    try:
-        assert current.get(loop) is intruder
-    finally:
-        current.pop(loop, None)
+    errors = _run_once_with_intruder(loop, intruder)
     assert ran == [] and not task.done()
     assert [type(c["exception"]) for c in errors] == [RuntimeError]
     assert str(errors[0]["exception"]).startswith("Cannot enter into task ")
