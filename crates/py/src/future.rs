@@ -278,11 +278,8 @@ impl<'py> NativeFuture<'py> {
     pub(crate) fn of(obj: &Bound<'py, PyAny>) -> Option<Self> {
         // The exact classes first: a type-pointer comparison each, where a failed subclass
         // check walks the MRO (a Task is no ferroloop.Future).
-        if let Ok(t) = obj.cast_exact::<Task>() {
-            return Some(NativeFuture::Task(t.clone()));
-        }
-        if let Ok(f) = obj.cast_exact::<Future>() {
-            return Some(NativeFuture::Plain(f.clone()));
+        if let Some(native) = Self::exact(obj) {
+            return Some(native);
         }
         if let Ok(f) = obj.cast::<Future>() {
             return Some(NativeFuture::Plain(f.clone()));
