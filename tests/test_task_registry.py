@@ -166,3 +166,29 @@ def test_task_resurrected_by_its_finalizer_stays_registered(loop):
     del resurrected  # freed for good this time (the finalizer ran once)
     assert ref() is None
     assert len(REGISTRY) == base
+
+
+def test_registry_entry_is_not_tracked_by_the_collector():
+    """ferroloop's registry entry for a Task is a weak reference without a callback: it holds
+    no strong reference, so it is kept off the collector's lists (collections then walk four
+    objects per pending task, not five). asyncio's entry carries WeakSet's `_remove` callback
+    and is tracked, so this is ferroloop's alone; the behaviour tests above hold both loops to
+    the same registry contents."""
+    import ferroloop
+
+    loop = ferroloop.new_event_loop()
+    try:
+
+        async def main():
+            task = asyncio.create_task(_leaf())
+            entries = [r for r in REGISTRY.data if r() is task]
+            shared = weakref.ref(task)  # the same callback-less reference, shared
+            await task
+            return entries, shared, task
+
+        entries, shared, task = loop.run_until_complete(main())
+        assert len(entries) == 1
+        assert not gc.is_tracked(entries[0])
+        assert shared is entries[0] and shared() is task
+    finally:
+        loop.close()

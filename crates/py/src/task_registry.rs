@@ -88,6 +88,10 @@ pub(crate) fn register(task: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
             .call_method0(pyo3::intern!(py, "_commit_removals"))?;
     }
     let weak = PyWeakrefReference::new(task)?.into_any();
+    // A weak reference without a callback holds no strong reference (its traverse visits
+    // only the callback), so it can never be part of a cycle: off the collector's lists it
+    // costs no collection anything (one object in five of a pending task, else).
+    crate::capi::gc_untrack(&weak);
     parts.data.bind(py).add(&weak)?;
     Ok(Some(weak.unbind()))
 }
