@@ -364,75 +364,94 @@ fn new_outer<'py>(
 // The children, seen through asyncio's Future API (natively for ferroloop's own futures).
 // ---------------------------------------------------------------------------------------------
 
-fn child_cancelled(fut: &Bound<'_, PyAny>, kind: Kind) -> PyResult<bool> {
-    if let Some(native) = as_native(fut, kind) {
-        return Ok(native.borrow().state == State::Cancelled);
-    }
-    fut.call_method0(intern!(fut.py(), "cancelled"))?
-        .is_truthy()
+/// A done child, seen through asyncio's Future API: natively when it is exactly one of
+/// ferroloop's futures (its type looked at once), else through its methods.
+struct Child<'py> {
+    fut: Bound<'py, PyAny>,
+    native: Option<NativeFuture<'py>>,
 }
 
-/// `fut.exception()` (which also marks the exception as retrieved).
-fn child_exception<'py>(
-    fut: &Bound<'py, PyAny>,
-    kind: Kind,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let py = fut.py();
-    if let Some(native) = as_native(fut, kind) {
-        let state = native.borrow().state;
-        return match state {
-            State::Cancelled => Err(capi::raise_instance(native.make_cancelled_error()?)),
-            State::Pending => Err(stdlib::invalid_state_error(py, "Exception is not set.")),
-            State::Finished => {
-                let mut f = native.borrow_mut();
-                f.log_traceback = false;
-                Ok(f.exception.as_ref().map(|e| e.bind(py).clone()))
+impl<'py> Child<'py> {
+    fn new(fut: Bound<'py, PyAny>) -> PyResult<Self> {
+        let native = as_native(&fut, kind_of(&fut)?);
+        Ok(Child { fut, native })
+    }
+
+    fn py(&self) -> Python<'py> {
+        self.fut.py()
+    }
+
+    /// `fut.cancelled()`
+    fn cancelled(&self) -> PyResult<bool> {
+        if let Some(native) = &self.native {
+            return Ok(native.borrow().state == State::Cancelled);
+        }
+        self.fut
+            .call_method0(intern!(self.py(), "cancelled"))?
+            .is_truthy()
+    }
+
+    /// `fut.exception()` (which also marks the exception as retrieved).
+    fn exception(&self) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = self.py();
+        if let Some(native) = &self.native {
+            let state = native.borrow().state;
+            return match state {
+                State::Cancelled => Err(capi::raise_instance(native.make_cancelled_error()?)),
+                State::Pending => Err(stdlib::invalid_state_error(py, "Exception is not set.")),
+                State::Finished => {
+                    let mut f = native.borrow_mut();
+                    f.log_traceback = false;
+                    Ok(f.exception.as_ref().map(|e| e.bind(py).clone()))
+                }
+            };
+        }
+        let exc = self.fut.call_method0(intern!(py, "exception"))?;
+        Ok(if exc.is_none() { None } else { Some(exc) })
+    }
+
+    /// `fut.result()`
+    fn result(&self) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(native) = &self.native {
+            return native.result();
+        }
+        self.fut.call_method0(intern!(self.py(), "result"))
+    }
+
+    /// `fut._make_cancelled_error()`
+    fn cancelled_error(&self) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(native) = &self.native {
+            return native.make_cancelled_error();
+        }
+        self.fut
+            .call_method0(intern!(self.py(), "_make_cancelled_error"))
+    }
+
+    /// `CancelledError('' if fut._cancel_message is None else fut._cancel_message)`: what a
+    /// cancelled child contributes to the results (no `_make_cancelled_error`, no `__context__`).
+    fn cancelled_result(&self) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py();
+        let message = match &self.native {
+            Some(native) => native
+                .borrow()
+                .cancel_message
+                .as_ref()
+                .map(|m| m.bind(py).clone()),
+            None => {
+                let m = self.fut.getattr(intern!(py, "_cancel_message"))?;
+                if m.is_none() {
+                    None
+                } else {
+                    Some(m)
+                }
             }
         };
+        let message = match message {
+            Some(m) => m,
+            None => pyo3::types::PyString::new(py, "").into_any(),
+        };
+        stdlib::cancelled_error(py)?.call1((message,))
     }
-    let exc = fut.call_method0(intern!(py, "exception"))?;
-    Ok(if exc.is_none() { None } else { Some(exc) })
-}
-
-fn child_result<'py>(fut: &Bound<'py, PyAny>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
-    if let Some(native) = as_native(fut, kind) {
-        return native.result();
-    }
-    fut.call_method0(intern!(fut.py(), "result"))
-}
-
-/// `fut._make_cancelled_error()`
-fn child_cancelled_error<'py>(fut: &Bound<'py, PyAny>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
-    if let Some(native) = as_native(fut, kind) {
-        return native.make_cancelled_error();
-    }
-    fut.call_method0(intern!(fut.py(), "_make_cancelled_error"))
-}
-
-/// `CancelledError('' if fut._cancel_message is None else fut._cancel_message)`: what a
-/// cancelled child contributes to the results (no `_make_cancelled_error`, no `__context__`).
-fn child_cancelled_result<'py>(fut: &Bound<'py, PyAny>, kind: Kind) -> PyResult<Bound<'py, PyAny>> {
-    let py = fut.py();
-    let message = match as_native(fut, kind) {
-        Some(native) => native
-            .borrow()
-            .cancel_message
-            .as_ref()
-            .map(|m| m.bind(py).clone()),
-        None => {
-            let m = fut.getattr(intern!(py, "_cancel_message"))?;
-            if m.is_none() {
-                None
-            } else {
-                Some(m)
-            }
-        }
-    };
-    let message = match message {
-        Some(m) => m,
-        None => pyo3::types::PyString::new(py, "").into_any(),
-    };
-    stdlib::cancelled_error(py)?.call1((message,))
 }
 
 /// `child.cancel(msg=msg)`
@@ -683,24 +702,24 @@ impl GatherCallback {
                 cb.return_exceptions,
             )
         };
-        let kind = kind_of(fut)?;
+        let child = Child::new(fut.clone())?;
         let outer = match outer {
             Some(o) if !outer_done(&o)? => o,
             _ => {
                 // Nobody will look at this child's outcome: mark its exception retrieved.
-                if !child_cancelled(fut, kind)? {
-                    child_exception(fut, kind)?;
+                if !child.cancelled()? {
+                    child.exception()?;
                 }
                 return Ok(());
             }
         };
         if !return_exceptions {
-            if child_cancelled(fut, kind)? {
+            if child.cancelled()? {
                 // Checked first: exception() would raise the CancelledError.
-                let exc = child_cancelled_error(fut, kind)?;
+                let exc = child.cancelled_error()?;
                 return outer_set_exception(&outer, &exc);
             }
-            if let Some(exc) = child_exception(fut, kind)? {
+            if let Some(exc) = child.exception()? {
                 return outer_set_exception(&outer, &exc);
             }
         }
@@ -719,24 +738,24 @@ impl GatherCallback {
         };
         // Every child is done: the results in argument order.
         let mut results: Vec<Bound<'_, PyAny>> = Vec::with_capacity(children.len());
-        let mut last = (fut.clone(), kind);
-        for child in children.iter() {
-            let kind = kind_of(&child)?;
-            let res = if child_cancelled(&child, kind)? {
-                child_cancelled_result(&child, kind)?
+        let mut last = child;
+        for fut in children.iter() {
+            let child = Child::new(fut)?;
+            let res = if child.cancelled()? {
+                child.cancelled_result()?
             } else {
-                match child_exception(&child, kind)? {
+                match child.exception()? {
                     Some(exc) => exc,
-                    None => child_result(&child, kind)?,
+                    None => child.result()?,
                 }
             };
             results.push(res);
-            last = (child, kind);
+            last = child;
         }
         if outer_cancel_requested(&outer)? {
             // gather() was cancelled: that wins over return_exceptions (bpo-32684). As asyncio,
             // the error comes from the last child.
-            let exc = child_cancelled_error(&last.0, last.1)?;
+            let exc = last.cancelled_error()?;
             return outer_set_exception(&outer, &exc);
         }
         outer_set_result(&outer, PyList::new(py, results)?)
