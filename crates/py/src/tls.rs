@@ -237,8 +237,17 @@ pub(crate) struct SslCoreState {
     /// `sslobj._sslobj` (the `_ssl._SSLSocket`) when `sslobj` is exactly `ssl.SSLObject`,
     /// whose read/write/pending only forward to it: the hot paths call it directly.
     ssl_inner: Option<Py<PyAny>>,
+    /// `ssl_inner`'s read, write and pending, bound once (a C object's methods cannot change):
+    /// every message calls them, and looking a method up costs about what calling it does.
+    ssl_read: Option<Py<PyAny>>,
+    ssl_write: Option<Py<PyAny>>,
+    ssl_pending: Option<Py<PyAny>>,
     incoming: Option<Py<PyAny>>,
     outgoing: Option<Py<PyAny>>,
+    /// `incoming.write` and `outgoing.read`, bound once (the BIOs are `ssl.MemoryBIO`s, a C
+    /// type, made here).
+    incoming_write: Option<Py<PyAny>>,
+    outgoing_read: Option<Py<PyAny>>,
     extra: Option<Py<PyDict>>,
     /// App data written before the SSLObject could take it (the handshake is running, or
     /// the SSLObject wants to read first).
@@ -299,16 +308,47 @@ impl SslProtocolCore {
         }
     }
 
+    /// `method` of what [`Self::ssl_rw`] returns: the bound method kept for it when there is
+    /// one (`cached`), else looked up now.
+    fn ssl_method<'py>(
+        slf: &Bound<'py, Self>,
+        cached: Field,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if let Some(m) = cached(&slf.st()) {
+            return Ok(m.bind(py).clone());
+        }
+        Self::ssl_rw(slf).getattr(name)
+    }
+
+    /// `method` of one of the BIOs (`bio`), bound once at init (`cached`); before init, looked
+    /// up on the field (None then fails as asyncio's code would).
+    fn bio_method<'py>(
+        slf: &Bound<'py, Self>,
+        cached: Field,
+        bio: Field,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if let Some(m) = cached(&slf.st()) {
+            return Ok(m.bind(py).clone());
+        }
+        Self::get(slf, bio).getattr(name)
+    }
+
     /// After a read that returned data: whether another read could return something without
     /// more input. It cannot when the incoming BIO is empty and the SSL object holds no
     /// decrypted bytes; asyncio's loop finds that out from an SSLWantReadError, which costs
     /// more than the two checks (the next read's outcome is the same either way).
-    fn more_to_read(slf: &Bound<'_, Self>, ssl: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn more_to_read(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         if Self::read_buffer_size(slf)? > 0 {
             return Ok(true);
         }
-        let pending: i64 = ssl.call_method0(intern!(py, "pending"))?.extract()?;
+        let pending: i64 = Self::ssl_method(slf, |s| &s.ssl_pending, intern!(py, "pending"))?
+            .call0()?
+            .extract()?;
         Ok(pending > 0)
     }
 
@@ -747,13 +787,13 @@ impl SslProtocolCore {
     /// it produced.
     fn do_write(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let sslobj = Self::ssl_rw(slf);
+        let write = Self::ssl_method(slf, |s| &s.ssl_write, intern!(py, "write"))?;
         loop {
             let data = match slf.st().write_backlog.front() {
                 Some(d) => d.clone_ref(py).into_bound(py),
                 None => break,
             };
-            let count = match sslobj.call_method1(intern!(py, "write"), (&data,)) {
+            let count = match write.call1((&data,)) {
                 Ok(c) => c.extract::<i64>()?,
                 Err(e) if is_again(py, &e)? => break,
                 Err(e) => return Err(e),
@@ -785,7 +825,13 @@ impl SslProtocolCore {
     fn process_outgoing(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         if !slf.st().ssl_writing_paused {
-            let data = Self::get(slf, |s| &s.outgoing).call_method0(intern!(py, "read"))?;
+            let data = Self::bio_method(
+                slf,
+                |s| &s.outgoing_read,
+                |s| &s.outgoing,
+                intern!(py, "read"),
+            )?
+            .call0()?;
             if data.len()? > 0 {
                 Self::get(slf, |s| &s.transport).call_method1(intern!(py, "write"), (data,))?;
             }
@@ -837,12 +883,11 @@ impl SslProtocolCore {
         let get_buffer = Self::get(slf, |s| &s.app_get_buffer);
         let buf = get_buffer.call1((hint,))?;
         let wants = buf.len()? as i64;
-        let sslobj = Self::ssl_rw(slf);
-        let read = intern!(py, "read");
+        let read = Self::ssl_method(slf, |s| &s.ssl_read, intern!(py, "read"))?;
         let mut offset: i64 = 0;
         let mut count: i64 = 1;
         let result = (|| -> PyResult<()> {
-            count = sslobj.call_method1(read, (wants, &buf))?.extract()?;
+            count = read.call1((wants, &buf))?.extract()?;
             if count > 0 {
                 offset = count;
                 loop {
@@ -852,13 +897,11 @@ impl SslProtocolCore {
                         Self::loop_obj(slf).call_method1(intern!(py, "call_soon"), (cb,))?;
                         break;
                     }
-                    if !Self::more_to_read(slf, &sslobj)? {
+                    if !Self::more_to_read(slf)? {
                         break;
                     }
                     let rest = buf.get_item(PySlice::new(py, offset as isize, isize::MAX, 1))?;
-                    count = sslobj
-                        .call_method1(read, (wants - offset, rest))?
-                        .extract()?;
+                    count = read.call1((wants - offset, rest))?.extract()?;
                     if count > 0 {
                         offset += count;
                     } else {
@@ -888,10 +931,9 @@ impl SslProtocolCore {
     /// (asyncio's `read(max_size)` allocates max_size bytes per read).
     fn do_read_copied(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let sslobj = Self::ssl_rw(slf);
+        let read = Self::ssl_method(slf, |s| &s.ssl_read, intern!(py, "read"))?;
         let max_size = slf.st().max_size.max(1);
         let view = decrypt_view(py, max_size)?;
-        let read = intern!(py, "read");
         let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
         let mut offset = 0usize;
         let mut close_notify = false;
@@ -905,7 +947,7 @@ impl SslProtocolCore {
             } else {
                 view.get_item(PySlice::new(py, offset as isize, isize::MAX, 1))?
             };
-            match sslobj.call_method1(read, (max_size - offset, target)) {
+            match read.call1((max_size - offset, target)) {
                 Ok(n) => {
                     let n: usize = n.extract()?;
                     if n == 0 {
@@ -913,7 +955,7 @@ impl SslProtocolCore {
                         break;
                     }
                     offset += n;
-                    if !Self::more_to_read(slf, &sslobj)? {
+                    if !Self::more_to_read(slf)? {
                         break;
                     }
                 }
@@ -1210,7 +1252,12 @@ impl SslProtocolCore {
                 sslcontext: None,
                 sslobj: None,
                 ssl_inner: None,
+                ssl_read: None,
+                ssl_write: None,
+                ssl_pending: None,
                 incoming: None,
+                incoming_write: None,
+                outgoing_read: None,
                 outgoing: None,
                 extra: None,
                 write_backlog: VecDeque::new(),
@@ -1344,6 +1391,8 @@ impl SslProtocolCore {
         let bio = ssl_memory_bio(py)?;
         let incoming = bio.call0()?;
         let outgoing = bio.call0()?;
+        let incoming_write = incoming.getattr(intern!(py, "write"))?.unbind();
+        let outgoing_read = outgoing.getattr(intern!(py, "read"))?.unbind();
         let call_connection_made = call_connection_made.is_truthy()?;
         {
             let mut this = slf.st_mut();
@@ -1351,6 +1400,8 @@ impl SslProtocolCore {
             this.shutdown_timeout = Some(shutdown_timeout.unbind());
             this.incoming = Some(incoming.clone().unbind());
             this.outgoing = Some(outgoing.clone().unbind());
+            this.incoming_write = Some(incoming_write);
+            this.outgoing_read = Some(outgoing_read);
             this.state = SslState::Unwrapped;
             this.conn_lost = 0;
             this.app_state = if call_connection_made {
@@ -1365,10 +1416,26 @@ impl SslProtocolCore {
         let sslobj =
             sslcontext.call_method(intern!(py, "wrap_bio"), (incoming, outgoing), Some(&kwargs))?;
         let inner = inner_sslobj(&sslobj)?;
+        let bound = match &inner {
+            Some(inner) => {
+                let inner = inner.bind(py);
+                let bind = |name| inner.getattr(name).map(Bound::unbind);
+                Some((
+                    bind(intern!(py, "read"))?,
+                    bind(intern!(py, "write"))?,
+                    bind(intern!(py, "pending"))?,
+                ))
+            }
+            None => None,
+        };
         {
             let mut this = slf.st_mut();
             this.sslobj = Some(sslobj.unbind());
             this.ssl_inner = inner;
+            (this.ssl_read, this.ssl_write, this.ssl_pending) = match bound {
+                Some((r, w, p)) => (Some(r), Some(w), Some(p)),
+                None => (None, None, None),
+            };
             this.ssl_writing_paused = false;
             this.app_reading_paused = false;
             this.ssl_reading_paused = false;
@@ -1484,7 +1551,13 @@ impl SslProtocolCore {
         let py = slf.py();
         let view = Self::get(slf, |s| &s.ssl_buffer_view);
         let chunk = view.get_item(PySlice::new(py, 0, nbytes, 1))?;
-        Self::get(slf, |s| &s.incoming).call_method1(intern!(py, "write"), (chunk,))?;
+        Self::bio_method(
+            slf,
+            |s| &s.incoming_write,
+            |s| &s.incoming,
+            intern!(py, "write"),
+        )?
+        .call1((chunk,))?;
         Self::dispatch_incoming(slf)
     }
 
@@ -1492,7 +1565,13 @@ impl SslProtocolCore {
     /// buffer_updated with the bytes given.
     fn data_received(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        Self::get(slf, |s| &s.incoming).call_method1(intern!(py, "write"), (data,))?;
+        Self::bio_method(
+            slf,
+            |s| &s.incoming_write,
+            |s| &s.incoming,
+            intern!(py, "write"),
+        )?
+        .call1((data,))?;
         Self::dispatch_incoming(slf)
     }
 
@@ -1961,7 +2040,7 @@ impl SslProtocolCore {
 
 impl SslCoreState {
     /// The optional object fields (all but `extra`, `ssl_buffer` and the write backlog).
-    fn references(&self) -> [&Option<Py<PyAny>>; 22] {
+    fn references(&self) -> [&Option<Py<PyAny>>; 27] {
         [
             &self.loop_,
             &self.app_protocol,
@@ -1970,8 +2049,13 @@ impl SslCoreState {
             &self.sslcontext,
             &self.sslobj,
             &self.ssl_inner,
+            &self.ssl_read,
+            &self.ssl_write,
+            &self.ssl_pending,
             &self.incoming,
             &self.outgoing,
+            &self.incoming_write,
+            &self.outgoing_read,
             &self.waiter,
             &self.app_transport,
             &self.transport,
@@ -1989,7 +2073,7 @@ impl SslCoreState {
     }
 
     /// `references`, to take from.
-    fn references_mut(&mut self) -> [&mut Option<Py<PyAny>>; 22] {
+    fn references_mut(&mut self) -> [&mut Option<Py<PyAny>>; 27] {
         [
             &mut self.loop_,
             &mut self.app_protocol,
@@ -1998,8 +2082,13 @@ impl SslCoreState {
             &mut self.sslcontext,
             &mut self.sslobj,
             &mut self.ssl_inner,
+            &mut self.ssl_read,
+            &mut self.ssl_write,
+            &mut self.ssl_pending,
             &mut self.incoming,
             &mut self.outgoing,
+            &mut self.incoming_write,
+            &mut self.outgoing_read,
             &mut self.waiter,
             &mut self.app_transport,
             &mut self.transport,
