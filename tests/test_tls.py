@@ -1255,3 +1255,30 @@ def test_ssl_protocol_works_on_any_loop(certs):
     finally:
         loop.close()
     assert results["ferroloop._tls"] == results["asyncio.sslproto"]
+
+
+def test_replaced_ssl_object_takes_every_later_read_and_write(loop_kind, loop_factory):
+    """An SSL object assigned to `_sslobj` after construction (CPython's test_sslproto puts a
+    mock there) is the one every later read and write goes to, not the one made at init."""
+    from unittest import mock
+
+    loop = loop_factory()
+    cls = ssl_protocol_class(loop_kind)
+    ssl_proto = cls(loop, asyncio.Protocol(), ssl.create_default_context(), None)
+    sslobj = mock.Mock()
+    sslobj.read.side_effect = ssl.SSLWantReadError
+    sslobj.write.side_effect = len
+    ssl_proto._sslobj = sslobj
+    ssl_proto.connection_made(mock.Mock())
+    try:
+        loop.run_until_complete(asyncio.sleep(0))
+        assert sslobj.do_handshake.called
+        assert ssl_proto._state.name == "WRAPPED"
+        buf = ssl_proto.get_buffer(-1)
+        buf[:5] = b"hello"
+        ssl_proto.buffer_updated(5)
+        assert sslobj.read.called
+        ssl_proto._app_transport.write(b"abc")
+        assert [bytes(c.args[0]) for c in sslobj.write.call_args_list] == [b"abc"]
+    finally:
+        ssl_proto._app_transport.abort()

@@ -1164,6 +1164,43 @@ fn force_close(transport: &Bound<'_, PyAny>, exc: &Bound<'_, PyAny>) -> PyResult
     Ok(())
 }
 
+/// The bound read, write and pending of the inner `_ssl` object, kept with it (see
+/// `SslCoreState::ssl_read`); all None when there is no inner object.
+struct InnerMethods {
+    read: Option<Py<PyAny>>,
+    write: Option<Py<PyAny>>,
+    pending: Option<Py<PyAny>>,
+}
+
+impl InnerMethods {
+    fn of(py: Python<'_>, inner: Option<&Py<PyAny>>) -> PyResult<Self> {
+        let Some(inner) = inner else {
+            return Ok(InnerMethods {
+                read: None,
+                write: None,
+                pending: None,
+            });
+        };
+        let inner = inner.bind(py);
+        let bind = |name| inner.getattr(name).map(|m| Some(m.unbind()));
+        Ok(InnerMethods {
+            read: bind(intern!(py, "read"))?,
+            write: bind(intern!(py, "write"))?,
+            pending: bind(intern!(py, "pending"))?,
+        })
+    }
+
+    /// Puts these in `state`; returns the ones they replace, for the caller to drop once the
+    /// borrow is released.
+    fn put_in(self, state: &mut SslCoreState) -> InnerMethods {
+        InnerMethods {
+            read: std::mem::replace(&mut state.ssl_read, self.read),
+            write: std::mem::replace(&mut state.ssl_write, self.write),
+            pending: std::mem::replace(&mut state.ssl_pending, self.pending),
+        }
+    }
+}
+
 /// `sslobj._sslobj` when `sslobj` is exactly `ssl.SSLObject` (not a subclass, not a stand-in).
 fn inner_sslobj(sslobj: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
     let py = sslobj.py();
@@ -1416,32 +1453,19 @@ impl SslProtocolCore {
         let sslobj =
             sslcontext.call_method(intern!(py, "wrap_bio"), (incoming, outgoing), Some(&kwargs))?;
         let inner = inner_sslobj(&sslobj)?;
-        let bound = match &inner {
-            Some(inner) => {
-                let inner = inner.bind(py);
-                let bind = |name| inner.getattr(name).map(Bound::unbind);
-                Some((
-                    bind(intern!(py, "read"))?,
-                    bind(intern!(py, "write"))?,
-                    bind(intern!(py, "pending"))?,
-                ))
-            }
-            None => None,
-        };
-        {
+        let bound = InnerMethods::of(py, inner.as_ref())?;
+        let old = {
             let mut this = slf.st_mut();
             this.sslobj = Some(sslobj.unbind());
             this.ssl_inner = inner;
-            (this.ssl_read, this.ssl_write, this.ssl_pending) = match bound {
-                Some((r, w, p)) => (Some(r), Some(w), Some(p)),
-                None => (None, None, None),
-            };
             this.ssl_writing_paused = false;
             this.app_reading_paused = false;
             this.ssl_reading_paused = false;
             this.eof_received = false;
             this.app_writing_paused = false;
-        }
+            bound.put_in(&mut this)
+        };
+        drop(old);
         Self::set_read_limits(slf, None, None)?;
         Self::set_write_limits(slf, None, None)?;
         slf.st_mut().initialized = true;
@@ -1860,11 +1884,13 @@ impl SslProtocolCore {
     #[setter(_sslobj)]
     fn set_sslobj_attr(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let inner = inner_sslobj(value)?;
+        let bound = InnerMethods::of(slf.py(), inner.as_ref())?;
         let old = {
             let mut this = slf.st_mut();
             (
                 this.sslobj.replace(value.clone().unbind()),
                 std::mem::replace(&mut this.ssl_inner, inner),
+                bound.put_in(&mut this),
             )
         };
         drop(old);
