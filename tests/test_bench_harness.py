@@ -142,3 +142,74 @@ def test_chart_is_a_png(tmp_path):
     del medians[("tcp_proto_1k_1c", "ferroloop")]
     chart.draw(png, rows, loops, medians, run.ROWS, "asyncio", "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def load_callgrind():
+    """bench/callgrind.py as a module."""
+    if "bench_callgrind" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "bench_callgrind", ROOT / "bench" / "callgrind.py"
+        )
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["bench_callgrind"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["bench_callgrind"]
+
+
+# A callgrind output file in the tool's own format: compressed object names ("(id) name" once,
+# then "(id)"), relative positions, and call lines whose next line is the call's inclusive cost.
+CALLGRIND_FILE = """\
+# callgrind format
+version: 1
+positions: line
+events: Ir
+summary: 1111
+
+ob=(1) /usr/lib/libpython3.11.so.1.0
+fl=(1) ceval.c
+fn=(1) _PyEval_EvalFrameDefault
+10 100
++2 200
+cob=(2) /x/python/ferroloop/_ferroloop.cpython-311-x86_64-linux-gnu.so
+cfi=(2) task.rs
+cfn=(2) Task::step
+calls=3 40
+12 999999
+ob=(2)
+fl=(2)
+fn=(2)
+40 300
+* 11
+ob=(3) /usr/lib/libc.so.6
+fn=(3) malloc
+0 500
+totals: 1111
+"""
+
+
+def test_callgrind_file_self_costs_by_object(tmp_path):
+    cg = load_callgrind()
+    path = tmp_path / "x.cg"
+    path.write_text(CALLGRIND_FILE)
+    total, by_object = cg.self_cost_by_object(path)
+    assert total == 1111
+    assert by_object == {
+        "/usr/lib/libpython3.11.so.1.0": 300,
+        "/x/python/ferroloop/_ferroloop.cpython-311-x86_64-linux-gnu.so": 311,
+        "/usr/lib/libc.so.6": 500,
+    }
+    assert sum(by_object.values()) == total  # the call's inclusive line is not counted again
+    assert cg.own_share(by_object) == 311
+
+
+def test_callgrind_per_unit_and_sizes():
+    cg = load_callgrind()
+    run = load_run()
+    assert cg.tree_tasks(6) == 55_987 and cg.tree_tasks(5) == 9_331
+    assert cg.per_unit((10, 1_000, 100), (30, 5_000, 900)) == (200.0, 40.0)
+    with pytest.raises(ValueError):
+        cg.per_unit((10, 1_000, 100), (10, 2_000, 100))
+    assert cg.default_sizes(run, "tree_none") == (5, 6)
+    assert cg.default_sizes(run, "call_soon_chain") == (25_000, 50_000)
+    assert cg.countable(run, "tcp_proto_1k_1c") and cg.countable(run, "tls_echo_1k")
+    assert not cg.countable(run, "http_uvicorn") and not cg.countable(run, "mem_idle_conn")
