@@ -395,16 +395,7 @@ impl<'py> Child<'py> {
     fn exception(&self) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = self.py();
         if let Some(native) = &self.native {
-            let state = native.borrow().state;
-            return match state {
-                State::Cancelled => Err(capi::raise_instance(native.make_cancelled_error()?)),
-                State::Pending => Err(stdlib::invalid_state_error(py, "Exception is not set.")),
-                State::Finished => {
-                    let mut f = native.borrow_mut();
-                    f.log_traceback = false;
-                    Ok(f.exception.as_ref().map(|e| e.bind(py).clone()))
-                }
-            };
+            return native.exception();
         }
         let exc = self.fut.call_method0(intern!(py, "exception"))?;
         Ok(if exc.is_none() { None } else { Some(exc) })

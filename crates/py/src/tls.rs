@@ -1575,28 +1575,13 @@ impl SslProtocolCore {
         let py = slf.py();
         let view = Self::get(slf, |s| &s.ssl_buffer_view);
         let chunk = view.get_item(PySlice::new(py, 0, nbytes, 1))?;
-        Self::bio_method(
-            slf,
-            |s| &s.incoming_write,
-            |s| &s.incoming,
-            intern!(py, "write"),
-        )?
-        .call1((chunk,))?;
-        Self::dispatch_incoming(slf)
+        Self::feed_incoming(slf, &chunk)
     }
 
     /// Plain-protocol entry point for raw transports that do not use get_buffer: the same as
     /// buffer_updated with the bytes given.
     fn data_received(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        Self::bio_method(
-            slf,
-            |s| &s.incoming_write,
-            |s| &s.incoming,
-            intern!(py, "write"),
-        )?
-        .call1((data,))?;
-        Self::dispatch_incoming(slf)
+        Self::feed_incoming(slf, data)
     }
 
     /// The raw stream got EOF (mirrors `SSLProtocol.eof_received`).
@@ -2133,6 +2118,20 @@ impl SslCoreState {
 }
 
 impl SslProtocolCore {
+    /// Writes `data` (the raw transport's bytes) to the incoming BIO, then moves the state
+    /// machine on (`buffer_updated`'s and `data_received`'s common part).
+    fn feed_incoming(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        Self::bio_method(
+            slf,
+            |s| &s.incoming_write,
+            |s| &s.incoming,
+            intern!(py, "write"),
+        )?
+        .call1((data,))?;
+        Self::dispatch_incoming(slf)
+    }
+
     /// What `buffer_updated` does once the bytes are in the incoming BIO.
     fn dispatch_incoming(slf: &Bound<'_, Self>) -> PyResult<()> {
         match Self::state(slf) {
