@@ -308,33 +308,38 @@ impl SslProtocolCore {
         }
     }
 
-    /// `method` of what [`Self::ssl_rw`] returns: the bound method kept for it when there is
-    /// one (`cached`), else looked up now.
+    /// `name` of what [`Self::ssl_rw`] returns: the bound method kept for it (`cached`) when
+    /// there is one, else looked up now.
     fn ssl_method<'py>(
         slf: &Bound<'py, Self>,
         cached: Field,
         name: &Bound<'py, PyString>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        if let Some(m) = cached(&slf.st()) {
-            return Ok(m.bind(py).clone());
-        }
-        Self::ssl_rw(slf).getattr(name)
+        Self::kept_method(slf, cached, Self::ssl_rw, name)
     }
 
-    /// `method` of one of the BIOs (`bio`), bound once at init (`cached`); before init, looked
-    /// up on the field (None then fails as asyncio's code would).
+    /// `name` of one of the BIOs (`bio`): the bound method kept at init (`cached`), else (before
+    /// init) looked up on the field, where None fails as asyncio's code would.
     fn bio_method<'py>(
         slf: &Bound<'py, Self>,
         cached: Field,
         bio: Field,
         name: &Bound<'py, PyString>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
+        Self::kept_method(slf, cached, |s| Self::get(s, bio), name)
+    }
+
+    /// The bound method in `cached`, or `name` of the object `owner` gives.
+    fn kept_method<'py>(
+        slf: &Bound<'py, Self>,
+        cached: Field,
+        owner: impl FnOnce(&Bound<'py, Self>) -> Bound<'py, PyAny>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         if let Some(m) = cached(&slf.st()) {
-            return Ok(m.bind(py).clone());
+            return Ok(m.bind(slf.py()).clone());
         }
-        Self::get(slf, bio).getattr(name)
+        owner(slf).getattr(name)
     }
 
     /// After a read that returned data: whether another read could return something without
