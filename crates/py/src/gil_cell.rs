@@ -227,7 +227,8 @@ impl<T: HasStateCell> StateCell<T> for pyo3::Bound<'_, T> {
 
 impl<T> GilRefCell<T> {
     /// For `tp_traverse`: the state, or None while it is exclusively borrowed (the collector
-    /// started from an allocation made then). Nothing visited keeps what it holds alive.
+    /// started from an allocation made then); its references then go unvisited, which can only
+    /// keep them alive longer, never free them early.
     pub fn for_traverse(&self) -> Option<GilRef<'_, T>> {
         crate::capi::in_traverse(|py| self.try_borrow(py))
     }

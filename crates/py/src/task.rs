@@ -470,21 +470,18 @@ fn enter_task(loop_: &Bound<'_, PyAny>, task: &Bound<'_, PyAny>) -> PyResult<()>
 fn leave_task(loop_: &Bound<'_, PyAny>, task: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = task.py();
     let current = stdlib::current_tasks(py)?;
-    let now = capi::dict_pop(current, loop_)?;
-    if let Some(other) = now.as_ref().filter(|t| !t.is(task)) {
-        current.set_item(loop_, other)?;
-    }
-    match now {
-        Some(t) if t.is(task) => Ok(()),
-        other => Err(PyRuntimeError::new_err(format!(
-            "Leaving task {} does not match the current task {}.",
-            task.repr()?,
-            match other {
-                Some(o) => o.repr()?.to_string(),
-                None => "None".to_string(),
-            }
-        ))),
-    }
+    let other = match capi::dict_pop(current, loop_)? {
+        Some(t) if t.is(task) => return Ok(()),
+        Some(other) => {
+            current.set_item(loop_, &other)?;
+            other.repr()?.to_string()
+        }
+        None => "None".to_string(),
+    };
+    Err(PyRuntimeError::new_err(format!(
+        "Leaving task {} does not match the current task {other}.",
+        task.repr()?,
+    )))
 }
 
 impl Task {
@@ -683,13 +680,13 @@ impl Task {
     fn __clear__(&self) {
         FutureCore::clear_cell(&self.core);
         self.st.clear_with(|t| {
-                (
-                    t.coro.take(),
-                    t.context.take(),
-                    t.name.take(),
-                    t.fut_waiter.take(),
-                )
-});
+            (
+                t.coro.take(),
+                t.context.take(),
+                t.name.take(),
+                t.fut_waiter.take(),
+            )
+        });
     }
 }
 }
