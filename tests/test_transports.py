@@ -5,10 +5,13 @@ extra info, closing), over loopback only."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import os
 import socket
+import struct
 import sys
+import termios
 import warnings
 
 import pytest
@@ -16,6 +19,11 @@ import pytest
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def queued(fd: int) -> int:
+    """Bytes waiting in a socket's receive queue (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
 
 
 def tcp_pair():
@@ -129,6 +137,46 @@ def test_large_then_small_reads_then_eof(loop):
         assert bytes(p.data) == payload + b"tail"
         assert p.events == ["made", "data", "eof", ("lost", None)]
         assert t.is_closing()
+        peer.close()
+
+    run(loop, main())
+
+
+def test_each_read_takes_all_that_is_queued_whatever_the_last_read_was(loop):
+    """One data_received per read, each with everything queued (up to 256 KiB), as asyncio's
+    `sock.recv(max_size)`: after a large read, a larger and a smaller one and a tiny one come
+    whole, whatever size the previous read had."""
+    sizes = [17 * 1024, 40 * 1024, 18 * 1024, 3, 70 * 1024]
+
+    async def main():
+        client, peer = tcp_pair()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        chunks = []
+        arrived = asyncio.Event()
+
+        class Chunks(asyncio.Protocol):
+            def data_received(self, data):
+                assert type(data) is bytes
+                chunks.append(data)
+                arrived.set()
+
+        t, _ = await loop.create_connection(Chunks, sock=client)
+        fd = client.fileno()
+        sent = b""
+        for i, size in enumerate(sizes):
+            t.pause_reading()
+            part = bytes([i + 1]) * size
+            peer.sendall(part)
+            sent += part
+            # Wait until the whole part is queued on the paused transport's socket.
+            while queued(fd) < size:
+                await asyncio.sleep(0.001)
+            arrived.clear()
+            t.resume_reading()
+            await arrived.wait()
+        assert [len(c) for c in chunks] == sizes
+        assert b"".join(chunks) == sent
+        t.close()
         peer.close()
 
     run(loop, main())

@@ -27,12 +27,22 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
-/// Bytes waiting in a socket's or pipe's receive queue (`ioctl(FIONREAD)`).
-pub fn bytes_available(fd: RawFd) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int to the pointer, which points at `n`.
-    check(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) } as isize)?;
-    Ok(n.max(0) as usize)
+/// One `readv(2)` into `head`, then `tail` once `head` is full; `Ok(0)` is end of file. The
+/// count returned covers both: bytes past `head.len()` are at the start of `tail`.
+pub fn read_split(fd: RawFd, head: &mut [u8], tail: &mut [u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: tail.as_mut_ptr().cast(),
+            iov_len: tail.len(),
+        },
+    ];
+    // SAFETY: both iovecs point at slices valid for writes of their lengths, borrowed mutably
+    // for the duration of the call.
+    check(unsafe { libc::readv(fd, iov.as_ptr(), 2) })
 }
 
 /// `write(2)` of `data` (pipes).
@@ -270,19 +280,27 @@ mod tests {
     }
 
     #[test]
-    fn bytes_available_counts_what_read_then_takes() {
+    fn read_split_fills_head_then_tail() {
         let (r, w) = pipe();
-        assert_eq!(bytes_available(r).unwrap(), 0);
-        assert_eq!(write(w, b"hello").unwrap(), 5);
-        assert_eq!(bytes_available(r).unwrap(), 5);
-        let mut buf = [0u8; 8];
-        assert_eq!(read(r, &mut buf).unwrap(), 5);
-        assert_eq!(&buf[..5], b"hello");
-        assert_eq!(bytes_available(r).unwrap(), 0);
-        close(r);
+        let (mut head, mut tail) = ([0u8; 4], [0u8; 8]);
+        // Nothing waiting: would block.
+        let err = read_split(r, &mut head, &mut tail).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // Less than the head: all of it lands there.
+        assert_eq!(write(w, b"abc").unwrap(), 3);
+        assert_eq!(read_split(r, &mut head, &mut tail).unwrap(), 3);
+        assert_eq!(&head[..3], b"abc");
+        // More than the head: the rest continues in the tail, in order.
+        assert_eq!(write(w, b"hello world").unwrap(), 11);
+        assert_eq!(read_split(r, &mut head, &mut tail).unwrap(), 11);
+        assert_eq!(&head, b"hell");
+        assert_eq!(&tail[..7], b"o world");
+        // End of file.
         close(w);
+        assert_eq!(read_split(r, &mut head, &mut tail).unwrap(), 0);
+        close(r);
         // A bad fd fails (not the closed `r`: a test on another thread may reuse its number).
-        assert!(bytes_available(-1).is_err());
+        assert!(read_split(-1, &mut head, &mut tail).is_err());
     }
 
     #[test]

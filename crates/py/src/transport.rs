@@ -166,9 +166,9 @@ struct State {
     writer_on: bool,
     /// The deferred start (connection_made, then reading) is queued and has not run yet.
     start_pending: bool,
-    /// The last read was large: the next one reads straight into a bytes object sized by
-    /// FIONREAD (no copy out of the shared read buffer).
-    large_reads: bool,
+    /// The size of the last read when it was large, else 0: the next read goes straight into
+    /// a bytes object this large (`read_bytes`).
+    read_guess: u32,
     conn_lost: u32,
     reader_gen: u32,
     writer_gen: u32,
@@ -319,34 +319,41 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
 /// object (`read_bytes`).
 const LARGE_READ: usize = 16 * 1024;
 
-/// One read of `fd` as a bytes object: `sock.recv(max_size)`. Small reads land in the thread's
-/// shared buffer and are copied out; after a large read (`large`), the bytes waiting are
-/// counted first (FIONREAD) and read straight into a bytes object of that size, which saves
-/// copying them (64 KiB messages: two copies per echo round trip).
-fn read_bytes(py: Python<'_>, fd: RawFd, large: bool) -> PyResult<io::Result<Bound<'_, PyBytes>>> {
-    if large {
-        if let Ok(n @ 1..) = fdio::bytes_available(fd) {
-            let mut failed = None;
-            let data = capi::bytes_filled(py, n.min(MAX_SIZE), |buf| match fdio::read(fd, buf) {
-                Ok(got) => Ok(Some(got)),
-                Err(e) => {
-                    failed = Some(e);
-                    Ok(None)
-                }
-            })?;
-            return Ok(match (data, failed) {
-                (Some(d), _) => Ok(d),
-                (None, Some(e)) => Err(e),
-                (None, None) => Ok(PyBytes::new(py, b"")),
-            });
+/// One read of `fd` as a bytes object: `sock.recv(max_size)`, one system call.
+///
+/// With `guess` 0, the read lands in the thread's shared buffer and is copied out (small
+/// reads). After a large read, `guess` is its size: a bytes object of that size is the first
+/// part of the read and the shared buffer the rest (`readv`), so a run of same-sized large
+/// messages is read with no copy and no resize; a shorter read shrinks the object in place, a
+/// longer one (rare) is joined into a new object.
+fn read_bytes(py: Python<'_>, fd: RawFd, guess: usize) -> PyResult<io::Result<Bound<'_, PyBytes>>> {
+    READ_BUFFER.with(|b| {
+        let mut shared = b.borrow_mut();
+        if guess == 0 {
+            return Ok(fdio::read(fd, &mut shared).map(|n| PyBytes::new(py, &shared[..n])));
         }
-    }
-    // Nothing counted (end of file, an error, or a small read expected): a plain read, which
-    // also reports EOF and errors.
-    Ok(READ_BUFFER.with(|b| {
-        let mut b = b.borrow_mut();
-        fdio::read(fd, &mut b).map(|n| PyBytes::new(py, &b[..n]))
-    }))
+        let guess = guess.min(MAX_SIZE);
+        let mut outcome = Ok(0);
+        let head = capi::bytes_filled(py, guess, |head| {
+            outcome = fdio::read_split(fd, head, &mut shared[..MAX_SIZE - guess]);
+            Ok(outcome.as_ref().ok().map(|&n| n.min(guess)))
+        })?;
+        let n = match outcome {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
+        // `bytes_filled` returns the object whenever the read succeeded.
+        let head = head.unwrap_or_else(|| PyBytes::new(py, b""));
+        if n <= guess {
+            return Ok(Ok(head));
+        }
+        let joined = capi::bytes_filled(py, n, |all| {
+            all[..guess].copy_from_slice(head.as_bytes());
+            all[guess..].copy_from_slice(&shared[..n - guess]);
+            Ok(Some(n))
+        })?;
+        Ok(Ok(joined.unwrap_or(head)))
+    })
 }
 
 impl TransportCore {
@@ -721,7 +728,7 @@ impl TransportCore {
     /// `_SelectorSocketTransport._read_ready`.
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (fd, buffered, large_reads, protocol) = {
+        let (fd, buffered, read_guess, protocol) = {
             let st = slf.get().lock(py);
             if st.conn_lost > 0 {
                 return Ok(());
@@ -729,20 +736,21 @@ impl TransportCore {
             let Some(p) = st.protocol.as_ref() else {
                 return Ok(());
             };
-            (st.fd, st.buffered, st.large_reads, p.clone_ref(py))
+            (st.fd, st.buffered, st.read_guess, p.clone_ref(py))
         };
         let protocol = protocol.into_bound(py);
         if buffered {
             return Self::read_into_protocol_buffer(slf, fd, &protocol);
         }
-        let data = match read_bytes(py, fd, large_reads)? {
+        let data = match read_bytes(py, fd, read_guess as usize)? {
             Ok(d) => d,
             Err(e) if would_block(&e) => return Ok(()),
             Err(e) => return Self::fatal_io_error(slf, e, "Fatal read error on socket transport"),
         };
-        let large = data.as_bytes().len() >= LARGE_READ;
-        if large != large_reads {
-            slf.get().lock(py).large_reads = large;
+        let got = data.as_bytes().len();
+        let guess = if got >= LARGE_READ { got as u32 } else { 0 };
+        if guess != read_guess {
+            slf.get().lock(py).read_guess = guess;
         }
         if data.as_bytes().is_empty() {
             return Self::read_eof(slf, &protocol);
@@ -1658,7 +1666,7 @@ impl TransportCore {
                 reader_on: false,
                 writer_on: false,
                 start_pending: false,
-                large_reads: false,
+                read_guess: 0,
                 conn_lost: 0,
                 reader_gen: 0,
                 writer_gen: 0,
