@@ -261,6 +261,45 @@ fn context_from_vars(py: Python<'_>, vars: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Ok(ctx.unbind())
 }
 
+/// A Context holding `vars` to run a step in (the spare if there is one): what
+/// [`ContextSnapshot::into_context`] makes, for a caller that keeps the variables.
+pub fn context_for_vars(py: Python<'_>, vars: &Py<PyAny>) -> PyResult<Py<PyAny>> {
+    context_from_vars(py, vars.clone_ref(py))
+}
+
+/// Takes back a Context lent by [`context_for_vars`] if nobody but its maker saw it: `lent` is
+/// an exact Context, not entered, without weak references, referenced exactly `holders` times
+/// (the maker's own references). Its variables are then moved out and returned, and it is
+/// emptied and kept as the spare (if there is none). The caller drops its other references to
+/// it next, without running Python code in between. Otherwise None: someone else took the
+/// Context, whose identity then matters.
+pub fn take_back_context(lent: Bound<'_, PyAny>, holders: isize) -> Option<Py<PyAny>> {
+    let py = lent.py();
+    if !CONTEXT_LAYOUT_OK.load(std::sync::atomic::Ordering::Relaxed)
+        || refcount(&lent) != holders
+        || !is_exact_context(&lent)
+    {
+        return None;
+    }
+    // SAFETY: an exact Context with the confirmed layout.
+    let unseen = unsafe {
+        let layout = lent.as_ptr().cast::<ContextLayout>();
+        (*layout).ctx_entered == 0 && (*layout).ctx_weakreflist.is_null()
+    };
+    if !unseen {
+        return None;
+    }
+    let mut pool = CONTEXT_POOL.lock(py);
+    let empty = pool.empty_vars.as_ref()?.clone_ref(py);
+    // SAFETY: referenced only by its maker (checked above), not entered, an exact Context with
+    // the confirmed layout. The old variables' reference passes to the caller.
+    let vars = unsafe { set_vars(&lent, empty) };
+    if pool.spare.is_none() {
+        pool.spare = Some(lent.unbind());
+    }
+    Some(vars.unbind())
+}
+
 /// Takes back a Context made by [`ContextSnapshot::into_context`] once its callback has run:
 /// if nothing else references it (no reference, no weak reference) and it is not entered, it
 /// is emptied and kept as the spare for the next snapshot. Nobody can tell it was reused.

@@ -29,7 +29,7 @@ use crate::gather::GatherCallback;
 use crate::handle::{report_unhandled, run_handle, Handle, HandleState, TimerHandle};
 use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
-use crate::task::{Task, TaskCells};
+use crate::task::Task;
 use crate::taskgroup::TaskGroupCore;
 use crate::transport::TransportCore;
 use crate::{capi, stdlib::kwnames};
@@ -490,12 +490,14 @@ impl LoopCore {
         arg: Option<Bound<'_, PyAny>>,
         wakeup: bool,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let context = task.state().context_object(py);
+        let (context, lent) = Task::step_context(&task)?;
         let result = capi::with_context(&context, || match (&arg, wakeup) {
             (Some(fut), true) => Task::wakeup(&task, fut),
             _ => Task::step(&task, arg.clone()),
         });
+        if lent {
+            Task::end_step_context(&task, context);
+        }
         report_unhandled(slf.as_any(), result, || {
             let what = if wakeup { "__wakeup" } else { "__step" };
             Ok(format!(

@@ -76,7 +76,7 @@ impl Callback {
         let func = self.function(py)?;
         let context = match self {
             Callback::Python { context, .. } => context.context(py)?.into_bound(py),
-            Callback::TaskWakeup(task) => task.bind(py).state().context_object(py),
+            Callback::TaskWakeup(task) => task.bind(py).state_mut().context_object(py)?,
             Callback::Gather(_) | Callback::TaskGroup(_) => capi::copy_context(py)?.into_bound(py),
         };
         Ok((func, context))

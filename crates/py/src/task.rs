@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::asyncio_base::PyAsyncioTask;
+use crate::capi::ContextSnapshot;
 use crate::event_loop::{LoopCore, Ready};
 use crate::future::{
     future_pymethods, Callback, CoreMut, CoreRef, FutureCore, FutureIter, NativeFuture, State,
@@ -34,7 +35,10 @@ pub struct Task {
 /// What a Task holds besides its Future part.
 pub(crate) struct TaskState {
     pub(crate) coro: Option<Py<PyAny>>,
-    pub(crate) context: Option<Py<PyAny>>,
+    /// `_context`. Unless given, or asked for, only its variables are held between steps (see
+    /// [`Task::step_context`]): a pending task then holds no Context, one object fewer for the
+    /// collector to count and walk.
+    pub(crate) context: Option<ContextSnapshot>,
     name: Option<Py<PyAny>>,
     /// The Task-N number when no name was given (formatted on first use).
     number: u64,
@@ -99,10 +103,12 @@ impl Task {
 }
 
 impl TaskState {
-    pub(crate) fn context_object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        match &self.context {
-            Some(c) => c.bind(py).clone(),
-            None => py.None().into_bound(py),
+    /// `self._context`: the Context (made from the variables the first time it is asked for,
+    /// and kept from then on), or None before the task started.
+    pub(crate) fn context_object<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &mut self.context {
+            Some(c) => Ok(c.context(py)?.into_bound(py)),
+            None => Ok(py.None().into_bound(py)),
         }
     }
 }
@@ -131,9 +137,10 @@ impl Task {
                 stdlib::task_name_counter(py)?.call0()?.extract::<u64>()?,
             ),
         };
+        // `contextvars.copy_context()`, or the one given.
         let context = match context {
-            Some(c) if !c.is_none() => c.clone().unbind(),
-            _ => capi::copy_context(py)?,
+            Some(c) if !c.is_none() => ContextSnapshot::Context(c.clone().unbind()),
+            _ => capi::snapshot_context(py)?,
         };
         {
             let mut t = slf.state_mut();
@@ -150,6 +157,45 @@ impl Task {
             slf.state_mut().registry_ref = Some(weak);
         }
         Ok(())
+    }
+
+    /// The Context a step runs in, and whether it is lent. A task holding only its variables
+    /// runs the step in a Context made of them (the pool's spare when there is one) and shows
+    /// that Context as its own meanwhile, so `get_context()` during the step returns the
+    /// entered one. [`Task::end_step_context`] takes it back.
+    pub(crate) fn step_context<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, bool)> {
+        let py = slf.py();
+        let mut t = slf.state_mut();
+        let lent = match &t.context {
+            Some(ContextSnapshot::Vars(vars)) => capi::context_for_vars(py, vars)?,
+            Some(ContextSnapshot::Context(c)) => return Ok((c.bind(py).clone(), false)),
+            None => return Ok((py.None().into_bound(py), false)),
+        };
+        let vars = t
+            .context
+            .replace(ContextSnapshot::Context(lent.clone_ref(py)));
+        drop(t);
+        // The lent Context holds the same variables, so this release frees nothing.
+        drop(vars);
+        Ok((lent.into_bound(py), true))
+    }
+
+    /// After a step in a lent Context: if nobody but the task saw it (no other reference, no
+    /// weak reference), the task keeps its variables (as the step left them) instead, and the
+    /// Context goes back to the pool. Otherwise the task keeps that Context from then on, as
+    /// its identity may now be known.
+    pub(crate) fn end_step_context(slf: &Bound<'_, Self>, lent: Bound<'_, PyAny>) {
+        let ours = matches!(
+            &slf.state().context,
+            Some(ContextSnapshot::Context(c)) if c.is(&lent)
+        );
+        // Two references: the task's and `lent`.
+        let Some(vars) = ours.then(|| capi::take_back_context(lent, 2)).flatten() else {
+            return;
+        };
+        let held = slf.state_mut().context.replace(ContextSnapshot::Vars(vars));
+        // The Context, now the pool's spare or emptied: nothing is freed but maybe it.
+        drop(held);
     }
 
     fn loop_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
@@ -172,7 +218,7 @@ impl Task {
                 task: slf.clone().unbind(),
             },
         )?;
-        let context = slf.state().context_object(py);
+        let context = slf.state_mut().context_object(py)?;
         let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
         let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
         match exc {
@@ -318,7 +364,7 @@ impl Task {
                             task: slf.clone().unbind(),
                         },
                     )?;
-                    let context = slf.state().context_object(py);
+                    let context = slf.state_mut().context_object(py)?;
                     let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
                     capi::call_with_kwnames(
                         &result.getattr(intern!(py, "add_done_callback"))?,
@@ -565,8 +611,9 @@ impl Task {
         self.st.borrow(py).coro.as_ref().map(|c| c.clone_ref(py))
     }
 
-    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.borrow(py).context.as_ref().map(|c| c.clone_ref(py))
+    fn get_context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut t = self.st.borrow_mut(py);
+        t.context.as_mut().map(|c| c.context(py)).transpose()
     }
 
     fn get_name(&self, py: Python<'_>) -> Py<PyAny> {
@@ -642,7 +689,7 @@ impl Task {
     }
 
     #[getter]
-    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn _context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.get_context(py)
     }
 
@@ -698,7 +745,7 @@ impl Task {
         FutureCore::traverse_cell(&self.core, visit)?;
         if let Some(t) = self.st.for_traverse() {
             visit.visit(t.coro.as_ref())?;
-            visit.visit(t.context.as_ref())?;
+            visit.visit(t.context.as_ref().map(ContextSnapshot::held))?;
             visit.visit(t.name.as_ref())?;
             visit.visit(t.fut_waiter.as_ref())?;
         }
