@@ -284,6 +284,29 @@ def test_task_sleeping_when_the_loop_closes_is_collected(loop_factory):
     assert messages == ["Task was destroyed but it is pending!"]
 
 
+def test_task_awaiting_a_future_only_it_holds_is_collected(loop_factory):
+    """A task awaiting a future that only its own frame holds: task -> coroutine -> the
+    future's iterator -> future -> its done callback -> task. Nothing else holds the task, so
+    the cycle is garbage at once (reported as a pending task destroyed, and freed)."""
+    loop = loop_factory()
+
+    async def waiter():
+        await loop.create_future()
+
+    async def start():
+        task = loop.create_task(waiter())
+        await asyncio.sleep(0)
+        return weakref.ref(task)
+
+    messages = []
+    loop.set_exception_handler(lambda lp, ctx: messages.append(ctx["message"]))
+    ref = loop.run_until_complete(start())
+    gc.collect()
+    assert ref() is None
+    assert messages == ["Task was destroyed but it is pending!"]
+    loop.close()
+
+
 class _Keeper:
     """Holds the handle of its own scheduled method: keeper -> handle -> bound method -> keeper."""
 

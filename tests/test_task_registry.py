@@ -170,8 +170,8 @@ def test_task_resurrected_by_its_finalizer_stays_registered(loop):
 
 def test_registry_entry_is_not_tracked_by_the_collector():
     """ferroloop's registry entry for a Task is a weak reference without a callback: it holds
-    no strong reference, so it is kept off the collector's lists (collections then walk four
-    objects per pending task, not five). asyncio's entry carries WeakSet's `_remove` callback
+    no strong reference, so it is kept off the collector's lists (collections then walk three
+    objects per pending task, not four). asyncio's entry carries WeakSet's `_remove` callback
     and is tracked, so this is ferroloop's alone; the behaviour tests above hold both loops to
     the same registry contents."""
     import ferroloop
@@ -192,3 +192,40 @@ def test_registry_entry_is_not_tracked_by_the_collector():
         assert shared is entries[0] and shared() is task
     finally:
         loop.close()
+
+
+def test_registry_set_is_off_the_collector_lists_and_asyncio_tasks_still_collected():
+    """The registry's set holds only weak references (ferroloop's without a callback,
+    asyncio's with WeakSet's `_remove`), so it cannot be part of a cycle: once ferroloop
+    registers natively, the set is untracked and full collections do not walk it entry by
+    entry. asyncio's own tasks, registered in the same set, are still listed by all_tasks()
+    and their cycles still collected."""
+    import ferroloop
+
+    fl = ferroloop.new_event_loop()
+    try:
+        fl.run_until_complete(_leaf())
+    finally:
+        fl.close()
+    assert not gc.is_tracked(REGISTRY.data)
+
+    aio = asyncio.new_event_loop()
+    try:
+
+        async def cyclic():
+            me = asyncio.current_task()
+            me.cycle = me  # task -> itself, through its dict
+            await asyncio.sleep(0)
+
+        async def main():
+            task = asyncio.create_task(cyclic())
+            assert task in asyncio.all_tasks()
+            await task
+            return weakref.ref(task)
+
+        ref = aio.run_until_complete(main())
+    finally:
+        aio.close()
+    gc.collect()
+    assert ref() is None
+    assert not any(r() is not None and r().get_loop() is aio for r in REGISTRY.data)

@@ -595,7 +595,8 @@ impl Visitor for GcVisit {
 
 /// A class whose `tp_traverse` is [`raw_traverse`]: it reports its references to a [`GcVisit`].
 pub trait RawTraverse: pyo3::PyClass {
-    fn traverse_raw(&self, visit: &GcVisit) -> Result<(), std::ffi::c_int>;
+    /// Reports the instance's own references (`py`: the collector holds the GIL).
+    fn traverse_raw(&self, py: Python<'_>, visit: &GcVisit) -> Result<(), std::ffi::c_int>;
     /// Where the static base's `tp_traverse` finds the object pointers it visits besides the
     /// instance dict (byte offsets into the object), if known: while they are all NULL (the
     /// base's state unused, as ferroloop leaves it) the dict is visited directly instead of
@@ -624,8 +625,8 @@ pub fn object_word(obj: &Bound<'_, PyAny>, offset: usize) -> Option<usize> {
 
 /// Gives `T`'s type a `tp_traverse` without PyO3's wrapper (its per-call costs: a thread-local
 /// flag set and restored, a walk of the type chain to find the base's traverse, an unwind
-/// guard). Only where the base is a static type (asyncio's C Future and Task before 3.12):
-/// then this type visits the instance's type object itself, as PyO3's does.
+/// guard). Only where the base is a static type (asyncio's C Future and Task before 3.12, or
+/// `object`): then this type visits the instance's type object itself, as PyO3's does.
 pub fn install_raw_traverse<T: RawTraverse>(py: Python<'_>) {
     // SAFETY: the type object is PyO3's heap type for T, ready, with no instance traversed yet
     // by our slot; tp_base is set on a ready type. Replacing tp_traverse then PyType_Modified
@@ -691,7 +692,7 @@ unsafe extern "C" fn raw_traverse<T: RawTraverse>(
         }
         let obj = pyo3::Borrowed::from_ptr(py, slf).cast_unchecked::<T>();
         match obj.try_borrow() {
-            Ok(this) => match this.traverse_raw(&GcVisit { visit, arg }) {
+            Ok(this) => match this.traverse_raw(py, &GcVisit { visit, arg }) {
                 Ok(()) => 0,
                 Err(r) => r,
             },

@@ -863,7 +863,7 @@ impl Future {
 }
 
 impl capi::RawTraverse for Future {
-    fn traverse_raw(&self, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
+    fn traverse_raw(&self, _py: Python<'_>, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
         FutureCore::traverse_cell(&self.core, visit)
     }
 
@@ -1054,15 +1054,24 @@ impl FutureIter {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(future) = capi::in_traverse(|py| self.future.try_lock(py)) {
-            if let Some(f) = future.as_ref() {
-                visit.call(f.as_any())?;
-            }
+            capi::Visitor::visit(&visit, future.as_ref().map(OwnedNativeFuture::as_any))?;
         }
         Ok(())
     }
 
     fn __clear__(&self) {
         Python::attach(|py| self.release(py));
+    }
+}
+
+/// One per pending `await`: the collector walks it in every collection that reaches it, so its
+/// `tp_traverse` is the raw one (see `capi::install_raw_traverse`).
+impl capi::RawTraverse for FutureIter {
+    fn traverse_raw(&self, py: Python<'_>, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
+        if let Some(future) = self.future.try_lock(py) {
+            capi::Visitor::visit(visit, future.as_ref().map(OwnedNativeFuture::as_any))?;
+        }
+        Ok(())
     }
 }
 

@@ -71,5 +71,6 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     capi::install_uncounted_alloc::<task::Task, true>(m.py());
     capi::install_raw_traverse::<future::Future>(m.py());
     capi::install_raw_traverse::<task::Task>(m.py());
+    capi::install_raw_traverse::<future::FutureIter>(m.py());
     Ok(())
 }

@@ -754,7 +754,7 @@ impl Task {
 }
 
 impl capi::RawTraverse for Task {
-    fn traverse_raw(&self, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
+    fn traverse_raw(&self, _py: Python<'_>, visit: &capi::GcVisit) -> Result<(), std::ffi::c_int> {
         self.traverse_fields(visit)
     }
 
