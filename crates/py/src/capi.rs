@@ -179,6 +179,14 @@ impl ContextSnapshot {
         }
     }
 
+    /// Lets go of the object held, as a bound reference (a plain decref: dropping a `Py`
+    /// first asks a thread-local whether the GIL is held).
+    pub fn release(self, py: Python<'_>) {
+        match self {
+            ContextSnapshot::Context(c) | ContextSnapshot::Vars(c) => drop(c.into_bound(py)),
+        }
+    }
+
     /// The Context to run in, made now from the variables if need be (reusing the spare
     /// Context when there is one: see [`recycle_context`]).
     pub fn into_context(self, py: Python<'_>) -> PyResult<Py<PyAny>> {

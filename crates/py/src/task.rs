@@ -176,7 +176,9 @@ impl Task {
             .replace(ContextSnapshot::Context(lent.clone_ref(py)));
         drop(t);
         // The lent Context holds the same variables, so this release frees nothing.
-        drop(vars);
+        if let Some(vars) = vars {
+            vars.release(py);
+        }
         Ok((lent.into_bound(py), true))
     }
 
@@ -195,7 +197,9 @@ impl Task {
         };
         let held = slf.state_mut().context.replace(ContextSnapshot::Vars(vars));
         // The Context, now the pool's spare or emptied: nothing is freed but maybe it.
-        drop(held);
+        if let Some(held) = held {
+            held.release(slf.py());
+        }
     }
 
     fn loop_of<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
