@@ -938,13 +938,14 @@ impl SslProtocolCore {
         let py = slf.py();
         let read = Self::ssl_method(slf, |s| &s.ssl_read, intern!(py, "read"))?;
         let max_size = slf.st().max_size.max(1);
-        let view = decrypt_view(py, max_size)?;
+        let buffer = decrypt_buffer(py, max_size)?;
+        let (bytes, view) = (buffer.bytes.into_bound(py), buffer.view.into_bound(py));
         let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
         let mut offset = 0usize;
         let mut close_notify = false;
         loop {
             if offset == max_size {
-                chunks.push(bytes_of(&view, offset)?);
+                chunks.push(bytes_of(&bytes, offset));
                 offset = 0;
             }
             let target = if offset == 0 {
@@ -969,7 +970,7 @@ impl SslProtocolCore {
             }
         }
         if offset > 0 {
-            chunks.push(bytes_of(&view, offset)?);
+            chunks.push(bytes_of(&bytes, offset));
         }
         drop(view);
         if !chunks.is_empty() {
@@ -1219,32 +1220,53 @@ thread_local! {
     /// Where `_do_read__copied` decrypts to: a bytearray and a memoryview of it, shared by the
     /// thread's connections. What a read puts there is copied out to bytes before any callback
     /// runs, so one buffer serves every connection of the thread.
-    static DECRYPT_BUFFER: RefCell<Option<(usize, Py<PyAny>)>> = const { RefCell::new(None) };
+    static DECRYPT_BUFFER: RefCell<Option<DecryptBuffer>> = const { RefCell::new(None) };
 }
 
-/// A memoryview of at least `size` bytes of the thread's decrypt buffer.
-fn decrypt_view<'py>(py: Python<'py>, size: usize) -> PyResult<Bound<'py, PyAny>> {
+/// The thread's decrypt buffer: a bytearray and a memoryview of all of it.
+struct DecryptBuffer {
+    bytes: Py<PyByteArray>,
+    view: Py<PyAny>,
+}
+
+impl DecryptBuffer {
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        DecryptBuffer {
+            bytes: self.bytes.clone_ref(py),
+            view: self.view.clone_ref(py),
+        }
+    }
+}
+
+/// The thread's decrypt buffer, at least `size` bytes long.
+fn decrypt_buffer(py: Python<'_>, size: usize) -> PyResult<DecryptBuffer> {
     let cached = DECRYPT_BUFFER.with(|b| {
         b.borrow()
             .as_ref()
-            .filter(|(len, _)| *len >= size)
-            .map(|(_, v)| v.clone_ref(py))
+            .filter(|d| d.bytes.bind(py).len() >= size)
+            .map(|d| d.clone_ref(py))
     });
-    if let Some(view) = cached {
-        return Ok(view.into_bound(py));
+    if let Some(buffer) = cached {
+        return Ok(buffer);
     }
-    let buffer = PyByteArray::new_with(py, size, |_| Ok(()))?;
-    let view = PyMemoryView::from(buffer.as_any())?.into_any();
-    let old = DECRYPT_BUFFER.with(|b| b.borrow_mut().replace((size, view.clone().unbind())));
+    let bytes = PyByteArray::new_with(py, size, |_| Ok(()))?;
+    let view = PyMemoryView::from(bytes.as_any())?.into_any();
+    let made = DecryptBuffer {
+        bytes: bytes.unbind(),
+        view: view.unbind(),
+    };
+    let old = DECRYPT_BUFFER.with(|b| b.borrow_mut().replace(made.clone_ref(py)));
     drop(old);
-    Ok(view)
+    Ok(made)
 }
 
-/// `bytes(view[:n])`.
-fn bytes_of<'py>(view: &Bound<'py, PyAny>, n: usize) -> PyResult<Bound<'py, PyAny>> {
-    let py = view.py();
-    let part = view.get_item(PySlice::new(py, 0, n as isize, 1))?;
-    py.get_type::<PyBytes>().call1((part,))
+/// `bytes(view[:n])` of the decrypt buffer: its first `n` bytes (at most all of it) copied
+/// into a new bytes object.
+fn bytes_of<'py>(buffer: &Bound<'py, PyByteArray>, n: usize) -> Bound<'py, PyAny> {
+    // SAFETY: no Python code runs while the slice is alive (PyBytes::new only allocates), so
+    // nothing can resize or write the bytearray meanwhile (its memoryview also pins its size).
+    let data = unsafe { buffer.as_bytes() };
+    PyBytes::new(buffer.py(), &data[..n.min(data.len())]).into_any()
 }
 
 /// `b''.join(chunks)` for the chunks `SSLObject.read` returned.
