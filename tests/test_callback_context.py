@@ -561,3 +561,46 @@ def test_pending_tasks_hold_no_context_object(loop):
     not_started, waiting = loop.run_until_complete(main())
     assert not_started == 0
     assert waiting <= 1  # at most the pool's spare
+
+
+def test_finalizers_asking_for_task_contexts_during_collections(loop):
+    """With a collection at nearly every allocation, finalizers of garbage cycles ask running
+    and pending tasks for their context (`_context`) while ferroloop may be making one: every
+    task still runs in one context of its own, with its own values, and nothing breaks."""
+    tasks = []
+    seen = []
+
+    class Asker:
+        def __del__(self):
+            for t in tasks:
+                seen.append(t._context)
+
+    def litter():
+        a, b = Asker(), Asker()
+        a.other, b.other = b, a  # a cycle only the collector frees
+
+    async def child(tag):
+        litter()
+        VAR.set(tag)
+        await asyncio.sleep(0)
+        litter()
+        assert VAR.get() == tag
+        await asyncio.sleep(0)
+        return VAR.get(), asyncio.current_task()._context
+
+    async def main():
+        for i in range(20):
+            tasks.append(new_task(loop, child(i)))
+        return await asyncio.gather(*tasks)
+
+    old = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        results = loop.run_until_complete(main())
+    finally:
+        gc.set_threshold(*old)
+        gc.collect()
+    assert [tag for tag, _ in results] == list(range(20))
+    for task, (tag, ctx) in zip(tasks, results, strict=True):
+        assert ctx is task._context and ctx[VAR] == tag
+    assert seen  # the finalizers did run and ask

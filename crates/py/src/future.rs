@@ -17,7 +17,7 @@ use crate::capi::ContextSnapshot;
 use crate::event_loop::{LoopCore, Ready};
 use crate::gather::GatherCallback;
 use crate::gil_cell::{GilCell, GilRef, GilRefCell, GilRefMut};
-use crate::task::{Task, TaskCells, TaskWakeupMethod};
+use crate::task::{Task, TaskWakeupMethod};
 use crate::taskgroup::TaskGroupCore;
 use crate::{capi, handle, stdlib};
 
@@ -76,7 +76,7 @@ impl Callback {
         let func = self.function(py)?;
         let context = match self {
             Callback::Python { context, .. } => context.context(py)?.into_bound(py),
-            Callback::TaskWakeup(task) => task.bind(py).state_mut().context_object(py)?,
+            Callback::TaskWakeup(task) => crate::task::context_of(&task.get().st, py)?,
             Callback::Gather(_) | Callback::TaskGroup(_) => capi::copy_context(py)?.into_bound(py),
         };
         Ok((func, context))

@@ -102,14 +102,35 @@ impl Task {
     }
 }
 
-impl TaskState {
-    /// `self._context`: the Context (made from the variables the first time it is asked for,
-    /// and kept from then on), or None before the task started.
-    pub(crate) fn context_object<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match &mut self.context {
-            Some(c) => Ok(c.context(py)?.into_bound(py)),
-            None => Ok(py.None().into_bound(py)),
+/// `self._context` of the task whose state is `cell`: the Context, made from the variables the
+/// first time it is asked for and kept from then on; None before the task started. It is made
+/// outside any borrow of the state: making it may start a collection, whose finalizers may
+/// look at this task.
+pub(crate) fn context_of<'py>(
+    cell: &GilRefCell<TaskState>,
+    py: Python<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let vars = match &cell.borrow(py).context {
+        Some(ContextSnapshot::Vars(vars)) => vars.clone_ref(py).into_bound(py),
+        Some(ContextSnapshot::Context(c)) => return Ok(c.bind(py).clone()),
+        None => return Ok(py.None().into_bound(py)),
+    };
+    let made = capi::context_for_vars(py, &vars.unbind())?.into_bound(py);
+    let mut t = cell.borrow_mut(py);
+    match &t.context {
+        Some(ContextSnapshot::Vars(_)) => {
+            let old = t
+                .context
+                .replace(ContextSnapshot::Context(made.clone().unbind()));
+            drop(t);
+            if let Some(old) = old {
+                old.release(py);
+            }
+            Ok(made)
         }
+        // Made meanwhile (by a finalizer that asked for it): that one it is.
+        Some(ContextSnapshot::Context(c)) => Ok(c.bind(py).clone()),
+        None => Ok(py.None().into_bound(py)),
     }
 }
 
@@ -165,12 +186,21 @@ impl Task {
     /// entered one. [`Task::end_step_context`] takes it back.
     pub(crate) fn step_context<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, bool)> {
         let py = slf.py();
-        let mut t = slf.state_mut();
-        let lent = match &t.context {
-            Some(ContextSnapshot::Vars(vars)) => capi::context_for_vars(py, vars)?,
+        let vars = match &slf.state().context {
+            Some(ContextSnapshot::Vars(vars)) => vars.clone_ref(py),
             Some(ContextSnapshot::Context(c)) => return Ok((c.bind(py).clone(), false)),
             None => return Ok((py.None().into_bound(py), false)),
         };
+        // Made outside the borrow (see `context_of`).
+        let lent = capi::context_for_vars(py, &vars)?;
+        drop(vars.into_bound(py));
+        let mut t = slf.state_mut();
+        if !matches!(t.context, Some(ContextSnapshot::Vars(_))) {
+            // The Context was asked for meanwhile (by a finalizer): the step runs in that one.
+            drop(t);
+            drop(lent.into_bound(py));
+            return Ok((context_of(&slf.get().st, py)?, false));
+        }
         let vars = t
             .context
             .replace(ContextSnapshot::Context(lent.clone_ref(py)));
@@ -222,7 +252,7 @@ impl Task {
                 task: slf.clone().unbind(),
             },
         )?;
-        let context = slf.state_mut().context_object(py)?;
+        let context = context_of(&slf.get().st, py)?;
         let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
         let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
         match exc {
@@ -368,7 +398,7 @@ impl Task {
                             task: slf.clone().unbind(),
                         },
                     )?;
-                    let context = slf.state_mut().context_object(py)?;
+                    let context = context_of(&slf.get().st, py)?;
                     let kwnames = stdlib::kwnames(py, stdlib::KwNames::Context)?;
                     capi::call_with_kwnames(
                         &result.getattr(intern!(py, "add_done_callback"))?,
@@ -616,8 +646,8 @@ impl Task {
     }
 
     fn get_context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut t = self.st.borrow_mut(py);
-        t.context.as_mut().map(|c| c.context(py)).transpose()
+        let context = context_of(&self.st, py)?;
+        Ok((!context.is_none()).then(|| context.unbind()))
     }
 
     fn get_name(&self, py: Python<'_>) -> Py<PyAny> {
