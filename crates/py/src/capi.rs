@@ -256,7 +256,7 @@ unsafe fn set_vars<'py>(ctx: &Bound<'py, PyAny>, vars: Py<PyAny>) -> Bound<'py, 
 
 /// A Context holding `vars` (from [`ContextSnapshot::Vars`]): what `copy_context()` would have
 /// returned when the snapshot was taken. The spare Context is used if there is one.
-fn context_from_vars(py: Python<'_>, vars: Py<PyAny>) -> PyResult<Py<PyAny>> {
+pub fn context_from_vars(py: Python<'_>, vars: Py<PyAny>) -> PyResult<Py<PyAny>> {
     let spare = CONTEXT_POOL.lock(py).spare.take();
     let ctx = match spare {
         Some(c) => c.into_bound(py),
@@ -269,13 +269,24 @@ fn context_from_vars(py: Python<'_>, vars: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Ok(ctx.unbind())
 }
 
-/// A Context holding `vars` to run a step in (the spare if there is one): what
-/// [`ContextSnapshot::into_context`] makes, for a caller that keeps the variables.
-pub fn context_for_vars(py: Python<'_>, vars: &Py<PyAny>) -> PyResult<Py<PyAny>> {
-    context_from_vars(py, vars.clone_ref(py))
+/// Whether `ctx` is a Context only its maker has seen: exact, with the confirmed layout, not
+/// entered, without weak references, and referenced exactly `holders` times (the maker's own
+/// references).
+fn unseen_context(ctx: &Bound<'_, PyAny>, holders: isize) -> bool {
+    if !CONTEXT_LAYOUT_OK.load(std::sync::atomic::Ordering::Relaxed)
+        || refcount(ctx) != holders
+        || !is_exact_context(ctx)
+    {
+        return false;
+    }
+    // SAFETY: an exact Context with the confirmed layout.
+    unsafe {
+        let layout = ctx.as_ptr().cast::<ContextLayout>();
+        (*layout).ctx_entered == 0 && (*layout).ctx_weakreflist.is_null()
+    }
 }
 
-/// Takes back a Context lent by [`context_for_vars`] if nobody but its maker saw it: `lent` is
+/// Takes back a Context made by [`context_from_vars`] if nobody but its maker saw it: `lent` is
 /// an exact Context, not entered, without weak references, referenced exactly `holders` times
 /// (the maker's own references). Its variables are then moved out and returned, and it is
 /// emptied and kept as the spare (if there is none). The caller drops its other references to
@@ -283,18 +294,7 @@ pub fn context_for_vars(py: Python<'_>, vars: &Py<PyAny>) -> PyResult<Py<PyAny>>
 /// Context, whose identity then matters.
 pub fn take_back_context(lent: Bound<'_, PyAny>, holders: isize) -> Option<Py<PyAny>> {
     let py = lent.py();
-    if !CONTEXT_LAYOUT_OK.load(std::sync::atomic::Ordering::Relaxed)
-        || refcount(&lent) != holders
-        || !is_exact_context(&lent)
-    {
-        return None;
-    }
-    // SAFETY: an exact Context with the confirmed layout.
-    let unseen = unsafe {
-        let layout = lent.as_ptr().cast::<ContextLayout>();
-        (*layout).ctx_entered == 0 && (*layout).ctx_weakreflist.is_null()
-    };
-    if !unseen {
+    if !unseen_context(&lent, holders) {
         return None;
     }
     let mut pool = CONTEXT_POOL.lock(py);
@@ -313,18 +313,7 @@ pub fn take_back_context(lent: Bound<'_, PyAny>, holders: isize) -> Option<Py<Py
 /// is emptied and kept as the spare for the next snapshot. Nobody can tell it was reused.
 pub fn recycle_context(ctx: Bound<'_, PyAny>) {
     let py = ctx.py();
-    if !CONTEXT_LAYOUT_OK.load(std::sync::atomic::Ordering::Relaxed)
-        || refcount(&ctx) != 1
-        || !is_exact_context(&ctx)
-    {
-        return;
-    }
-    // SAFETY: an exact Context with the confirmed layout.
-    let unseen = unsafe {
-        let layout = ctx.as_ptr().cast::<ContextLayout>();
-        (*layout).ctx_entered == 0 && (*layout).ctx_weakreflist.is_null()
-    };
-    if !unseen {
+    if !unseen_context(&ctx, 1) {
         return;
     }
     let old = {

@@ -103,19 +103,27 @@ impl Task {
 }
 
 /// `self._context` of the task whose state is `cell`: the Context, made from the variables the
-/// first time it is asked for and kept from then on; None before the task started. It is made
-/// outside any borrow of the state: making it may start a collection, whose finalizers may
-/// look at this task.
+/// first time it is asked for and kept from then on; None before the task started.
 pub(crate) fn context_of<'py>(
     cell: &GilRefCell<TaskState>,
     py: Python<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    Ok(context_made(cell, py)?.0)
+}
+
+/// [`context_of`], and whether the Context was made now from the variables. It is made outside
+/// any borrow of the state: making it may start a collection, whose finalizers may look at this
+/// task (and make it first: then that one it is).
+fn context_made<'py>(
+    cell: &GilRefCell<TaskState>,
+    py: Python<'py>,
+) -> PyResult<(Bound<'py, PyAny>, bool)> {
     let vars = match &cell.borrow(py).context {
-        Some(ContextSnapshot::Vars(vars)) => vars.clone_ref(py).into_bound(py),
-        Some(ContextSnapshot::Context(c)) => return Ok(c.bind(py).clone()),
-        None => return Ok(py.None().into_bound(py)),
+        Some(ContextSnapshot::Vars(vars)) => vars.clone_ref(py),
+        Some(ContextSnapshot::Context(c)) => return Ok((c.bind(py).clone(), false)),
+        None => return Ok((py.None().into_bound(py), false)),
     };
-    let made = capi::context_for_vars(py, &vars.unbind())?.into_bound(py);
+    let made = capi::context_from_vars(py, vars)?.into_bound(py);
     let mut t = cell.borrow_mut(py);
     match &t.context {
         Some(ContextSnapshot::Vars(_)) => {
@@ -123,14 +131,14 @@ pub(crate) fn context_of<'py>(
                 .context
                 .replace(ContextSnapshot::Context(made.clone().unbind()));
             drop(t);
+            // The new Context holds the same variables, so this release frees nothing.
             if let Some(old) = old {
                 old.release(py);
             }
-            Ok(made)
+            Ok((made, true))
         }
-        // Made meanwhile (by a finalizer that asked for it): that one it is.
-        Some(ContextSnapshot::Context(c)) => Ok(c.bind(py).clone()),
-        None => Ok(py.None().into_bound(py)),
+        Some(ContextSnapshot::Context(c)) => Ok((c.bind(py).clone(), false)),
+        None => Ok((py.None().into_bound(py), false)),
     }
 }
 
@@ -185,31 +193,7 @@ impl Task {
     /// that Context as its own meanwhile, so `get_context()` during the step returns the
     /// entered one. [`Task::end_step_context`] takes it back.
     pub(crate) fn step_context<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, bool)> {
-        let py = slf.py();
-        let vars = match &slf.state().context {
-            Some(ContextSnapshot::Vars(vars)) => vars.clone_ref(py),
-            Some(ContextSnapshot::Context(c)) => return Ok((c.bind(py).clone(), false)),
-            None => return Ok((py.None().into_bound(py), false)),
-        };
-        // Made outside the borrow (see `context_of`).
-        let lent = capi::context_for_vars(py, &vars)?;
-        drop(vars.into_bound(py));
-        let mut t = slf.state_mut();
-        if !matches!(t.context, Some(ContextSnapshot::Vars(_))) {
-            // The Context was asked for meanwhile (by a finalizer): the step runs in that one.
-            drop(t);
-            drop(lent.into_bound(py));
-            return Ok((context_of(&slf.get().st, py)?, false));
-        }
-        let vars = t
-            .context
-            .replace(ContextSnapshot::Context(lent.clone_ref(py)));
-        drop(t);
-        // The lent Context holds the same variables, so this release frees nothing.
-        if let Some(vars) = vars {
-            vars.release(py);
-        }
-        Ok((lent.into_bound(py), true))
+        context_made(&slf.get().st, slf.py())
     }
 
     /// After a step in a lent Context: if nobody but the task saw it (no other reference, no

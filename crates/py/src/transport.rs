@@ -347,12 +347,12 @@ fn read_bytes(py: Python<'_>, fd: RawFd, guess: usize) -> PyResult<io::Result<Bo
         if n <= guess {
             return Ok(Ok(head));
         }
-        let joined = capi::bytes_filled(py, n, |all| {
+        let joined = PyBytes::new_with(py, n, |all| {
             all[..guess].copy_from_slice(head.as_bytes());
             all[guess..].copy_from_slice(&shared[..n - guess]);
-            Ok(Some(n))
+            Ok(())
         })?;
-        Ok(Ok(joined.unwrap_or(head)))
+        Ok(Ok(joined))
     })
 }
 
