@@ -418,3 +418,131 @@ def test_unclosed_loop_cycle_through_reused_handle_is_collected(loop_factory):
         del alive
     assert ref() is None
     assert href() is None
+
+
+# Tasks waiting in a running loop's ready queue. ferroloop takes a queued Task and its
+# coroutine off the collector's lists while the loop runs (the running loop holds them, so they
+# cannot be garbage), and puts them back when the step is taken off the queue or the loop stops.
+
+
+def test_task_is_tracked_while_its_steps_run(loop):
+    """Inside its own steps, a task and its coroutine are on the collector's lists (a cycle
+    made during a step must be collectable), on the first step and after a reschedule."""
+    seen = []
+
+    async def child():
+        task = asyncio.current_task()
+        seen.append((gc.is_tracked(task), gc.is_tracked(task.get_coro())))
+        await asyncio.sleep(0)
+        seen.append((gc.is_tracked(task), gc.is_tracked(task.get_coro())))
+
+    async def main():
+        await asyncio.gather(*(loop.create_task(child()) for _ in range(3)))
+
+    loop.run_until_complete(main())
+    assert seen == [(True, True)] * 6
+
+
+def test_objects_held_only_by_a_queued_task_survive_collections(loop):
+    """A collection while tasks wait to run (before their first step, and rescheduled after
+    `sleep(0)`) frees nothing they hold: each task's argument, a self-referencing list only its
+    coroutine holds, is intact when the task runs."""
+
+    async def child(box, i):
+        await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+        return box[0] is box and box[1] == i
+
+    async def main():
+        tasks = []
+        for i in range(20):
+            box = []
+            box.extend([box, i])
+            tasks.append(loop.create_task(child(box, i)))
+        del box
+        gc.collect()  # every task is queued for its first step
+        return await asyncio.gather(*tasks)
+
+    assert loop.run_until_complete(main()) == [True] * 20
+
+
+def test_task_left_queued_when_the_loop_stops_is_tracked_and_collected(loop_factory):
+    """A task created in the loop's last turn has not run when run_forever returns; its
+    coroutine's argument holds it (task -> coroutine -> list -> task). Once the loop stops, the
+    collector sees both again: when the closed loop lets go of the task, the cycle is garbage
+    and is collected (asyncio reports the pending task destroyed)."""
+    loop = loop_factory()
+
+    async def never_runs(box):
+        pass
+
+    refs = []
+
+    def create_and_stop():
+        loop.stop()
+        box = []
+        task = loop.create_task(never_runs(box))
+        box.append(task)
+        refs.append(weakref.ref(task))
+
+    loop.call_soon(create_and_stop)
+    loop.run_forever()
+    task = refs[0]()
+    assert gc.is_tracked(task) and gc.is_tracked(task.get_coro())
+    del task
+    messages = []
+    loop.set_exception_handler(lambda lp, ctx: messages.append(ctx["message"]))
+    loop.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "coroutine ... was never awaited"
+        gc.collect()
+    assert refs[0]() is None
+    assert messages == ["Task was destroyed but it is pending!"]
+
+
+def test_task_initialised_again_while_queued_lets_go_of_its_first_coroutine(loop):
+    """`Task.__init__` called again on a task waiting for its first step replaces its
+    coroutine: the first one is freed (with the collector's lists intact), the second runs."""
+
+    async def first():
+        return 1
+
+    async def second():
+        return 2
+
+    async def main():
+        task = loop.create_task(first())
+        ref = weakref.ref(task.get_coro())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "coroutine ... was never awaited"
+            task.__init__(second(), loop=loop)
+            gc.collect()
+        return ref() is None, await task
+
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx["exception"]))
+    assert loop.run_until_complete(main()) == (True, 2)
+    # Both loops then run the first step scheduled too, on a task already done.
+    loop.run_until_complete(asyncio.sleep(0))
+    assert [type(e) for e in errors] == [asyncio.InvalidStateError]
+
+
+@pytest.mark.parametrize("loop_kind", ["ferroloop"], indirect=True)
+def test_queued_tasks_are_off_the_collector_lists_while_the_loop_runs(loop):
+    """ferroloop only: a task waiting for its first step in a running loop's queue, and its
+    coroutine, are not tracked by the collector (asyncio's are); both are tracked again once
+    the step runs."""
+    states = {}
+
+    async def child():
+        states["running"] = gc.is_tracked(asyncio.current_task())
+
+    async def main():
+        task = loop.create_task(child())
+        states["queued"] = (gc.is_tracked(task), gc.is_tracked(task.get_coro()))
+        await task
+        states["done"] = (gc.is_tracked(task), gc.is_tracked(task.get_coro()))
+
+    loop.run_until_complete(main())
+    assert states == {"queued": (False, False), "running": True, "done": (True, True)}

@@ -507,6 +507,22 @@ impl LoopCore {
         })
     }
 
+    /// Whether the loop is running on the calling thread.
+    pub(crate) fn runs_on_this_thread(&self) -> bool {
+        self.thread_id.load(Ordering::Acquire) == capi::thread_ident()
+    }
+
+    /// When the loop stops running: the tasks still queued go back on the collector's lists
+    /// (see `Task::park`), as the loop may now be dropped with them.
+    fn unpark_queued_tasks(&self, py: Python<'_>) {
+        let s = self.sched.lock(py);
+        for item in s.ready.iter() {
+            if let Ready::TaskStep(task, _) = item {
+                Task::unpark(task.bind(py));
+            }
+        }
+    }
+
     fn push_ready(&self, py: Python<'_>, item: Ready) {
         self.sched.lock(py).ready.push(item);
     }
@@ -752,6 +768,7 @@ impl LoopCore {
                 }
                 Ready::TaskStep(task, exc) => {
                     let task = task.into_bound(py);
+                    Task::unpark(&task);
                     let exc = exc.map(|e| e.into_bound(py));
                     Self::run_task_timed(slf, task, exc, false, debug)?;
                 }
@@ -1289,6 +1306,7 @@ impl LoopCore {
         if untracked {
             capi::gc_track(slf.as_any());
         }
+        this.unpark_queued_tasks(py);
         let cleanup = (|| -> PyResult<()> {
             stdlib::set_running_loop(py)?.call1((py.None(),))?;
             set_origin_tracking(py, false)?;

@@ -50,6 +50,34 @@ pub(crate) struct TaskState {
     /// `task_registry`), taken out of the set when the task is deallocated. Not visited by the
     /// collector: a weak reference without a callback holds nothing.
     registry_ref: Option<Py<PyAny>>,
+    /// What [`Task::park`] took off the collector's lists ([`PARKED_TASK`], [`PARKED_CORO`]).
+    parked: u8,
+}
+
+/// [`TaskState::parked`]: the Task itself is untracked.
+const PARKED_TASK: u8 = 1;
+/// [`TaskState::parked`]: its coroutine is untracked.
+const PARKED_CORO: u8 = 2;
+
+impl TaskState {
+    /// Puts the coroutine back on the collector's lists if [`Task::park`] took it off: before
+    /// the task lets go of it (a native coroutine's dealloc requires it tracked).
+    fn unpark_coro(&mut self, py: Python<'_>) {
+        if self.parked & PARKED_CORO != 0 {
+            self.parked &= !PARKED_CORO;
+            if let Some(coro) = &self.coro {
+                capi::gc_track(coro.bind(py));
+            }
+        }
+    }
+}
+
+impl Drop for TaskState {
+    fn drop(&mut self) {
+        if self.parked & PARKED_CORO != 0 {
+            Python::attach(|py| self.unpark_coro(py));
+        }
+    }
 }
 
 /// The cells of a bound Task: its Future part and the rest.
@@ -97,6 +125,7 @@ impl Task {
                 num_cancels_requested: 0,
                 log_destroy_pending: true,
                 registry_ref: None,
+                parked: 0,
             }),
         }
     }
@@ -173,6 +202,7 @@ impl Task {
         };
         {
             let mut t = slf.state_mut();
+            t.unpark_coro(py);
             t.name = name;
             t.number = number;
             t.num_cancels_requested = 0;
@@ -220,15 +250,65 @@ impl Task {
         NativeFuture::from(slf).loop_of()
     }
 
+    /// Takes the Task (exactly ferroloop's; a subclass's dealloc is not ours to vouch for) and
+    /// its native coroutine off the collector's lists while the task waits in the ready queue
+    /// of its loop, running on this thread: a running loop is alive and its queue holds the
+    /// task, so neither can be part of garbage, and collections need not count or walk them
+    /// (a created task waits there for its first step; a tree of tasks is mostly such tasks).
+    /// [`Task::unpark`] tracks them again when the step is taken off the queue, and the loop
+    /// does so for every task still queued when it stops running; the task tracks its
+    /// coroutine again before letting go of it (`Task.__init__` again, clear, dealloc).
+    pub(crate) fn park(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let Some(mut t) = slf.get().st.try_borrow_mut(py) else {
+            return;
+        };
+        if t.parked != 0 {
+            return;
+        }
+        let mut parked = 0;
+        if slf.is_exact_instance_of::<Task>() && capi::is_gc_tracked(slf.as_any()) {
+            capi::gc_untrack(slf.as_any());
+            parked |= PARKED_TASK;
+        }
+        if let Some(coro) = &t.coro {
+            let coro = coro.bind(py);
+            if capi::is_native_coroutine(coro) && capi::is_gc_tracked(coro) {
+                capi::gc_untrack(coro);
+                parked |= PARKED_CORO;
+            }
+        }
+        t.parked = parked;
+    }
+
+    /// Undoes [`Task::park`]. The state is never borrowed where this is called (a step taken
+    /// off the queue, the loop stopping); were it, the task would stay off the lists, and its
+    /// coroutine would still be tracked again before the task lets go of it.
+    pub(crate) fn unpark(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let Some(mut t) = slf.get().st.try_borrow_mut(py) else {
+            return;
+        };
+        if t.parked & PARKED_TASK != 0 {
+            capi::gc_track(slf.as_any());
+        }
+        t.unpark_coro(py);
+        t.parked = 0;
+    }
+
     /// `loop.call_soon(self.__step, exc, context=self._context)`.
     fn schedule_step(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let loop_ = Self::loop_of(slf)?;
         if let Ok(native) = loop_.cast::<LoopCore>() {
-            return native.get().schedule_ready(
+            native.get().schedule_ready(
                 native.py(),
                 Ready::TaskStep(slf.clone().unbind(), exc.map(Bound::unbind)),
-            );
+            )?;
+            if native.get().runs_on_this_thread() {
+                Self::park(slf);
+            }
+            return Ok(());
         }
         let step = Bound::new(
             py,
@@ -745,6 +825,7 @@ impl Task {
     fn __clear__(&self) {
         FutureCore::clear_cell(&self.core);
         self.st.clear_with(|t| {
+            Python::attach(|py| t.unpark_coro(py));
             (
                 t.coro.take(),
                 t.context.take(),
