@@ -523,7 +523,7 @@ def test_task_initialised_again_while_queued_lets_go_of_its_first_coroutine(loop
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx["exception"]))
     assert loop.run_until_complete(main()) == (True, 2)
-    # Both loops then run the first step scheduled too, on a task already done.
+    # Each __init__ scheduled a step: the second one to run finds the task done, on both loops.
     loop.run_until_complete(asyncio.sleep(0))
     assert [type(e) for e in errors] == [asyncio.InvalidStateError]
 
