@@ -546,3 +546,63 @@ def test_queued_tasks_are_off_the_collector_lists_while_the_loop_runs(loop):
 
     loop.run_until_complete(main())
     assert states == {"queued": (False, False), "running": True, "done": (True, True)}
+
+
+class _SpawnsOnFinalize:
+    """In a reference cycle: its finalizer, run by the collector, creates a task."""
+
+    def __init__(self, spawn):
+        self.spawn = spawn
+        self.me = self
+
+    def __del__(self):
+        self.spawn()
+
+
+def test_tasks_queued_and_run_through_constant_collections(loop):
+    """Collections at nearly every allocation (threshold 1) while tasks are created, queued,
+    rescheduled by sleep(0), cancelled before their first step and finished, and while the
+    collector's finalizers create tasks themselves: every result arrives and every queued
+    argument is intact."""
+    spawned = []
+
+    async def leaf(i, box):
+        await asyncio.sleep(0)
+        assert box == [i]
+        return i
+
+    async def from_finalizer(i):
+        await asyncio.sleep(0)
+        return -i
+
+    def spawn():
+        spawned.append(loop.create_task(from_finalizer(len(spawned) + 1)))
+
+    async def never_started():
+        raise AssertionError("cancelled before its first step")
+
+    async def node(level, base):
+        if level == 0:
+            _SpawnsOnFinalize(spawn)  # garbage at once: a later collection finalizes it
+            return await leaf(base, [base])
+        doomed = loop.create_task(never_started())
+        doomed.cancel()
+        results = await asyncio.gather(*(node(level - 1, base * 4 + k) for k in range(4)))
+        assert doomed.cancelled()
+        return sum(results)
+
+    async def main():
+        total = await node(3, 1)
+        gc.collect()  # the finalizers not run yet run now
+        while not all(t.done() for t in spawned):
+            await asyncio.sleep(0)
+        return total, sorted(t.result() for t in spawned)
+
+    old = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        total, from_finalizers = loop.run_until_complete(main())
+    finally:
+        gc.set_threshold(*old)
+    assert total == sum(range(64, 128))
+    assert from_finalizers == list(range(-64, 0))
