@@ -606,3 +606,45 @@ def test_tasks_queued_and_run_through_constant_collections(loop):
         gc.set_threshold(*old)
     assert total == sum(range(64, 128))
     assert from_finalizers == list(range(-64, 0))
+
+
+@pytest.mark.parametrize("when", ["before-first-step", "after-sleep0"])
+def test_coroutine_closed_while_its_task_is_queued(loop, when):
+    """User code closes the coroutine of a task waiting in the queue (before its first step, or
+    rescheduled by sleep(0)): a started one runs its `finally` at the close; the task then
+    fails with asyncio's RuntimeError, and the task, its coroutine and a cycle its frame held
+    are collected."""
+    log = []
+
+    class Box:
+        pass
+
+    async def child(box):
+        try:
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            return box
+        finally:
+            log.append("finally")
+
+    async def main():
+        box = Box()
+        box.me = box
+        box_ref = weakref.ref(box)
+        task = loop.create_task(child(box))
+        del box
+        if when == "after-sleep0":
+            await asyncio.sleep(0)  # the task ran its first step and is queued again
+        task.get_coro().close()
+        gc.collect()
+        try:
+            await task
+        except RuntimeError as exc:
+            outcome = str(exc)
+        return outcome, [weakref.ref(task), weakref.ref(task.get_coro()), box_ref]
+
+    outcome, refs = loop.run_until_complete(main())
+    gc.collect()
+    assert outcome == "cannot reuse already awaited coroutine"
+    assert [r() for r in refs] == [None, None, None]
+    assert log == (["finally"] if when == "after-sleep0" else [])
