@@ -456,6 +456,13 @@ impl LoopCore {
     /// Handle (with call_soon's checks).
     pub(crate) fn schedule_ready(&self, py: Python<'_>, item: Ready) -> PyResult<()> {
         self.check_soon()?;
+        // A task step queued on this loop while it runs here is held by it until the step is
+        // taken off the queue (unparked there) or the loop stops (`unpark_queued_tasks`).
+        if let Ready::TaskStep(task, _) = &item {
+            if self.runs_on_this_thread() {
+                Task::park(task.bind(py));
+            }
+        }
         self.push_ready(py, item);
         Ok(())
     }
