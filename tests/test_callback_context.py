@@ -604,3 +604,130 @@ def test_finalizers_asking_for_task_contexts_during_collections(loop):
     for task, (tag, ctx) in zip(tasks, results, strict=True):
         assert ctx is task._context and ctx[VAR] == tag
     assert seen  # the finalizers did run and ask
+
+
+# --------------------------------------------------------------------------------------------
+# A future's done callbacks: `loop.call_soon(callback, future, context=...)` in asyncio. On a
+# ferroloop loop (outside debug mode) they are queued without a Handle; these tests pin down
+# that nothing shows: order, context, errors and what the exception handler gets.
+# --------------------------------------------------------------------------------------------
+
+
+def test_done_callbacks_queue_in_order_with_call_soon(loop):
+    order = []
+    fut = loop.create_future()
+    fut.add_done_callback(lambda f: order.append(("first", f.result())))
+    fut.add_done_callback(lambda f: order.append(("second", f.result())))
+    loop.call_soon(order.append, "before")
+    fut.set_result(7)
+    loop.call_soon(order.append, "after")
+    # Added once the future is done: queued at once, behind "after".
+    fut.add_done_callback(lambda f: order.append(("late", f.result())))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert order == ["before", ("first", 7), ("second", 7), "after", ("late", 7)]
+
+
+def test_done_callbacks_run_in_their_context(loop):
+    seen = []
+    fut = loop.create_future()
+    token = VAR.set("when added")
+    try:
+        fut.add_done_callback(lambda f: seen.append(("snapshot", VAR.get())))
+        given = contextvars.copy_context()
+        given.run(VAR.set, "given")
+        fut.add_done_callback(lambda f: seen.append(("given", VAR.get())), context=given)
+        VAR.set("when done")
+        fut.set_result(None)
+        fut.add_done_callback(lambda f: seen.append(("late", VAR.get())))
+    finally:
+        VAR.reset(token)
+
+    def sets_a_value(f):
+        VAR.set("set by a callback")
+
+    fut.add_done_callback(sets_a_value)
+    fut.add_done_callback(lambda f: seen.append(("next", VAR.get())))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [
+        ("snapshot", "when added"),
+        ("given", "given"),
+        ("late", "when done"),
+        ("next", "default"),
+    ]
+    assert given[VAR] == "given"
+
+
+def test_done_callback_error_goes_to_the_handler_with_a_handle(loop):
+    reported = []
+    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
+    ran = []
+
+    def fails(f):
+        raise ValueError("from a done callback")
+
+    fut = loop.create_future()
+    fut.add_done_callback(fails)
+    fut.add_done_callback(lambda f: ran.append("next"))
+    fut.set_result("value")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ran == ["next"]  # the error did not stop the loop's turn
+    [ctx] = reported
+    assert set(ctx) - {"source_traceback"} == {"message", "exception", "handle"}
+    assert ("source_traceback" in ctx) == loop.get_debug()
+    assert ctx["message"].startswith(
+        "Exception in callback test_done_callback_error_goes_to_the_handler_with_a_handle"
+        ".<locals>.fails(<Future finis"  # cut by reprlib, as asyncio's
+    )
+    assert ctx["message"].endswith(f"at {__file__}:{fails.__code__.co_firstlineno}")
+    assert type(ctx["exception"]) is ValueError
+    handle = ctx["handle"]
+    assert type(handle).__name__ == "Handle"  # ferroloop's own Handle class on ferroloop
+    assert handle._callback is fails and handle._args == (fut,)
+    assert repr(handle).startswith("<Handle test_done_callback_error_goes_to_the_handler")
+    assert not handle.cancelled()
+
+
+def test_done_callback_system_exit_leaves_the_loop(loop):
+    def exits(f):
+        raise SystemExit(3)
+
+    fut = loop.create_future()
+    fut.add_done_callback(exits)
+    fut.set_result(None)
+    with pytest.raises(SystemExit) as info:
+        loop.run_forever()
+    assert info.value.code == 3
+    assert not loop.is_running()
+
+
+def test_done_callbacks_of_a_closed_loop(loop_factory):
+    """set_result on a future of a closed loop with callbacks: call_soon's RuntimeError."""
+    loop = loop_factory()
+    fut = loop.create_future()
+    fut.add_done_callback(lambda f: None)
+    loop.close()
+    with pytest.raises(RuntimeError, match="^Event loop is closed$"):
+        fut.set_result(1)
+
+
+def test_done_callback_cycle_is_collected_after_close(loop_factory):
+    """A callback queued when the loop is closed is released with the queue."""
+
+    class Payload:
+        pass
+
+    loop = loop_factory()
+    fut = loop.create_future()
+    payload = Payload()
+    payload.self_ref = payload
+    probe = weakref.ref(payload)
+    fut.add_done_callback(lambda f, p=payload: p)
+    fut.set_result(None)
+    del payload
+    loop.close()
+    del fut
+    gc.collect()
+    assert probe() is None

@@ -26,7 +26,7 @@ use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 use crate::capi::ContextSnapshot;
 use crate::future::{Future, FutureCore};
 use crate::gather::GatherCallback;
-use crate::handle::{report_unhandled, run_handle, Handle, HandleState, TimerHandle};
+use crate::handle::{self, report_unhandled, run_handle, Handle, HandleState, TimerHandle};
 use crate::native_io::NativeIo;
 use crate::stdlib::{self, KwNames};
 use crate::task::Task;
@@ -52,6 +52,11 @@ pub(crate) enum Ready {
     GatherChild(Py<GatherCallback>, Py<PyAny>),
     /// A task of a `ferroloop.TaskGroup` is done: the group's `_on_task_done`, called with it.
     TaskGroupChild(Py<TaskGroupCore>, Py<PyAny>),
+    /// A Python done callback of a native future, `callback(future)` run in the snapshot's
+    /// context: what `loop.call_soon(callback, future, context=...)` queues, without a Handle
+    /// or an argument tuple (a Handle is made only if the callback fails, for the exception
+    /// handler). Debug mode queues real Handles.
+    FutureCallback(Py<PyAny>, Py<PyAny>, ContextSnapshot),
     /// A Rust transport's fd is ready: `(target, write side, registration generation)`.
     Io(NativeIo, bool, u32),
     /// A Rust transport's deferred start (`protocol.connection_made(transport)`, then
@@ -429,8 +434,53 @@ impl LoopCore {
         arg: &Bound<'_, PyAny>,
         context: Option<ContextSnapshot>,
     ) -> PyResult<()> {
-        let args = PyTuple::new(slf.py(), [arg])?;
+        let this = slf.get();
+        let py = slf.py();
+        // Queued without a Handle unless debug mode wants one (source traceback, slow
+        // callback report) or the context is not a Context (`context.run` is called then).
+        let plain = match &context {
+            Some(ContextSnapshot::Vars(_)) => true,
+            Some(ContextSnapshot::Context(c)) => capi::is_exact_context(c.bind(py)),
+            None => false,
+        };
+        if plain && !this.is_debug() {
+            if let Some(context) = context {
+                this.check_closed()?;
+                let item =
+                    Ready::FutureCallback(callback.clone().unbind(), arg.clone().unbind(), context);
+                this.push_ready(py, item);
+                return Ok(());
+            }
+        }
+        let args = PyTuple::new(py, [arg])?;
         Self::schedule_soon(slf, callback, &args, context, "call_soon", true).map(drop)
+    }
+
+    /// Runs a queued `Ready::FutureCallback`, as `events.Handle._run` runs the Handle
+    /// call_soon would have made: an error other than SystemExit/KeyboardInterrupt goes to
+    /// the exception handler, with such a Handle (made now) as `handle`.
+    fn run_future_callback(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        future: Bound<'_, PyAny>,
+        context: ContextSnapshot,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let context = context.into_context(py)?.into_bound(py);
+        let outcome = capi::with_context(&context, || callback.call1((&future,)));
+        let result = match outcome {
+            Ok(_) => Ok(()),
+            Err(err) if handle::escapes_loop(py, &err) => Err(err),
+            Err(err) => {
+                let args = PyTuple::new(py, [&future])?;
+                let snapshot = ContextSnapshot::Context(context.clone().unbind());
+                let state = Self::new_oneshot(slf, &callback, &args, Some(snapshot))?;
+                let handle = Bound::new(py, Handle::new(state))?;
+                handle::report_callback_error(py, &handle, &callback, &args, &context, &err)
+            }
+        };
+        capi::recycle_context(context);
+        result
     }
 
     /// `loop.call_soon(callback, *args)` from Rust (transports).
@@ -793,6 +843,10 @@ impl LoopCore {
                     let callback = TaskGroupCore::bound_done_callback(&group)?;
                     let run = || TaskGroupCore::task_done(&group, &child);
                     Self::run_native_done(slf, callback, child.clone(), run)?;
+                }
+                Ready::FutureCallback(callback, future, context) => {
+                    let (callback, future) = (callback.into_bound(py), future.into_bound(py));
+                    Self::run_future_callback(slf, callback, future, context)?;
                 }
                 Ready::Io(target, write, gen) => target.on_ready(py, write, gen)?,
                 Ready::Start(target, context) => {
@@ -1675,6 +1729,11 @@ impl LoopCore {
                         Ready::TaskGroupChild(group, child) => {
                             visit.call(group)?;
                             visit.call(child)?;
+                        }
+                        Ready::FutureCallback(callback, future, context) => {
+                            visit.call(callback)?;
+                            visit.call(future)?;
+                            visit.call(context.held())?;
                         }
                         Ready::Io(target, ..) => target.visit(&visit)?,
                         Ready::Start(target, context) => {
