@@ -15,6 +15,7 @@ import re
 import socket
 import ssl
 import tempfile
+import warnings
 from unittest import mock
 
 import pytest
@@ -1257,26 +1258,69 @@ def test_ops_on_a_closed_loop(lp, pair, listener):
     assert drive(lp.getnameinfo(("127.0.0.1", 80))) == closed
 
 
-class FakeTransport:
-    def is_closing(self):
-        return False
-
-    def __repr__(self):
-        return "<FakeTransport>"
-
-
 def test_fd_owned_by_a_transport(lp, pair):
+    """An fd an open transport owns is refused by sock_* (when it would wait) and add_reader,
+    and free again once the transport is closed and gone."""
     a, b = pair
-    transport = FakeTransport()
-    lp._transports[a.fileno()] = transport
-    try:
-        with pytest.raises(RuntimeError, match="is used by transport <FakeTransport>"):
-            run(lp, lp.sock_recv(a, 10))
-        # No waiting, no check.
+
+    async def main():
+        transport, _ = await lp.connect_accepted_socket(asyncio.Protocol, a)
+        assert re.fullmatch(
+            r"File descriptor \d+ is used by transport <\w*Transport fd=\d+ .*>",
+            await refused(lp.sock_recv(a, 10)),
+        )
+        assert "is used by transport" in await refused(lp.sock_sendall(a, b"x" * 10_000_000))
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            lp.add_reader(a.fileno(), lambda: None)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            lp.remove_writer(a)
+        # No waiting, no check: data already there is returned.
+        transport.pause_reading()
         b.send(b"x")
-        assert run(lp, lp.sock_recv(a, 10)) == b"x"
-    finally:
-        del lp._transports[a.fileno()]
+        await asyncio.sleep(0.05)
+        assert await lp.sock_recv(a, 10) == b"x"
+        # A closing transport owns nothing.
+        transport.close()
+        assert lp.remove_reader(a.fileno()) is False
+        await asyncio.sleep(0)
+
+    async def refused(coro):
+        with pytest.raises(RuntimeError) as info:
+            await asyncio.wait_for(coro, TIMEOUT)
+        return str(info.value)
+
+    run(lp, main())
+
+
+def test_transport_registry_forgets_a_dropped_transport(lp):
+    """A transport dropped without being closed no longer owns its fd once collected (asyncio's
+    registry is a WeakValueDictionary); a new transport on the fd number owns it then."""
+
+    async def main():
+        a, b = socket.socketpair()
+        transport, _ = await lp.connect_accepted_socket(asyncio.Protocol, a)
+        fd = a.fileno()
+        transport.pause_reading()  # nothing else holds it then
+        del transport
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+        # The warning's `source` held the transport: let go of it, then collect it.
+        assert [str(w.message).startswith("unclosed transport") for w in caught] == [True]
+        del caught
+        gc.collect()
+        assert a.fileno() == -1  # closed by the transport's finalizer
+        c, d = socket.socketpair()
+        try:
+            assert fd in (c.fileno(), d.fileno())
+            mine = c if c.fileno() == fd else d
+            lp.add_reader(mine.fileno(), lambda: None)
+            assert lp.remove_reader(mine.fileno()) is True
+        finally:
+            for s in (b, c, d):
+                s.close()
+
+    run(lp, main())
 
 
 def test_recv_on_closed_socket(lp):

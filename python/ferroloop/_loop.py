@@ -60,8 +60,6 @@ class Loop(
         self._asyncgens = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._signal_handlers = {}
-        # fd -> transport using it (selector_events.BaseSelectorEventLoop._transports).
-        self._transports = weakref.WeakValueDictionary()
         self.set_debug(coroutines._is_debug_mode())
 
     def __repr__(self):

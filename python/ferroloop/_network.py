@@ -209,7 +209,7 @@ class NetworkMixin:
             except (AttributeError, TypeError, ValueError):
                 # Let the caller's own checks report a bad file object.
                 raise ValueError(f"Invalid file object: {fd!r}") from None
-        transport = self._transports.get(fileno)
+        transport = self._transport_of(fileno)
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
@@ -1054,7 +1054,7 @@ class NetworkMixin:
     async def _sendfile_native(self, transp, file, offset, count):
         """selector_events._sendfile_native: the transport stops reading and drains, then the
         socket is handed to sock_sendfile."""
-        del self._transports[transp._sock_fd]
+        self._forget_transport(transp._sock_fd)
         resume_reading = transp.is_reading()
         transp.pause_reading()
         await transp._make_empty_waiter()
@@ -1064,7 +1064,7 @@ class NetworkMixin:
             transp._reset_empty_waiter()
             if resume_reading:
                 transp.resume_reading()
-            self._transports[transp._sock_fd] = transp
+            transp._core._register()
 
     async def _sendfile_fallback(self, transp, file, offset, count):
         from asyncio.base_events import _SendfileFallbackProtocol

@@ -162,7 +162,7 @@ class SocketTransport(
         core.set_protocol(protocol)
         if server is not None:
             server._attach()
-        loop._transports[self._sock_fd] = self
+        core._register()
         _set_nodelay(sock)
         core._start(waiter)
 
@@ -262,7 +262,7 @@ class DatagramTransport(
             sock.family,
         )
         core.set_protocol(protocol)
-        loop._transports[self._sock_fd] = self
+        core._register()
         core._start(waiter)
 
     def sendto(self, data, addr=None):

@@ -160,6 +160,48 @@ impl IoWatch {
     }
 }
 
+/// Which transport owns each fd: `BaseSelectorEventLoop._transports` (a WeakValueDictionary
+/// fd -> transport there, a weak reference and a dict slot per connection). An entry here is
+/// the address of the transport's core, put in by `TransportCore._register` and taken out
+/// when that core is freed (first thing in its `Drop`) or another transport registers the same
+/// fd: the registry holds no reference and no Python object.
+#[derive(Default)]
+pub(crate) struct TransportRegistry {
+    owners: std::sync::Mutex<FdMap<usize>>,
+}
+
+impl TransportRegistry {
+    fn owners(&self) -> std::sync::MutexGuard<'_, FdMap<usize>> {
+        // A panic while the map was held cannot leave it inconsistent (single operations).
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `core` (a TransportCore's address) owns `fd` from now on.
+    pub(crate) fn insert(&self, fd: RawFd, core: usize) {
+        self.owners().insert(fd, core);
+    }
+
+    /// Forgets `fd`'s owner if it is still `core`.
+    pub(crate) fn remove_if(&self, fd: RawFd, core: usize) {
+        let mut owners = self.owners();
+        if owners.get(&fd) == Some(&core) {
+            owners.remove(&fd);
+        }
+    }
+
+    fn remove(&self, fd: RawFd) {
+        self.owners().remove(&fd);
+    }
+
+    fn owner(&self, fd: RawFd) -> Option<usize> {
+        self.owners().get(&fd).copied()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.owners().is_empty()
+    }
+}
+
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen)]
 pub struct LoopCore {
     sched: GilCell<Sched>,
@@ -184,6 +226,8 @@ pub struct LoopCore {
     native_tasks: AtomicBool,
     current_handle: GilCell<Option<Py<PyAny>>>,
     clock_resolution: f64,
+    /// fd -> the transport that owns it.
+    pub(crate) transports: std::sync::Arc<TransportRegistry>,
 }
 
 /// The first half of `selectors._fileobj_to_fd`: an int, or `int(obj.fileno())`, as a Python int
@@ -1211,23 +1255,19 @@ impl LoopCore {
         Self::ensure_fd_no_transport_for(slf, fd)
     }
 
-    /// `self._ensure_fd_no_transport(fd)`, asked only when the transport registry (a
-    /// WeakValueDictionary, whose entries live in its `data` dict) may hold `fd`.
+    /// `self._ensure_fd_no_transport(fd)`, asked only when a transport may own `fd` (an int
+    /// fd is looked up here; another file object when any transport is registered).
     pub(crate) fn ensure_fd_no_transport_for(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let Ok(transports) = slf.getattr(intern!(py, "_transports")) else {
-            return Ok(());
-        };
-        let maybe_owned = match transports.getattr(intern!(py, "data")) {
-            Ok(data) => match data.cast::<PyDict>() {
-                Ok(d) if fd.is_exact_instance_of::<pyo3::types::PyInt>() => d.contains(fd)?,
-                Ok(d) => !d.is_empty(),
-                Err(_) => true,
-            },
-            Err(_) => transports.len().unwrap_or(0) > 0,
+        let registry = &slf.get().transports;
+        let maybe_owned = if fd.is_exact_instance_of::<pyo3::types::PyInt>() {
+            fd.extract::<RawFd>()
+                .is_ok_and(|fd| registry.owner(fd).is_some())
+        } else {
+            !registry.is_empty()
         };
         if maybe_owned {
             slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
@@ -1263,7 +1303,20 @@ impl LoopCore {
             native_tasks: AtomicBool::new(false),
             current_handle: GilCell::new(None),
             clock_resolution: clock::resolution(),
+            transports: Default::default(),
         })
+    }
+
+    /// The live transport that owns `fd`, or None (`self._transports.get(fd)` in asyncio).
+    fn _transport_of(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
+        let core = self.transports.owner(fd.extract::<RawFd>().ok()?)?;
+        crate::transport::transport_of_core(py, core)
+    }
+
+    /// No transport owns `fd` any more (`del self._transports[fd]`, for sendfile; the
+    /// transport's `_core._register()` puts it back).
+    fn _forget_transport(&self, fd: RawFd) {
+        self.transports.remove(fd);
     }
 
     /// The loop clock: `time.monotonic()`.

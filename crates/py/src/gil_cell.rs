@@ -54,6 +54,11 @@ mod imp {
             }
         }
 
+        /// The value, through exclusive access to the cell (no GIL needed: e.g. in `Drop`).
+        pub fn get_mut(&mut self) -> &mut T {
+            self.value.get_mut()
+        }
+
         /// Borrows the value. Panics if it is already borrowed (re-entrant use).
         #[track_caller]
         pub fn lock<'a>(&'a self, py: Python<'_>) -> GilGuard<'a, T> {
@@ -157,6 +162,10 @@ mod imp {
     impl<T> GilCell<T> {
         pub const fn new(value: T) -> Self {
             GilCell(Mutex::new(value))
+        }
+
+        pub fn get_mut(&mut self) -> &mut T {
+            self.0.get_mut().unwrap_or_else(|e| e.into_inner())
         }
 
         pub fn lock<'a>(&'a self, _py: Python<'_>) -> GilGuard<'a, T> {

@@ -28,6 +28,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use ferroloop_core::fdio;
 use ferroloop_core::net::{self, InetAddr};
@@ -37,7 +38,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::event_loop::{os_error, LoopCore, Ready};
+use crate::event_loop::{os_error, LoopCore, Ready, TransportRegistry};
 use crate::gil_cell::{GilCell, GilGuard};
 use crate::handle::{self, escapes_loop, report_unhandled, Handle};
 use crate::native_io::NativeIo;
@@ -174,6 +175,8 @@ struct State {
     writer_gen: u32,
     buffer: PendingBytes,
     rare: Option<Box<Rare>>,
+    /// The loop registry this transport is registered in as `fd`'s owner (`_register`).
+    registered_in: Option<Arc<TransportRegistry>>,
 }
 
 impl State {
@@ -284,6 +287,36 @@ impl capi::MethO for IsClosingMethod {
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
 pub struct TransportCore {
     state: GilCell<State>,
+}
+
+impl TransportCore {
+    /// This core's key in a loop's transport registry: the address of the Rust value, known
+    /// both where it registers and in its `Drop`.
+    fn registry_key(&self) -> usize {
+        self as *const Self as usize
+    }
+}
+
+impl Drop for TransportCore {
+    fn drop(&mut self) {
+        let key = self.registry_key();
+        let st = self.state.get_mut();
+        if let Some(registry) = st.registered_in.take() {
+            registry.remove_if(st.fd, key);
+        }
+    }
+}
+
+/// The Python transport of the core registered under `key` (None once a collection cleared
+/// the core).
+pub(crate) fn transport_of_core(py: Python<'_>, key: usize) -> Option<Py<PyAny>> {
+    // SAFETY: `key` is the address of a TransportCore value in a loop's registry. A core takes
+    // its entry out first thing when it is dropped (its Drop runs before its fields are
+    // dropped, and nothing before it in the deallocator runs Python code), so a key found in a
+    // registry is a live TransportCore, borrowed here for the lookup only.
+    let core = unsafe { &*(key as *const TransportCore) };
+    let st = core.state.try_lock(py)?;
+    st.transport.as_ref().map(|t| t.clone_ref(py))
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -1672,8 +1705,28 @@ impl TransportCore {
                 writer_gen: 0,
                 buffer: PendingBytes::default(),
                 rare,
+                registered_in: None,
             }),
         })
+    }
+
+    /// Registers this transport as its fd's owner with its loop (`loop._transports[fd] =
+    /// transport` in asyncio): add_reader and the sock_* methods then refuse the fd while the
+    /// transport is open.
+    fn _register(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let key = slf.get().registry_key();
+        let mut st = slf.get().lock(py);
+        let Some(registry) = st.loop_.as_ref().map(|l| l.get().transports.clone()) else {
+            return;
+        };
+        registry.insert(st.fd, key);
+        // Registered before with another loop: that entry goes.
+        if let Some(old) = st.registered_in.replace(registry) {
+            if !Arc::ptr_eq(&old, st.registered_in.as_ref().expect("just set")) {
+                old.remove_if(st.fd, key);
+            }
+        }
     }
 
     /// What `__init__` schedules: `protocol.connection_made(transport)`, then reading (or, for
