@@ -965,3 +965,97 @@ def test_datagram_ipv6_addresses_and_unusual_targets(loop):
         await pa.lost
 
     run(loop, main())
+
+
+def _families():
+    families = [(socket.AF_INET, "127.0.0.1")]
+    if socket.has_ipv6:
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::1", 0))
+            families.append((socket.AF_INET6, "::1"))
+        except OSError:
+            pass
+    return families
+
+
+@pytest.mark.parametrize("family,host", _families(), ids=lambda v: str(v))
+def test_accepted_connection_extra_info(loop, family, host):
+    """A server's connection: peername as accept gave it (IPv6: the 4-tuple), sockname, the
+    socket, in asyncio's order; the same after the peer reset the connection and after close.
+    (ferroloop keeps the peer address natively and builds the dict when asked.)"""
+
+    async def main():
+        protocols = []
+
+        def factory():
+            protocols.append(Recorder(loop))
+            return protocols[-1]
+
+        srv = await loop.create_server(factory, host, 0, family=family)
+        address = srv.sockets[0].getsockname()
+        first = socket.socket(family)
+        first.connect(address)
+        second = socket.socket(family)
+        second.connect(address)
+        while len(protocols) < 2 or any(p.transport is None for p in protocols):
+            await asyncio.sleep(0.001)
+        by_peer = {p.transport.get_extra_info("peername"): p for p in protocols}
+        assert set(by_peer) == {first.getsockname(), second.getsockname()}
+        p1, p2 = by_peer[first.getsockname()], by_peer[second.getsockname()]
+        t1 = p1.transport
+        assert list(t1._extra) == ["peername", "socket", "sockname"]
+        assert t1.get_extra_info("sockname") == address
+        assert t1.get_extra_info("socket").fileno() == t1._sock.fileno()
+        assert t1.get_extra_info("missing", "dflt") == "dflt"
+        # Asked for the first time only after the peer reset the connection.
+        second.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer2 = second.getsockname()
+        second.close()
+        await p2.lost
+        assert p2.transport.get_extra_info("peername") == peer2
+        assert p2.transport.get_extra_info("sockname") == address
+        assert p2.transport.get_extra_info("socket") is not None
+        t1.close()
+        await p1.lost
+        assert t1.get_extra_info("peername") == first.getsockname()
+        first.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(loop, main())
+
+
+def test_accepted_connection_debug_log_names_the_peer(loop, caplog):
+    """Debug mode logs each accepted connection with its peer address (asyncio's message)."""
+    import logging
+
+    loop.set_debug(True)
+
+    async def main():
+        made = loop.create_future()
+        srv = await loop.create_server(
+            lambda: Recorder(loop) if made.done() else _done(made), "127.0.0.1", 0
+        )
+        client = socket.create_connection(srv.sockets[0].getsockname())
+        transport = await made
+        transport.close()
+        client_address = client.getsockname()
+        client.close()
+        srv.close()
+        await srv.wait_closed()
+        return client_address
+
+    def _done(made):
+        class Once(asyncio.Protocol):
+            def connection_made(self, transport):
+                made.set_result(transport)
+
+        return Once()
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        client_address = run(loop, main())
+    assert any(
+        "got a new connection from " + repr(client_address) in r.getMessage()
+        for r in caplog.records
+    )

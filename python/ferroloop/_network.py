@@ -28,6 +28,9 @@ from asyncio import (
 )
 
 from . import _transports
+from ._ferroloop import _accept_inet
+
+_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 _HAS_IPV6 = hasattr(socket, "AF_INET6")
 
@@ -738,11 +741,28 @@ class NetworkMixin:
         """Accepts up to ``backlog`` waiting connections (selector_events._accept_connection).
         Out of fds or memory: report, stop accepting for a second, then resume."""
         debug = self.get_debug()
+        # A plain IPv4/IPv6 socket is accepted natively: the peer address stays in Rust until
+        # asked for (get_extra_info("peername")), with the same value.
+        native = type(sock) is socket.socket and sock.family in _INET_FAMILIES
         for _ in range(backlog):
             try:
-                conn, addr = sock.accept()
+                if native:
+                    accepted = _accept_inet(sock.fileno())
+                    if accepted is None:
+                        return None
+                    fd, peer = accepted
+                    try:
+                        conn = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                    addr = None
+                else:
+                    conn, addr = sock.accept()
+                    peer = None
                 if debug:
-                    _logger().debug("%r got a new connection from %r: %r", server, addr, conn)
+                    shown = addr if peer is None else peer.address()
+                    _logger().debug("%r got a new connection from %r: %r", server, shown, conn)
                 conn.setblocking(False)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return None
@@ -770,8 +790,8 @@ class NetworkMixin:
                     return None
                 raise  # The loop reports it and keeps serving.
             else:
-                extra = {"peername": addr}
                 if sslcontext:
+                    extra = {"peername": addr if peer is None else peer.address()}
                     self.create_task(
                         self._accept_connection2(
                             protocol_factory,
@@ -783,17 +803,23 @@ class NetworkMixin:
                             ssl_shutdown_timeout,
                         )
                     )
+                elif peer is None:
+                    self._accept_plain(protocol_factory, conn, {"peername": addr}, server)
                 else:
-                    self._accept_plain(protocol_factory, conn, extra, server)
+                    self._accept_plain(protocol_factory, conn, None, server, peer)
         return None
 
-    def _accept_plain(self, protocol_factory, conn, extra, server):
+    def _accept_plain(self, protocol_factory, conn, extra, server, peer=None):
         """A plain accepted connection gets its transport at once: no task and no waiter
-        (asyncio makes both, and only reports a failure here in debug mode)."""
+        (asyncio makes both, and only reports a failure here in debug mode). With ``peer``
+        (a natively accepted connection) the transport builds its extra info when asked."""
         protocol = None
         try:
             protocol = protocol_factory()
-            self._make_socket_transport(conn, protocol, extra=extra, server=server)
+            if peer is None:
+                self._make_socket_transport(conn, protocol, extra=extra, server=server)
+            else:
+                _transports.SocketTransport(self, conn, protocol, None, None, server, peer)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -149,16 +149,19 @@ class SocketTransport(
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None, peer=None):
         # BaseTransport.__init__'s only: the flow-control state lives in the core, not in
-        # _FlowControlMixin's slots (which the properties here shadow).
-        if extra is None:
+        # _FlowControlMixin's slots (which the properties here shadow). A natively accepted
+        # connection (``peer``: its address, kept by the core) gets its dict when asked.
+        if extra is None and peer is None:
             extra = {}
         _EXTRA_SLOT.__set__(self, extra)
         if server is None:
             _add_socket_extra(extra, sock)
         self._sock_fd = sock.fileno()
-        self._core = core = TransportCore(loop, self, sock, self._sock_fd, "socket", server)
+        self._core = core = TransportCore(
+            loop, self, sock, self._sock_fd, "socket", server, peer=peer
+        )
         core.set_protocol(protocol)
         if server is not None:
             server._attach()
@@ -169,8 +172,8 @@ class SocketTransport(
     @property
     def _extra(self):
         extra = _EXTRA_SLOT.__get__(self)
-        if "socket" not in extra:
-            self._fill_extra(extra)
+        if extra is None or "socket" not in extra:
+            extra = self._fill_extra(extra)
         return extra
 
     @_extra.setter
@@ -178,16 +181,23 @@ class SocketTransport(
         _EXTRA_SLOT.__set__(self, value)
 
     def _fill_extra(self, extra):
-        """The socket's extra info, deferred from __init__ (see the class docstring)."""
+        """The socket's extra info, deferred from __init__ (see the class docstring); the
+        dict itself too for a natively accepted connection, starting with its peer's address
+        as asyncio's does."""
         core = self._core
+        if extra is None:
+            peer = None if core is None else core._peername()
+            extra = {} if peer is None else {"peername": peer}
+            _EXTRA_SLOT.__set__(self, extra)
         sock = None if core is None else core._sock
         if sock is not None:
             _add_socket_extra(extra, sock)
+        return extra
 
     def get_extra_info(self, name, default=None):
         extra = _EXTRA_SLOT.__get__(self)
-        if name not in extra and "socket" not in extra:
-            self._fill_extra(extra)
+        if extra is None or (name not in extra and "socket" not in extra):
+            extra = self._fill_extra(extra)
         return extra.get(name, default)
 
     @property
@@ -195,8 +205,9 @@ class SocketTransport(
         core = self._core
         if core is None:
             return None
-        if "socket" not in _EXTRA_SLOT.__get__(self):
-            self._fill_extra(_EXTRA_SLOT.__get__(self))
+        extra = _EXTRA_SLOT.__get__(self)
+        if extra is None or "socket" not in extra:
+            self._fill_extra(extra)
         return core._sock
 
     @property

@@ -52,7 +52,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<future::FutureIter>()?;
     m.add_class::<task::Task>()?;
     m.add_class::<taskgroup::TaskGroupCore>()?;
-    m.add_class::<transport::TransportCore>()?;
+    transport::register(m)?;
     sock_ops::register(m)?;
     gather::register(m)?;
     sleep::register(m)?;

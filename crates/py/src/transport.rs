@@ -177,6 +177,8 @@ struct State {
     rare: Option<Box<Rare>>,
     /// The loop registry this transport is registered in as `fd`'s owner (`_register`).
     registered_in: Option<Arc<TransportRegistry>>,
+    /// An accepted connection's peer, as accept gave it (`_peername`).
+    peer: Option<InetAddr>,
 }
 
 impl State {
@@ -1558,6 +1560,45 @@ impl TransportCore {
     }
 }
 
+/// The peer of a connection accepted by [`_accept_inet`], kept in Rust (no address tuple,
+/// host string and port int per connection) until someone asks for it.
+#[pyclass(module = "ferroloop._ferroloop", frozen)]
+pub struct PeerAddr(InetAddr);
+
+#[pymethods]
+impl PeerAddr {
+    /// The address as `socket.accept` gives it: `(host, port)` or
+    /// `(host, port, flowinfo, scope_id)`.
+    fn address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        inet_addr_to_py(py, &self.0)
+    }
+}
+
+/// `sock.accept()` on a listening IPv4/IPv6 socket's fd without building the peer's address:
+/// `(fd, PeerAddr or None)`, or None when no connection waits. The caller makes the socket
+/// object (`socket.socket(family, type, proto, fileno=fd)`, what `socket.accept` does). Errors
+/// are the socket module's (ConnectionAbortedError, OSError(EMFILE), ...); EINTR is retried
+/// once Python's signal handlers have run, as `socket.accept` does.
+#[pyfunction]
+fn _accept_inet(py: Python<'_>, fd: RawFd) -> PyResult<Option<(RawFd, Option<PeerAddr>)>> {
+    loop {
+        match fdio::accept(fd) {
+            Ok((conn, peer)) => return Ok(Some((conn, peer.map(PeerAddr)))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => capi::check_signals(py)?,
+            Err(e) => return Err(os_error(e)),
+        }
+    }
+}
+
+/// Adds the accept function and the peer address class to the module.
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<TransportCore>()?;
+    m.add_class::<PeerAddr>()?;
+    m.add_function(wrap_pyfunction!(_accept_inet, m)?)?;
+    Ok(())
+}
+
 /// A received IPv4/IPv6 address as Python's socket module gives it: `(host, port)` or
 /// `(host, port, flowinfo, scope_id)`.
 fn inet_addr_to_py<'py>(py: Python<'py>, addr: &InetAddr) -> PyResult<Bound<'py, PyAny>> {
@@ -1641,7 +1682,7 @@ impl TransportCore {
     #[new]
     #[pyo3(signature = (
         r#loop, transport, sock, fd, kind, server=None, watch_pipe_eof=false, address=None,
-        connected=false, family=0
+        connected=false, family=0, peer=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
@@ -1655,6 +1696,7 @@ impl TransportCore {
         address: Option<&Bound<'_, PyAny>>,
         connected: bool,
         family: i32,
+        peer: Option<PyRef<'_, PeerAddr>>,
     ) -> PyResult<Self> {
         let kind = match kind {
             "socket" => Kind::Socket,
@@ -1706,6 +1748,7 @@ impl TransportCore {
                 buffer: PendingBytes::default(),
                 rare,
                 registered_in: None,
+                peer: peer.map(|p| p.0),
             }),
         })
     }
@@ -2050,6 +2093,13 @@ impl TransportCore {
             .loop_
             .as_ref()
             .map(|l| l.clone_ref(py).into_any())
+    }
+
+    /// The peer address accept gave (`extra['peername']` of a server's connection), or None
+    /// when it was not kept here.
+    fn _peername<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let peer = self.lock(py).peer;
+        peer.map(|p| inet_addr_to_py(py, &p)).transpose()
     }
 
     #[getter]
