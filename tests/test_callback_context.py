@@ -731,3 +731,30 @@ def test_done_callback_cycle_is_collected_after_close(loop_factory):
     del fut
     gc.collect()
     assert probe() is None
+
+
+def test_done_callback_error_handle_kept_in_a_cycle_is_collected(loop):
+    """The exception handler keeps the Handle of a failed done callback in a cycle through the
+    callback: the collector frees it all once dropped."""
+
+    class Probe:
+        pass
+
+    def setup():
+        keep = [Probe()]
+
+        def fails(f, keep=keep):
+            raise ValueError("kept")
+
+        loop.set_exception_handler(lambda lp, ctx: keep.append(ctx["handle"]))
+        fut = loop.create_future()
+        fut.add_done_callback(fails)
+        fut.set_result(None)
+        return weakref.ref(keep[0])
+
+    probe = setup()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    loop.set_exception_handler(None)
+    gc.collect()
+    assert probe() is None

@@ -218,8 +218,10 @@ class NetworkMixin:
 
     # -- transports ----------------------------------------------------------------------------
 
-    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+    def _make_socket_transport(
+        self, sock, protocol, waiter=None, *, extra=None, server=None, peer=None
+    ):
+        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server, peer)
 
     def _make_ssl_transport(
         self,
@@ -743,7 +745,12 @@ class NetworkMixin:
         debug = self.get_debug()
         # A plain IPv4/IPv6 socket is accepted natively: the peer address stays in Rust until
         # asked for (get_extra_info("peername")), with the same value.
-        native = type(sock) is socket.socket and sock.family in _INET_FAMILIES
+        native = (
+            type(sock) is socket.socket
+            and sock.family in _INET_FAMILIES
+            and getattr(self._make_socket_transport, "__func__", None)
+            is NetworkMixin._make_socket_transport
+        )
         for _ in range(backlog):
             try:
                 if native:
@@ -819,7 +826,7 @@ class NetworkMixin:
             if peer is None:
                 self._make_socket_transport(conn, protocol, extra=extra, server=server)
             else:
-                _transports.SocketTransport(self, conn, protocol, None, None, server, peer)
+                self._make_socket_transport(conn, protocol, server=server, peer=peer)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -520,6 +520,8 @@ impl LoopCore {
                 let snapshot = ContextSnapshot::Context(context.clone().unbind());
                 let state = Self::new_oneshot(slf, &callback, &args, Some(snapshot))?;
                 let handle = Bound::new(py, Handle::new(state))?;
+                // The handler may keep it (and so what it holds): the collector must see it.
+                capi::gc_track(handle.as_any());
                 handle::report_callback_error(py, &handle, &callback, &args, &context, &err)
             }
         };
