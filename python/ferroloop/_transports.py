@@ -143,7 +143,9 @@ class SocketTransport(
     ``_core`` (``write`` is the class's method), and for a connection accepted by a server,
     whose socket only this transport holds, the ``socket`` and ``sockname`` extra info are
     filled in when first asked for (``get_extra_info``, ``_extra``, ``_sock``) or before the
-    core closes the socket: the values are the ones asyncio stores at construction.
+    core closes the socket: the values are the ones asyncio stores at construction. A
+    connection accepted natively (``peer``: its address, kept by the core) has no dict until
+    then either; ``peername`` comes first in it, as in asyncio's.
     """
 
     _start_tls_compatible = True
@@ -155,6 +157,8 @@ class SocketTransport(
         # connection (``peer``: its address, kept by the core) gets its dict when asked.
         if extra is None and peer is None:
             extra = {}
+        elif extra is None and server is None:  # nothing to fill it in later
+            extra = {"peername": peer.address()}
         _EXTRA_SLOT.__set__(self, extra)
         if server is None:
             _add_socket_extra(extra, sock)
