@@ -810,13 +810,11 @@ class NetworkMixin:
                             ssl_shutdown_timeout,
                         )
                     )
-                elif peer is None:
-                    self._accept_plain(protocol_factory, conn, {"peername": addr}, server)
                 else:
-                    self._accept_plain(protocol_factory, conn, None, server, peer)
+                    self._accept_plain(protocol_factory, conn, addr, server, peer)
         return None
 
-    def _accept_plain(self, protocol_factory, conn, extra, server, peer=None):
+    def _accept_plain(self, protocol_factory, conn, addr, server, peer):
         """A plain accepted connection gets its transport at once: no task and no waiter
         (asyncio makes both, and only reports a failure here in debug mode). With ``peer``
         (a natively accepted connection) the transport builds its extra info when asked."""
@@ -824,6 +822,7 @@ class NetworkMixin:
         try:
             protocol = protocol_factory()
             if peer is None:
+                extra = {"peername": addr}
                 self._make_socket_transport(conn, protocol, extra=extra, server=server)
             else:
                 self._make_socket_transport(conn, protocol, server=server, peer=peer)

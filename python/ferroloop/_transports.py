@@ -211,7 +211,7 @@ class SocketTransport(
             return None
         extra = _EXTRA_SLOT.__get__(self)
         if extra is None or "socket" not in extra:
-            self._fill_extra(extra)
+            self._fill_extra(extra)  # the deferred extra info, while the socket is there
         return core._sock
 
     @property

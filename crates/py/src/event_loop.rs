@@ -164,41 +164,44 @@ impl IoWatch {
 /// fd -> transport there, a weak reference and a dict slot per connection). An entry here is
 /// the address of the transport's core, put in by `TransportCore._register` and taken out
 /// when that core is freed (first thing in its `Drop`) or another transport registers the same
-/// fd: the registry holds no reference and no Python object.
-#[derive(Default)]
+/// fd: the registry holds no reference and no Python object. Shared (`Arc`) with the cores,
+/// which may outlive their loop.
 pub(crate) struct TransportRegistry {
-    owners: std::sync::Mutex<FdMap<usize>>,
+    owners: GilCell<FdMap<usize>>,
+}
+
+impl Default for TransportRegistry {
+    fn default() -> Self {
+        TransportRegistry {
+            owners: GilCell::new(FdMap::default()),
+        }
+    }
 }
 
 impl TransportRegistry {
-    fn owners(&self) -> std::sync::MutexGuard<'_, FdMap<usize>> {
-        // A panic while the map was held cannot leave it inconsistent (single operations).
-        self.owners.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// `core` (a TransportCore's address) owns `fd` from now on.
-    pub(crate) fn insert(&self, fd: RawFd, core: usize) {
-        self.owners().insert(fd, core);
+    pub(crate) fn insert(&self, py: Python<'_>, fd: RawFd, core: usize) {
+        self.owners.lock(py).insert(fd, core);
     }
 
     /// Forgets `fd`'s owner if it is still `core`.
-    pub(crate) fn remove_if(&self, fd: RawFd, core: usize) {
-        let mut owners = self.owners();
+    pub(crate) fn remove_if(&self, py: Python<'_>, fd: RawFd, core: usize) {
+        let mut owners = self.owners.lock(py);
         if owners.get(&fd) == Some(&core) {
             owners.remove(&fd);
         }
     }
 
-    fn remove(&self, fd: RawFd) {
-        self.owners().remove(&fd);
+    fn remove(&self, py: Python<'_>, fd: RawFd) {
+        self.owners.lock(py).remove(&fd);
     }
 
-    fn owner(&self, fd: RawFd) -> Option<usize> {
-        self.owners().get(&fd).copied()
+    fn owner(&self, py: Python<'_>, fd: RawFd) -> Option<usize> {
+        self.owners.lock(py).get(&fd).copied()
     }
 
-    fn is_empty(&self) -> bool {
-        self.owners().is_empty()
+    fn is_empty(&self, py: Python<'_>) -> bool {
+        self.owners.lock(py).is_empty()
     }
 }
 
@@ -482,22 +485,23 @@ impl LoopCore {
         let py = slf.py();
         // Queued without a Handle unless debug mode wants one (source traceback, slow
         // callback report) or the context is not a Context (`context.run` is called then).
-        let plain = match &context {
-            Some(ContextSnapshot::Vars(_)) => true,
-            Some(ContextSnapshot::Context(c)) => capi::is_exact_context(c.bind(py)),
-            None => false,
-        };
-        if plain && !this.is_debug() {
-            if let Some(context) = context {
+        match context {
+            Some(ctx)
+                if !this.is_debug()
+                    && (matches!(ctx, ContextSnapshot::Vars(_))
+                        || capi::is_exact_context(ctx.held().bind(py))) =>
+            {
                 this.check_closed()?;
                 let item =
-                    Ready::FutureCallback(callback.clone().unbind(), arg.clone().unbind(), context);
+                    Ready::FutureCallback(callback.clone().unbind(), arg.clone().unbind(), ctx);
                 this.push_ready(py, item);
-                return Ok(());
+                Ok(())
+            }
+            context => {
+                let args = PyTuple::new(py, [arg])?;
+                Self::schedule_soon(slf, callback, &args, context, "call_soon", true).map(drop)
             }
         }
-        let args = PyTuple::new(py, [arg])?;
-        Self::schedule_soon(slf, callback, &args, context, "call_soon", true).map(drop)
     }
 
     /// Runs a queued `Ready::FutureCallback`, as `events.Handle._run` runs the Handle
@@ -1267,9 +1271,9 @@ impl LoopCore {
         let registry = &slf.get().transports;
         let maybe_owned = if fd.is_exact_instance_of::<pyo3::types::PyInt>() {
             fd.extract::<RawFd>()
-                .is_ok_and(|fd| registry.owner(fd).is_some())
+                .is_ok_and(|fd| registry.owner(py, fd).is_some())
         } else {
-            !registry.is_empty()
+            !registry.is_empty(py)
         };
         if maybe_owned {
             slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
@@ -1311,14 +1315,14 @@ impl LoopCore {
 
     /// The live transport that owns `fd`, or None (`self._transports.get(fd)` in asyncio).
     fn _transport_of(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
-        let core = self.transports.owner(fd.extract::<RawFd>().ok()?)?;
+        let core = self.transports.owner(py, fd.extract::<RawFd>().ok()?)?;
         crate::transport::transport_of_core(py, core)
     }
 
     /// No transport owns `fd` any more (`del self._transports[fd]`, for sendfile; the
     /// transport's `_core._register()` puts it back).
-    fn _forget_transport(&self, fd: RawFd) {
-        self.transports.remove(fd);
+    fn _forget_transport(&self, py: Python<'_>, fd: RawFd) {
+        self.transports.remove(py, fd);
     }
 
     /// The loop clock: `time.monotonic()`.

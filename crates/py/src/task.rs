@@ -252,7 +252,8 @@ impl Task {
 
     /// Takes the Task (exactly ferroloop's; a subclass's dealloc is not ours to vouch for) and
     /// its native coroutine off the collector's lists while the task waits in the ready queue
-    /// of its loop, running on this thread (the loop parks each step it queues then): a running loop is alive and its queue holds the
+    /// of its loop, running on this thread (the loop parks each step it queues then): a
+    /// running loop is alive and its queue holds the
     /// task, so neither can be part of garbage, and collections need not count or walk them
     /// (a created task waits there for its first step; a tree of tasks is mostly such tasks).
     /// [`Task::unpark`] tracks them again when the step is taken off the queue, and the loop

@@ -304,7 +304,8 @@ impl Drop for TransportCore {
         let key = self.registry_key();
         let st = self.state.get_mut();
         if let Some(registry) = st.registered_in.take() {
-            registry.remove_if(st.fd, key);
+            // Dropped by the deallocator, which runs with the GIL.
+            Python::attach(|py| registry.remove_if(py, st.fd, key));
         }
     }
 }
@@ -1763,13 +1764,10 @@ impl TransportCore {
         let Some(registry) = st.loop_.as_ref().map(|l| l.get().transports.clone()) else {
             return;
         };
-        registry.insert(st.fd, key);
-        // Registered before with another loop: that entry goes.
-        if let Some(old) = st.registered_in.replace(registry) {
-            if !Arc::ptr_eq(&old, st.registered_in.as_ref().expect("just set")) {
-                old.remove_if(st.fd, key);
-            }
-        }
+        // A core's loop and fd never change: registering again (after sendfile) puts back
+        // the same entry.
+        registry.insert(py, st.fd, key);
+        st.registered_in = Some(registry);
     }
 
     /// What `__init__` schedules: `protocol.connection_made(transport)`, then reading (or, for
