@@ -106,6 +106,8 @@ CYCLE_MAKERS = {
     "attribute": lambda loop, holder, sock: None,
     "call_soon": lambda loop, holder, sock: loop.call_soon(holder.method),
     "call_later": lambda loop, holder, sock: loop.call_later(100, holder.method),
+    "call_soon-args": lambda loop, holder, sock: loop.call_soon(noop, holder, 1),
+    "call_later-args": lambda loop, holder, sock: loop.call_later(100, noop, holder),
     "call_soon-loop.stop": lambda loop, holder, sock: loop.call_soon(loop.stop),
     "add_reader": lambda loop, holder, sock: loop.add_reader(sock, holder.method),
     "task_factory": lambda loop, holder, sock: loop.set_task_factory(
@@ -120,6 +122,8 @@ CYCLE_MAKERS = {
         "attribute",
         "call_soon",
         "call_later",
+        "call_soon-args",
+        "call_later-args",
         "call_soon-loop.stop",
         "add_reader",
         "task_factory",
@@ -343,6 +347,91 @@ def test_handle_kept_after_running_keeps_callback_and_is_collectable(loop, kind)
     assert "_Keeper.method()" in repr(keeper.handle)
     ref = weakref.ref(keeper)
     del keeper
+    gc.collect()
+    assert ref() is None
+
+
+class _ArgKeeper:
+    """Kept by a handle as its argument, and keeping the handle: a cycle through the
+    handle's argument tuple."""
+
+    handle = None
+
+
+@pytest.mark.parametrize("kind", ["set_result", "sleep_callback", "python_callback"])
+def test_cycle_through_kept_handles_arguments_is_collected(loop, kind):
+    """A handle someone holds keeps its arguments once it has run, as asyncio's does; a cycle
+    through them (argument -> handle -> arguments) is collected, whether the callback is one
+    the loop runs natively (a future's set_result, asyncio.sleep's timer callback) or Python."""
+    _churn_handles_and_awaits(loop)
+    keeper = _ArgKeeper()
+    fut = loop.create_future()
+    if kind == "set_result":
+        keeper.handle = loop.call_soon(fut.set_result, keeper)
+    elif kind == "sleep_callback":
+        callback = asyncio.futures._set_result_unless_cancelled
+        keeper.handle = loop.call_later(0, callback, fut, keeper)
+    else:
+        keeper.handle = loop.call_soon(fut.set_result, None)
+        keeper.handle = loop.call_soon(noop, keeper, fut)
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert fut.done()
+    ref = weakref.ref(keeper)
+    del keeper, fut
+    gc.collect()
+    assert ref() is None
+
+
+class _KeepsItsArgs(Exception):
+    """A callback that keeps the argument tuple it is called with (an exception's ``args``)."""
+
+    made: list = []
+
+    def __new__(cls, *args):
+        # BaseException's own __init__ (not overridden) then stores the tuple it is given.
+        self = super().__new__(cls, *args)
+        cls.made.append(self)
+        return self
+
+
+def test_callback_keeping_its_argument_tuple_leaves_a_collectable_cycle(loop):
+    """A callback may keep the very tuple of arguments it was called with (a class given as
+    callback: BaseException stores it as ``args``); a cycle through that tuple is collected."""
+    _KeepsItsArgs.made.clear()
+    keeper = _ArgKeeper()
+    loop.call_soon(_KeepsItsArgs, keeper)
+    loop.run_until_complete(asyncio.sleep(0))
+    (exc,) = _KeepsItsArgs.made
+    _KeepsItsArgs.made.clear()
+    assert exc.args == (keeper,)
+    assert gc.is_tracked(exc.args)
+    keeper.handle = exc  # keeper -> exc -> exc.args -> keeper
+    ref = weakref.ref(keeper)
+    del keeper, exc
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.parametrize("kind", ["call_soon", "call_later", "call_at"])
+def test_handle_arguments_shown_to_python_are_tracked(loop, kind):
+    """A handle's argument tuple, once Python code has it (``_args``, repr), is an ordinary
+    tracked tuple on both loops."""
+    keeper = _ArgKeeper()
+    if kind == "call_soon":
+        handle = loop.call_soon(noop, keeper)
+    elif kind == "call_later":
+        handle = loop.call_later(100, noop, keeper)
+    else:
+        handle = loop.call_at(loop.time() + 100, noop, keeper)
+    assert "noop" in repr(handle)
+    args = handle._args
+    assert args == (keeper,)
+    assert gc.is_tracked(args)
+    keeper.args = args  # keeper -> args -> keeper
+    handle.cancel()
+    ref = weakref.ref(keeper)
+    del keeper, args, handle
     gc.collect()
     assert ref() is None
 

@@ -200,6 +200,29 @@ def test_queued_handles_do_not_count_toward_collections():
         loop.close()
 
 
+def test_queued_handles_argument_tuples_are_not_walked_by_the_collector():
+    """The argument tuple of a queued call_soon/call_later/call_at handle is not tracked (the
+    handle owns it alone; asyncio's is tracked): collections do not walk it, and no tracked
+    tuple refers to the argument. The handle's own traverse reports the argument instead
+    (test_leaks: cycles through a handle's arguments are collected)."""
+    loop = ferroloop.new_event_loop()
+    try:
+        arg = object.__new__(type("Arg", (), {}))
+        handles = [
+            loop.call_soon(print, arg),
+            loop.call_soon_threadsafe(print, arg),
+            loop.call_later(3600, print, arg, 2),
+            loop.call_at(loop.time() + 3600, print, arg),
+        ]
+        gc.collect()
+        assert not [r for r in gc.get_referrers(arg) if type(r) is tuple]
+        for h in handles:
+            h.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+
+
 @uncounted_allocator
 def test_futures_and_tasks_do_not_count_toward_collections_but_are_tracked():
     """ferroloop's Future and Task are allocated like the handles above (not counted toward

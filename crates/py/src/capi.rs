@@ -590,6 +590,40 @@ impl Visitor for GcVisit {
     }
 }
 
+/// Visits a handle's argument tuple. A tuple the collector does not track (given untracked,
+/// `FastArgs::untracked_tuple_from`, or untracked by the collector itself) would hide its items'
+/// references from the collector, so while the holder owns it alone its items are reported as
+/// the holder's own references; one shared with anyone else is not visited (what it holds then
+/// looks referenced from outside: kept, never freed early).
+pub fn visit_args<V: Visitor>(
+    py: Python<'_>,
+    tuple: Option<&Py<PyTuple>>,
+    visit: &V,
+) -> Result<(), V::Error> {
+    let Some(tuple) = tuple else {
+        return Ok(());
+    };
+    let p = tuple.as_ptr();
+    // SAFETY: `p` is a live tuple (held by `tuple`); reading its tracked bit and refcount is
+    // allowed with the GIL held, which the collector holds while it traverses.
+    if unsafe { ffi::PyObject_GC_IsTracked(p) } != 0 {
+        return visit.visit(Some(tuple));
+    }
+    if refcount(tuple.bind(py).as_any()) != 1 {
+        return Ok(());
+    }
+    // SAFETY: a tuple's items are live, non-NULL objects it holds a reference to; each is
+    // wrapped without a new reference and never dropped (ManuallyDrop), only visited.
+    unsafe {
+        for i in 0..ffi::PyTuple_GET_SIZE(p) {
+            let item = ffi::PyTuple_GET_ITEM(p, i);
+            let item = std::mem::ManuallyDrop::new(Bound::from_owned_ptr(py, item).unbind());
+            visit.visit(Some(&*item))?;
+        }
+    }
+    Ok(())
+}
+
 /// A class whose `tp_traverse` is [`raw_traverse`]: it reports its references to a [`GcVisit`].
 pub trait RawTraverse: pyo3::PyClass {
     /// Reports the instance's own references (`py`: the collector holds the GIL).
@@ -1302,6 +1336,14 @@ impl<'a, 'py> FastArgs<'a, 'py> {
     }
 
     /// The positional arguments from `start` on, as a tuple (the shared empty tuple if none).
+    /// [`Self::tuple_from`], untracked by the cyclic garbage collector: for the argument tuple
+    /// of a one-shot handle, which owns it alone (see `handle::HandleState::args`).
+    pub fn untracked_tuple_from(&self, start: usize) -> PyResult<Bound<'py, PyTuple>> {
+        let tuple = self.tuple_from(start)?;
+        gc_untrack(tuple.as_any());
+        Ok(tuple)
+    }
+
     pub fn tuple_from(&self, start: usize) -> PyResult<Bound<'py, PyTuple>> {
         let rest = self.positional.get(start..).unwrap_or(&[]);
         if rest.is_empty() {

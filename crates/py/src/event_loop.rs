@@ -1873,7 +1873,7 @@ fn visit_sole_handle(h: &Bound<'_, Handle>, visit: &PyVisit<'_>) -> Result<(), P
     }
     if let Some(b) = h.get().state.try_lock(h.py()) {
         visit.call(&b.callback)?;
-        visit.call(&b.args)?;
+        capi::visit_args(h.py(), b.args.as_ref(), visit)?;
         visit.call(b.context.as_ref().map(capi::ContextSnapshot::held))?;
         visit.call(&b.loop_)?;
         visit.call(&b.source_traceback)?;

@@ -40,6 +40,12 @@ pub struct Handle {
 /// What a Handle holds.
 pub(crate) struct HandleState {
     pub(crate) callback: Option<Py<PyAny>>,
+    /// The callback's arguments. call_soon/call_later/call_at give a new tuple the collector
+    /// does not track (the handle alone owns it, and a queued one-shot handle is untracked
+    /// too: tracking the tuple would only make collections walk it); the handle's traverse
+    /// visits its items instead (`capi::visit_args`). It is tracked before anything else can
+    /// hold it: before the callback gets it, and when Python code is shown it (`_args`, repr,
+    /// comparison, an error report) — see [`share_args`].
     pub(crate) args: Option<Py<PyTuple>>,
     /// The context it runs in: given, or the caller's snapshot (`capi::snapshot_context`),
     /// made into a Context when it runs or is looked at.
@@ -104,6 +110,12 @@ impl Handle {
     }
 }
 
+/// Tracks a handle's argument tuple (if untracked) before Python code may keep it: from then
+/// on a cycle through it is the collector's to find, as for any tuple.
+pub(crate) fn share_args(args: &Bound<'_, PyTuple>) {
+    capi::gc_track(args.as_any());
+}
+
 /// The Python stack of whoever is calling into the loop, as asyncio records it in debug mode.
 pub(crate) fn capture_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let frame = stdlib::getframe(py)?.call0()?;
@@ -165,6 +177,8 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
             let Some(context) = context_of(taken.take())? else {
                 return Ok(());
             };
+            // The callback may keep the tuple (a class given as callback stores its args).
+            share_args(&args);
             let outcome = capi::run_in_context(&context, &callback, &args).map(|_| ());
             (outcome, Some(context))
         }
@@ -259,6 +273,7 @@ pub(crate) fn report_callback_error(
     context: &Bound<'_, PyAny>,
     err: &PyErr,
 ) -> PyResult<()> {
+    share_args(args);
     let source = stdlib::format_callback_source(py)?.call1((callback, args))?;
     let ctx = PyDict::new(py);
     ctx.set_item(
@@ -355,7 +370,10 @@ fn handle_repr_info<'py>(slf: &Bound<'py, Handle>) -> PyResult<Bound<'py, PyList
     }
     if let Some(cb) = &callback {
         let args: Bound<'_, PyAny> = match &args {
-            Some(a) => a.bind(py).clone().into_any(),
+            Some(a) => {
+                share_args(a.bind(py));
+                a.bind(py).clone().into_any()
+            }
             None => py.None().into_bound(py),
         };
         info.append(stdlib::format_callback_source(py)?.call1((cb, args))?)?;
@@ -482,7 +500,11 @@ impl Handle {
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.state.lock(py).args.as_ref().map(|c| c.clone_ref(py))
+        let args = self.state.lock(py).args.as_ref().map(|c| c.clone_ref(py));
+        if let Some(a) = &args {
+            share_args(a.bind(py));
+        }
+        args
     }
 
     #[getter]
@@ -514,15 +536,17 @@ impl Handle {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // None from try_lock: this thread is inside a borrow (the collector started from an
         // allocation there); nothing is visited.
-        if let Some(h) = capi::in_traverse(|py| self.state.try_lock(py)) {
-            visit.call(&h.callback)?;
-            visit.call(&h.args)?;
-            visit.call(h.context.as_ref().map(ContextSnapshot::held))?;
-            visit.call(&h.loop_)?;
-            visit.call(&h.source_traceback)?;
-            visit.call(&h.repr)?;
-        }
-        Ok(())
+        capi::in_traverse(|py| {
+            if let Some(h) = self.state.try_lock(py) {
+                visit.call(&h.callback)?;
+                capi::visit_args(py, h.args.as_ref(), &visit)?;
+                visit.call(h.context.as_ref().map(ContextSnapshot::held))?;
+                visit.call(&h.loop_)?;
+                visit.call(&h.source_traceback)?;
+                visit.call(&h.repr)?;
+            }
+            Ok(())
+        })
     }
 
     fn __clear__(&self) {
@@ -686,6 +710,9 @@ fn same_handle(a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResu
         )
     };
     let (ha, hb) = (parts(a), parts(b));
+    for args in [&ha.2, &hb.2].into_iter().flatten() {
+        share_args(args.bind(py));
+    }
     if ha.0 != hb.0 {
         return Ok(false);
     }
