@@ -758,3 +758,160 @@ def test_done_callback_error_handle_kept_in_a_cycle_is_collected(loop):
     loop.set_exception_handler(None)
     gc.collect()
     assert probe() is None
+
+
+# --------------------------------------------------------------------------------------------
+# A bound method given as a done callback (`fut.add_done_callback(self._on_done)`, as
+# asyncio.TaskGroup adds `_on_task_done`). ferroloop keeps a method nobody else can see as its
+# function and instance and calls `func(self, fut)` without a method object; these tests pin
+# down that nothing shows.
+# --------------------------------------------------------------------------------------------
+
+
+class _Watcher:
+    """Records what its bound methods see."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def on_done(self, fut):
+        self.seen.append(("on_done", fut.result(), VAR.get()))
+
+    def fails(self, fut):
+        raise ValueError("from a bound method")
+
+
+def test_bound_method_callbacks_run_in_order_and_context(loop, make_future):
+    seen = []
+    watcher = _Watcher(seen)
+    fut = make_future()
+    token = VAR.set("when added")
+    try:
+        fut.add_done_callback(watcher.on_done)
+        fut.add_done_callback(lambda f: seen.append(("lambda", f.result(), VAR.get())))
+        given = contextvars.copy_context()
+        given.run(VAR.set, "given")
+        fut.add_done_callback(watcher.on_done, context=given)
+    finally:
+        VAR.reset(token)
+    loop.call_soon(seen.append, "before")
+    fut.set_result(5)
+    loop.call_soon(seen.append, "after")
+    fut.add_done_callback(_Watcher(seen).on_done)  # already done: queued at once
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [
+        "before",
+        ("on_done", 5, "when added"),
+        ("lambda", 5, "when added"),
+        ("on_done", 5, "given"),
+        "after",
+        ("on_done", 5, "default"),
+    ]
+
+
+def test_bound_method_callback_shown_and_removed_as_an_equal_method(loop, make_future):
+    seen = []
+    watcher = _Watcher(seen)
+    fut = make_future()
+    fut.add_done_callback(watcher.on_done)
+    fut.add_done_callback(watcher.fails)
+    [(first, ctx), (second, _)] = fut._callbacks
+    assert first == watcher.on_done and first.__self__ is watcher
+    assert first.__func__ is _Watcher.on_done
+    assert second == watcher.fails
+    assert isinstance(ctx, contextvars.Context)
+    assert fut.remove_done_callback(watcher.fails) == 1
+    assert fut.remove_done_callback(_Watcher(seen).on_done) == 0  # another instance
+    fut.set_result(1)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [("on_done", 1, "default")]
+
+
+def test_bound_method_kept_by_the_caller_is_shown_as_itself(loop, make_future):
+    """A method object the caller also holds is the one `_callbacks` shows, as on asyncio."""
+    watcher = _Watcher([])
+    method = watcher.on_done
+    fut = make_future()
+    fut.add_done_callback(method)
+    assert fut._callbacks[0][0] is method
+
+
+def test_bound_method_callback_error_reported_with_an_equal_method(loop):
+    reported = []
+    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
+    watcher = _Watcher([])
+    fut = loop.create_future()
+    fut.add_done_callback(watcher.fails)
+    fut.set_result("value")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    [ctx] = reported
+    assert ctx["message"].startswith("Exception in callback _Watcher.fails(<Future finis")
+    assert type(ctx["exception"]) is ValueError
+    handle = ctx["handle"]
+    assert handle._callback == watcher.fails and handle._args == (fut,)
+    assert repr(handle).startswith("<Handle _Watcher.fails(<Future finis")
+
+
+def test_cycle_through_a_bound_method_callback_is_collected(loop, make_future):
+    """instance -> future -> its done callback (the instance's method) -> instance: collected
+    while the future is pending and once the callback has been queued by a closed loop."""
+
+    class Owner:
+        def on_done(self, fut):
+            pass
+
+    owner = Owner()
+    owner.fut = make_future()
+    owner.fut.add_done_callback(owner.on_done)
+    probe = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert probe() is None
+
+
+def test_bound_method_callback_queued_when_the_loop_closes_is_released(loop_factory):
+    class Owner:
+        def on_done(self, fut):
+            pass
+
+    loop = loop_factory()
+    owner = Owner()
+    owner.self_ref = owner
+    fut = loop.create_future()
+    fut.add_done_callback(owner.on_done)
+    fut.set_result(None)  # queued
+    probe = weakref.ref(owner)
+    del owner
+    loop.close()
+    del fut
+    gc.collect()
+    assert probe() is None
+
+
+def test_pending_bound_method_callbacks_hold_no_method_object(loop):
+    """ferroloop keeps no method object for a method made for the call (asyncio's C Future
+    keeps each one, tracked by the collector): N pending callbacks add no bound method to
+    the collector's lists on ferroloop."""
+    import types
+
+    def methods() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o) is types.MethodType)
+
+    watcher = _Watcher([])
+    futures = [loop.create_future() for _ in range(200)]
+    before = methods()
+    for fut in futures:
+        fut.add_done_callback(watcher.on_done)
+    added = methods() - before
+    if isinstance(loop, asyncio.BaseEventLoop):
+        assert added == 200
+    else:
+        assert added == 0
+    for fut in futures:
+        fut.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()

@@ -1176,6 +1176,51 @@ pub fn has_weakrefs(obj: &Bound<'_, PyAny>) -> bool {
 extern "C" {
     /// CPython's `PyInstanceMethod_New` (cpython/classobject.h), not declared by pyo3-ffi.
     fn PyInstanceMethod_New(func: *mut ffi::PyObject) -> *mut ffi::PyObject;
+    /// The type of bound methods, `types.MethodType` (cpython/classobject.h).
+    static mut PyMethod_Type: ffi::PyTypeObject;
+    /// `types.MethodType(func, self)`: a new reference, or NULL with an exception set.
+    fn PyMethod_New(func: *mut ffi::PyObject, this: *mut ffi::PyObject) -> *mut ffi::PyObject;
+    /// A bound method's `__func__` (borrowed).
+    fn PyMethod_Function(method: *mut ffi::PyObject) -> *mut ffi::PyObject;
+    /// A bound method's `__self__` (borrowed).
+    fn PyMethod_Self(method: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// The function and instance of `method` if it is exactly a bound method (`types.MethodType`)
+/// that nobody can see besides its `holders` references (`Py_REFCNT == holders`) and that has
+/// no weak reference: a holder may then keep the two parts instead of the method object
+/// (calling `func(this, *args)` is what the method's call does) and make an equal method
+/// again when one must be shown.
+pub fn unseen_method_parts(
+    method: &Bound<'_, PyAny>,
+    holders: isize,
+) -> Option<(Py<PyAny>, Py<PyAny>)> {
+    let p = method.as_ptr();
+    // SAFETY: reading the type pointer of a live object; PyMethod_Type is CPython's static
+    // type object, only its address is taken.
+    let exact = unsafe { ffi::Py_TYPE(p) == std::ptr::addr_of_mut!(PyMethod_Type) };
+    if !exact || refcount(method) != holders || has_weakrefs(method) {
+        return None;
+    }
+    let py = method.py();
+    // SAFETY: `p` is a live bound method; PyMethod_Function/PyMethod_Self return borrowed,
+    // non-NULL references it holds, turned into new references here.
+    unsafe {
+        Some((
+            Bound::from_borrowed_ptr(py, PyMethod_Function(p)).unbind(),
+            Bound::from_borrowed_ptr(py, PyMethod_Self(p)).unbind(),
+        ))
+    }
+}
+
+/// `types.MethodType(func, this)`: the bound method [`unseen_method_parts`] took apart.
+pub fn bound_method<'py>(
+    func: &Bound<'py, PyAny>,
+    this: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: both are live (borrowed for the call); PyMethod_New takes its own references and
+    // returns a new reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(func.py(), PyMethod_New(func.as_ptr(), this.as_ptr())) }
 }
 
 /// `instancemethod(func)`: a descriptor that binds any callable (e.g. a Rust function) as a

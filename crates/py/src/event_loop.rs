@@ -24,7 +24,7 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 
 use crate::capi::ContextSnapshot;
-use crate::future::{Future, FutureCore};
+use crate::future::{Future, FutureCore, MethodCall};
 use crate::gather::GatherCallback;
 use crate::handle::{self, report_unhandled, run_handle, Handle, HandleState, TimerHandle};
 use crate::native_io::NativeIo;
@@ -57,6 +57,9 @@ pub(crate) enum Ready {
     /// or an argument tuple (a Handle is made only if the callback fails, for the exception
     /// handler). Debug mode queues real Handles.
     FutureCallback(Py<PyAny>, Py<PyAny>, ContextSnapshot),
+    /// The same for a bound method kept apart (`future::Callback::Method`):
+    /// `func(this, future)`, without making the method object.
+    MethodCallback(Box<MethodCall>),
     /// A Rust transport's fd is ready: `(target, write side, registration generation)`.
     Io(NativeIo, bool, u32),
     /// A Rust transport's deferred start (`protocol.connection_made(transport)`, then
@@ -504,6 +507,30 @@ impl LoopCore {
         }
     }
 
+    /// [`Self::schedule_callback`] for a bound method kept apart: queued as
+    /// `Ready::MethodCallback` where that one queues `Ready::FutureCallback`, else as the
+    /// method made again.
+    pub(crate) fn schedule_method_callback(
+        slf: &Bound<'_, Self>,
+        mut call: Box<MethodCall>,
+        future: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let py = slf.py();
+        if !this.is_debug()
+            && (matches!(call.context, ContextSnapshot::Vars(_))
+                || capi::is_exact_context(call.context.held().bind(py)))
+        {
+            this.check_closed()?;
+            call.future = Some(future.clone().unbind());
+            this.push_ready(py, Ready::MethodCallback(call));
+            return Ok(());
+        }
+        let method = call.method(py)?;
+        let MethodCall { context, .. } = *call;
+        Self::schedule_callback(slf, &method, future, Some(context))
+    }
+
     /// Runs a queued `Ready::FutureCallback`, as `events.Handle._run` runs the Handle
     /// call_soon would have made: an error other than SystemExit/KeyboardInterrupt goes to
     /// the exception handler, with such a Handle (made now) as `handle`.
@@ -516,10 +543,49 @@ impl LoopCore {
         let py = slf.py();
         let context = context.into_context(py)?.into_bound(py);
         let outcome = capi::with_context(&context, || callback.call1((&future,)));
+        Self::finish_future_callback(slf, outcome.map(drop), || Ok(callback), future, context)
+    }
+
+    /// Runs a queued `Ready::MethodCallback`: `func(this, future)` in the context, which is
+    /// what calling the bound method does; the method is made only to report an error.
+    fn run_method_callback(slf: &Bound<'_, Self>, call: MethodCall) -> PyResult<()> {
+        let py = slf.py();
+        let MethodCall {
+            func,
+            this,
+            context,
+            future,
+        } = call;
+        let Some(future) = future else {
+            return Ok(());
+        };
+        let (func, this, future) = (
+            func.into_bound(py),
+            this.into_bound(py),
+            future.into_bound(py),
+        );
+        let context = context.into_context(py)?.into_bound(py);
+        let outcome = capi::with_context(&context, || func.call1((&this, &future)));
+        let method = || capi::bound_method(&func, &this);
+        Self::finish_future_callback(slf, outcome.map(drop), method, future, context)
+    }
+
+    /// The end of a handle-less done callback's run, as `events.Handle._run` ends: an error
+    /// other than SystemExit/KeyboardInterrupt goes to the exception handler with a Handle of
+    /// `callback(future)` made now; the context is recycled if nobody kept it.
+    fn finish_future_callback<'py>(
+        slf: &Bound<'py, Self>,
+        outcome: PyResult<()>,
+        callback: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
+        future: Bound<'py, PyAny>,
+        context: Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
         let result = match outcome {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(err) if handle::escapes_loop(py, &err) => Err(err),
             Err(err) => {
+                let callback = callback()?;
                 let args = PyTuple::new(py, [&future])?;
                 let snapshot = ContextSnapshot::Context(context.clone().unbind());
                 let state = Self::new_oneshot(slf, &callback, &args, Some(snapshot))?;
@@ -898,6 +964,7 @@ impl LoopCore {
                     let (callback, future) = (callback.into_bound(py), future.into_bound(py));
                     Self::run_future_callback(slf, callback, future, context)?;
                 }
+                Ready::MethodCallback(call) => Self::run_method_callback(slf, *call)?,
                 Ready::Io(target, write, gen) => target.on_ready(py, write, gen)?,
                 Ready::Start(target, context) => {
                     TransportCore::run_start(target.bind(py), context.bind(py))?
@@ -1794,6 +1861,7 @@ impl LoopCore {
                             visit.call(future)?;
                             visit.call(context.held())?;
                         }
+                        Ready::MethodCallback(call) => call.visit(&visit)?,
                         Ready::Io(target, ..) => target.visit(&visit)?,
                         Ready::Start(target, context) => {
                             visit.call(target)?;

@@ -28,6 +28,12 @@ pub(crate) enum Callback {
         func: Py<PyAny>,
         context: ContextSnapshot,
     },
+    /// A bound method nobody else could see when it was added (`self._on_done` written in
+    /// the call, as asyncio.TaskGroup adds `_on_task_done`), kept as its function and instance
+    /// (`capi::unseen_method_parts`): no method object waits with the future (walked by every
+    /// collection meanwhile), and none is made to run it on a ferroloop loop
+    /// (`Ready::MethodCallback`); an equal one is made to show it or to report its error.
+    Method(Box<MethodCall>),
     TaskWakeup(Py<Task>),
     /// The done callback of a `ferroloop.gather` this future is a child of.
     Gather(Py<GatherCallback>),
@@ -38,6 +44,30 @@ pub(crate) enum Callback {
 // A Python callback (function and context snapshot) fits in three words, as a function and
 // a Context did: a future's inline callback list stays 32 bytes.
 const _: () = assert!(std::mem::size_of::<Callback>() == 24);
+
+/// A bound method taken apart (`Callback::Method`) and the context it runs in:
+/// `func(this, future)` is what calling it with the future does. `future` is filled in when
+/// the call is queued.
+pub(crate) struct MethodCall {
+    pub(crate) func: Py<PyAny>,
+    pub(crate) this: Py<PyAny>,
+    pub(crate) context: ContextSnapshot,
+    pub(crate) future: Option<Py<PyAny>>,
+}
+
+impl MethodCall {
+    /// The bound method again (equal to the one given: same `__func__` and `__self__`).
+    pub(crate) fn method<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        capi::bound_method(self.func.bind(py), self.this.bind(py))
+    }
+
+    pub(crate) fn visit<V: capi::Visitor>(&self, visit: &V) -> Result<(), V::Error> {
+        visit.visit(Some(&self.func))?;
+        visit.visit(Some(&self.this))?;
+        visit.visit(Some(self.context.held()))?;
+        visit.visit(self.future.as_ref())
+    }
+}
 
 impl Callback {
     /// The ready-queue entry a ferroloop loop runs for this callback once `future` is done
@@ -55,6 +85,7 @@ impl Callback {
     fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self {
             Callback::Python { func, .. } => Ok(func.bind(py).clone()),
+            Callback::Method(call) => call.method(py),
             Callback::TaskWakeup(task) => Ok(Bound::new(
                 py,
                 TaskWakeupMethod {
@@ -76,6 +107,7 @@ impl Callback {
         let func = self.function(py)?;
         let context = match self {
             Callback::Python { context, .. } => context.context(py)?.into_bound(py),
+            Callback::Method(call) => call.context.context(py)?.into_bound(py),
             Callback::TaskWakeup(task) => crate::task::context_of(&task.get().st, py)?,
             Callback::Gather(_) | Callback::TaskGroup(_) => capi::copy_context(py)?.into_bound(py),
         };
@@ -159,6 +191,7 @@ impl FutureCore {
                     visit.visit(Some(func))?;
                     visit.visit(Some(context.held()))?;
                 }
+                Callback::Method(call) => call.visit(visit)?,
                 Callback::TaskWakeup(task) => visit.visit(Some(task))?,
                 Callback::Gather(cb) => visit.visit(Some(cb))?,
                 Callback::TaskGroup(tg) => visit.visit(Some(tg))?,
@@ -369,6 +402,9 @@ impl<'py> NativeFuture<'py> {
                             Some(context),
                         )?;
                     }
+                    Err(Callback::Method(call)) => {
+                        LoopCore::schedule_method_callback(native, call, self.as_any())?;
+                    }
                     Err(_) => unreachable!("ready_item keeps only Python callbacks"),
                 }
             }
@@ -437,9 +473,17 @@ impl<'py> NativeFuture<'py> {
                 stdlib::kwnames(py, stdlib::KwNames::Context)?,
             )?;
         } else {
-            self.borrow_mut()
-                .callbacks
-                .push(Callback::Python { func, context });
+            // Two references: ours and the caller's argument (a method made for the call).
+            let callback = match capi::unseen_method_parts(func.bind(py), 2) {
+                Some((func, this)) => Callback::Method(Box::new(MethodCall {
+                    func,
+                    this,
+                    context,
+                    future: None,
+                })),
+                None => Callback::Python { func, context },
+            };
+            self.borrow_mut().callbacks.push(callback);
         }
         Ok(())
     }
