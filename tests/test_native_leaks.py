@@ -200,22 +200,28 @@ def test_queued_handles_do_not_count_toward_collections():
         loop.close()
 
 
-def test_queued_handles_argument_tuples_are_not_walked_by_the_collector():
-    """The argument tuple of a queued call_soon/call_later/call_at handle is not tracked (the
-    handle owns it alone; asyncio's is tracked): collections do not walk it, and no tracked
-    tuple refers to the argument. The handle's own traverse reports the argument instead
-    (test_leaks: cycles through a handle's arguments are collected)."""
+def test_waiting_timers_argument_tuples_are_not_walked_by_the_collector():
+    """The argument tuple of a waiting call_later/call_at handle is not tracked (the timer owns
+    it alone; asyncio's is tracked): collections do not walk it, and no tracked tuple refers
+    to the argument. The handle's own traverse reports the argument instead (test_leaks:
+    cycles through a handle's arguments are collected). call_soon's tuple stays tracked, and
+    the shared empty tuple is never tracked."""
     loop = ferroloop.new_event_loop()
     try:
         arg = object.__new__(type("Arg", (), {}))
+        soon = object.__new__(type("Soon", (), {}))
         handles = [
-            loop.call_soon(print, arg),
-            loop.call_soon_threadsafe(print, arg),
-            loop.call_later(3600, print, arg, 2),
-            loop.call_at(loop.time() + 3600, print, arg),
+            loop.call_later(3600, id, arg),
+            loop.call_at(loop.time() + 3600, print, arg, 2),
+            loop.call_soon(id, soon),
+            loop.call_soon(dict),
+            loop.call_later(0, dict),
         ]
         gc.collect()
         assert not [r for r in gc.get_referrers(arg) if type(r) is tuple]
+        assert [r for r in gc.get_referrers(soon) if type(r) is tuple]
+        loop.run_until_complete(asyncio.sleep(0.001))  # the last three ran
+        assert not gc.is_tracked(())
         for h in handles:
             h.cancel()
         loop.run_until_complete(asyncio.sleep(0))

@@ -1380,15 +1380,18 @@ impl<'a, 'py> FastArgs<'a, 'py> {
         unsafe { Borrowed::from_ptr(self.py, self.positional[i]) }
     }
 
-    /// The positional arguments from `start` on, as a tuple (the shared empty tuple if none).
-    /// [`Self::tuple_from`], untracked by the cyclic garbage collector: for the argument tuple
-    /// of a one-shot handle, which owns it alone (see `handle::HandleState::args`).
+    /// [`Self::tuple_from`], a new tuple untracked by the cyclic garbage collector (the shared
+    /// empty tuple is left as it is): for the argument tuple of a timer handle, which owns it
+    /// alone (see `handle::HandleState::args`).
     pub fn untracked_tuple_from(&self, start: usize) -> PyResult<Bound<'py, PyTuple>> {
         let tuple = self.tuple_from(start)?;
-        gc_untrack(tuple.as_any());
+        if !tuple.is_empty() {
+            gc_untrack(tuple.as_any());
+        }
         Ok(tuple)
     }
 
+    /// The positional arguments from `start` on, as a tuple (the shared empty tuple if none).
     pub fn tuple_from(&self, start: usize) -> PyResult<Bound<'py, PyTuple>> {
         let rest = self.positional.get(start..).unwrap_or(&[]);
         if rest.is_empty() {

@@ -40,12 +40,13 @@ pub struct Handle {
 /// What a Handle holds.
 pub(crate) struct HandleState {
     pub(crate) callback: Option<Py<PyAny>>,
-    /// The callback's arguments. call_soon/call_later/call_at give a new tuple the collector
-    /// does not track (the handle alone owns it, and a queued one-shot handle is untracked
-    /// too: tracking the tuple would only make collections walk it); the handle's traverse
-    /// visits its items instead (`capi::visit_args`). It is tracked before anything else can
-    /// hold it: before the callback gets it, and when Python code is shown it (`_args`, repr,
-    /// comparison, an error report) — see [`share_args`].
+    /// The callback's arguments. call_later/call_at give a new tuple the collector does not
+    /// track (the timer alone owns it, and a queued one-shot handle is untracked too: while the
+    /// timer waits, tracking the tuple would only make collections walk it); the handle's
+    /// traverse visits its items instead (`capi::visit_args`). It is tracked before anything
+    /// else can hold it: before the callback gets it, and when Python code is shown it
+    /// (`_args`, repr, comparison, an error report) — see [`share_args`]. (call_soon's tuple,
+    /// run in the next turn, stays tracked: untracking it would only cost time.)
     pub(crate) args: Option<Py<PyTuple>>,
     /// The context it runs in: given, or the caller's snapshot (`capi::snapshot_context`),
     /// made into a Context when it runs or is looked at.
@@ -113,7 +114,10 @@ impl Handle {
 /// Tracks a handle's argument tuple (if untracked) before Python code may keep it: from then
 /// on a cycle through it is the collector's to find, as for any tuple.
 pub(crate) fn share_args(args: &Bound<'_, PyTuple>) {
-    capi::gc_track(args.as_any());
+    // The shared empty tuple holds nothing and is never tracked.
+    if !args.is_empty() {
+        capi::gc_track(args.as_any());
+    }
 }
 
 /// The Python stack of whoever is calling into the loop, as asyncio records it in debug mode.

@@ -78,7 +78,7 @@ fn schedule_callback<'py>(
     thread_checked: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let ([callback], context) = leading(function, ["callback"], args)?;
-    let rest = args.untracked_tuple_from(1)?;
+    let rest = args.tuple_from(1)?;
     let handle = LoopCore::schedule_soon(
         slf,
         &callback,
@@ -139,6 +139,7 @@ fn schedule_timer<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let ([time, callback], context) = leading(function, [first, "callback"], args)?;
     let when = deadline(&time)?;
+    // A timer's arguments wait with it, through collections: see `HandleState::args`.
     let rest = args.untracked_tuple_from(2)?;
     let timer = LoopCore::call_at_impl(
         slf,
