@@ -713,19 +713,25 @@ def test_done_callbacks_of_a_closed_loop(loop_factory):
         fut.set_result(1)
 
 
-def test_done_callback_cycle_is_collected_after_close(loop_factory):
-    """A callback queued when the loop is closed is released with the queue."""
+@pytest.mark.parametrize("kind", ["function", "bound_method"])
+def test_done_callback_cycle_is_collected_after_close(loop_factory, kind):
+    """A callback queued when the loop is closed is released with the queue (a function
+    holding the payload, or the payload's own bound method)."""
 
     class Payload:
-        pass
+        def on_done(self, fut):
+            pass
 
     loop = loop_factory()
     fut = loop.create_future()
     payload = Payload()
     payload.self_ref = payload
     probe = weakref.ref(payload)
-    fut.add_done_callback(lambda f, p=payload: p)
-    fut.set_result(None)
+    if kind == "function":
+        fut.add_done_callback(lambda f, p=payload: p)
+    else:
+        fut.add_done_callback(payload.on_done)
+    fut.set_result(None)  # queued
     del payload
     loop.close()
     del fut
@@ -868,25 +874,6 @@ def test_cycle_through_a_bound_method_callback_is_collected(loop, make_future):
     owner.fut.add_done_callback(owner.on_done)
     probe = weakref.ref(owner)
     del owner
-    gc.collect()
-    assert probe() is None
-
-
-def test_bound_method_callback_queued_when_the_loop_closes_is_released(loop_factory):
-    class Owner:
-        def on_done(self, fut):
-            pass
-
-    loop = loop_factory()
-    owner = Owner()
-    owner.self_ref = owner
-    fut = loop.create_future()
-    fut.add_done_callback(owner.on_done)
-    fut.set_result(None)  # queued
-    probe = weakref.ref(owner)
-    del owner
-    loop.close()
-    del fut
     gc.collect()
     assert probe() is None
 
