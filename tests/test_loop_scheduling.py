@@ -973,3 +973,40 @@ def test_weakly_referenced_handle_dies_after_running(loop):
     gc.collect()
     assert ran == [1]
     assert ref() is None
+
+
+def test_bare_yield_gives_up_one_turn_and_bad_yields_fail(loop):
+    """A task whose coroutine yields None (asyncio.sleep(0), a bare `yield` in a
+    types.coroutine) runs again in the next turn, behind callbacks already queued; one that
+    yields anything else that is not a future fails with asyncio's RuntimeError."""
+    import types
+
+    order = []
+
+    @types.coroutine
+    def bare_yield():
+        yield
+
+    @types.coroutine
+    def yields(value):
+        yield value
+
+    async def stepper(tag):
+        order.append(f"{tag}1")
+        loop.call_soon(order.append, f"{tag}-soon")
+        await bare_yield()
+        order.append(f"{tag}2")
+        await asyncio.sleep(0)
+        order.append(f"{tag}3")
+
+    async def main():
+        await asyncio.gather(stepper("a"), stepper("b"))
+        bad = loop.create_task(yields(42))
+        with pytest.raises(RuntimeError, match="^Task got bad yield: 42$"):
+            await bad
+        gen = loop.create_task(yields(x for x in ()))
+        with pytest.raises(RuntimeError, match="instead of yield from for generator in task"):
+            await gen
+
+    loop.run_until_complete(main())
+    assert order == ["a1", "b1", "a-soon", "a2", "b-soon", "b2", "a3", "b3"]

@@ -430,6 +430,13 @@ impl Task {
                 return Self::wait_on_native(slf, &native);
             }
         }
+        // A bare `yield` (asyncio.sleep(0)) gives up one turn. Checked before the attribute,
+        // as `task_step_impl` does: asking None for `_asyncio_future_blocking` raises an
+        // AttributeError (formatted, then fetched: thousands of instructions) only to answer
+        // what `is None` does.
+        if result.is_none() {
+            return Self::schedule_step(slf, None);
+        }
         let blocking = match result.getattr(intern!(py, "_asyncio_future_blocking")) {
             Ok(b) => Some(b),
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => None,
@@ -476,7 +483,6 @@ impl Task {
                     Self::schedule_step(slf, Some(runtime_error(py, msg)?))
                 }
             }
-            _ if result.is_none() => Self::schedule_step(slf, None),
             _ => {
                 let msg = if stdlib::is_generator(py)?.call1((&result,))?.is_truthy()? {
                     format!(
