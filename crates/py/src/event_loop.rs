@@ -57,9 +57,9 @@ pub(crate) enum Ready {
     /// or an argument tuple (a Handle is made only if the callback fails, for the exception
     /// handler). Debug mode queues real Handles.
     FutureCallback(Py<PyAny>, Py<PyAny>, ContextSnapshot),
-    /// The same for a bound method kept apart (`future::Callback::Method`):
+    /// The same for a bound method kept apart (`future::Callback::Method`) and the future:
     /// `func(this, future)`, without making the method object.
-    MethodCallback(Box<MethodCall>),
+    MethodCallback(Box<MethodCall>, Py<PyAny>),
     /// A Rust transport's fd is ready: `(target, write side, registration generation)`.
     Io(NativeIo, bool, u32),
     /// A Rust transport's deferred start (`protocol.connection_made(transport)`, then
@@ -486,14 +486,8 @@ impl LoopCore {
     ) -> PyResult<()> {
         let this = slf.get();
         let py = slf.py();
-        // Queued without a Handle unless debug mode wants one (source traceback, slow
-        // callback report) or the context is not a Context (`context.run` is called then).
         match context {
-            Some(ctx)
-                if !this.is_debug()
-                    && (matches!(ctx, ContextSnapshot::Vars(_))
-                        || capi::is_exact_context(ctx.held().bind(py))) =>
-            {
+            Some(ctx) if this.runs_without_handle(py, &ctx) => {
                 this.check_closed()?;
                 let item =
                     Ready::FutureCallback(callback.clone().unbind(), arg.clone().unbind(), ctx);
@@ -507,23 +501,28 @@ impl LoopCore {
         }
     }
 
+    /// Whether a done callback in `context` is queued without a Handle: not when debug mode
+    /// wants one (source traceback, slow callback report) or the context is not a Context
+    /// (`context.run` is called then).
+    fn runs_without_handle(&self, py: Python<'_>, context: &ContextSnapshot) -> bool {
+        !self.is_debug()
+            && (matches!(context, ContextSnapshot::Vars(_))
+                || capi::is_exact_context(context.held().bind(py)))
+    }
+
     /// [`Self::schedule_callback`] for a bound method kept apart: queued as
     /// `Ready::MethodCallback` where that one queues `Ready::FutureCallback`, else as the
     /// method made again.
     pub(crate) fn schedule_method_callback(
         slf: &Bound<'_, Self>,
-        mut call: Box<MethodCall>,
+        call: Box<MethodCall>,
         future: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let this = slf.get();
         let py = slf.py();
-        if !this.is_debug()
-            && (matches!(call.context, ContextSnapshot::Vars(_))
-                || capi::is_exact_context(call.context.held().bind(py)))
-        {
+        if this.runs_without_handle(py, &call.context) {
             this.check_closed()?;
-            call.future = Some(future.clone().unbind());
-            this.push_ready(py, Ready::MethodCallback(call));
+            this.push_ready(py, Ready::MethodCallback(call, future.clone().unbind()));
             return Ok(());
         }
         let method = call.method(py)?;
@@ -548,17 +547,17 @@ impl LoopCore {
 
     /// Runs a queued `Ready::MethodCallback`: `func(this, future)` in the context, which is
     /// what calling the bound method does; the method is made only to report an error.
-    fn run_method_callback(slf: &Bound<'_, Self>, call: MethodCall) -> PyResult<()> {
+    fn run_method_callback(
+        slf: &Bound<'_, Self>,
+        call: MethodCall,
+        future: Py<PyAny>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let MethodCall {
             func,
             this,
             context,
-            future,
         } = call;
-        let Some(future) = future else {
-            return Ok(());
-        };
         let (func, this, future) = (
             func.into_bound(py),
             this.into_bound(py),
@@ -964,7 +963,9 @@ impl LoopCore {
                     let (callback, future) = (callback.into_bound(py), future.into_bound(py));
                     Self::run_future_callback(slf, callback, future, context)?;
                 }
-                Ready::MethodCallback(call) => Self::run_method_callback(slf, *call)?,
+                Ready::MethodCallback(call, future) => {
+                    Self::run_method_callback(slf, *call, future)?
+                }
                 Ready::Io(target, write, gen) => target.on_ready(py, write, gen)?,
                 Ready::Start(target, context) => {
                     TransportCore::run_start(target.bind(py), context.bind(py))?
@@ -1861,7 +1862,10 @@ impl LoopCore {
                             visit.call(future)?;
                             visit.call(context.held())?;
                         }
-                        Ready::MethodCallback(call) => call.visit(&visit)?,
+                        Ready::MethodCallback(call, future) => {
+                            call.visit(&visit)?;
+                            visit.call(future)?;
+                        }
                         Ready::Io(target, ..) => target.visit(&visit)?,
                         Ready::Start(target, context) => {
                             visit.call(target)?;

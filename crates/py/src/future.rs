@@ -46,13 +46,11 @@ pub(crate) enum Callback {
 const _: () = assert!(std::mem::size_of::<Callback>() == 24);
 
 /// A bound method taken apart (`Callback::Method`) and the context it runs in:
-/// `func(this, future)` is what calling it with the future does. `future` is filled in when
-/// the call is queued.
+/// `func(this, future)` is what calling it with the future does.
 pub(crate) struct MethodCall {
     pub(crate) func: Py<PyAny>,
     pub(crate) this: Py<PyAny>,
     pub(crate) context: ContextSnapshot,
-    pub(crate) future: Option<Py<PyAny>>,
 }
 
 impl MethodCall {
@@ -64,8 +62,7 @@ impl MethodCall {
     pub(crate) fn visit<V: capi::Visitor>(&self, visit: &V) -> Result<(), V::Error> {
         visit.visit(Some(&self.func))?;
         visit.visit(Some(&self.this))?;
-        visit.visit(Some(self.context.held()))?;
-        visit.visit(self.future.as_ref())
+        visit.visit(Some(self.context.held()))
     }
 }
 
@@ -479,7 +476,6 @@ impl<'py> NativeFuture<'py> {
                     func,
                     this,
                     context,
-                    future: None,
                 })),
                 None => Callback::Python { func, context },
             };
