@@ -593,6 +593,39 @@ def test_task_left_queued_when_the_loop_stops_is_tracked_and_collected(loop_fact
     assert messages == ["Task was destroyed but it is pending!"]
 
 
+def test_awaited_coroutines_of_a_task_left_queued_are_tracked_and_collected(loop_factory):
+    """A task stopped mid-way (its sleep(0) step still queued when run_forever returns) is
+    in a cycle through a coroutine it awaits (task -> coroutine -> awaited coroutine -> list
+    -> task). Once the loop stops, that coroutine is on the collector's lists again, and the
+    cycle is collected when the closed loop lets go of the task."""
+    loop = loop_factory()
+    refs = {}
+
+    async def inner(box):
+        loop.stop()
+        await asyncio.sleep(0)
+
+    async def outer():
+        box = []
+        awaited = inner(box)
+        box.append(asyncio.current_task())
+        refs["inner"] = weakref.ref(awaited)
+        await awaited
+
+    task = loop.create_task(outer())
+    refs["task"] = weakref.ref(task)
+    del task
+    loop.run_forever()
+    assert gc.is_tracked(refs["inner"]())
+    messages = []
+    loop.set_exception_handler(lambda lp, ctx: messages.append(ctx["message"]))
+    loop.close()
+    gc.collect()
+    assert refs["task"]() is None
+    assert refs["inner"]() is None
+    assert messages == ["Task was destroyed but it is pending!"]
+
+
 def test_task_initialised_again_while_queued_lets_go_of_its_first_coroutine(loop):
     """`Task.__init__` called again on a task waiting for its first step replaces its
     coroutine: the first one is freed (with the collector's lists intact), the second runs."""
@@ -620,6 +653,68 @@ def test_task_initialised_again_while_queued_lets_go_of_its_first_coroutine(loop
     assert [type(e) for e in errors] == [asyncio.InvalidStateError]
 
 
+def test_awaited_coroutines_are_tracked_while_the_step_runs(loop):
+    """Coroutines a task awaits through are on the collector's lists inside the task's steps,
+    before and after a `sleep(0)` rescheduled it (ferroloop parks them with the task)."""
+    seen = []
+
+    async def inner(box):
+        seen.append(gc.is_tracked(box[0]))
+        await asyncio.sleep(0)
+        seen.append(gc.is_tracked(box[0]))
+
+    async def child():
+        box = []
+        awaited = inner(box)
+        box.append(awaited)
+        await awaited
+        seen.append(gc.is_tracked(awaited))
+
+    async def main():
+        await asyncio.gather(*(loop.create_task(child()) for _ in range(3)))
+
+    loop.run_until_complete(main())
+    assert seen == [True] * 9
+
+
+def test_awaited_coroutine_closed_from_outside_while_the_task_waits(loop):
+    """A coroutine that a task awaits through is closed by other code while the task waits in
+    the ready queue after `sleep(0)`: the coroutines below it are let go of (ferroloop holds
+    them until the task's step, on the collector's lists again). The task then fails as on
+    asyncio, and everything is freed."""
+    refs = {}
+
+    async def leaf():
+        await asyncio.sleep(0)
+        return "leaf"
+
+    async def middle():
+        awaited = leaf()
+        refs["leaf"] = weakref.ref(awaited)
+        return await awaited
+
+    async def child(box):
+        awaited = middle()
+        box.append(awaited)
+        return await awaited
+
+    async def main():
+        box = []
+        task = loop.create_task(child(box))
+        await asyncio.sleep(0)  # the task ran to its sleep(0) and waits for its next step
+        assert not task.done()
+        box.pop().close()
+        gc.collect()
+        with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+            await task
+        refs["task"] = weakref.ref(task)
+
+    loop.run_until_complete(main())
+    gc.collect()
+    assert refs["leaf"]() is None
+    assert refs["task"]() is None
+
+
 @pytest.mark.parametrize("loop_kind", ["ferroloop"], indirect=True)
 def test_queued_tasks_are_off_the_collector_lists_while_the_loop_runs(loop):
     """ferroloop only: a task waiting for its first step in a running loop's queue, and its
@@ -638,6 +733,34 @@ def test_queued_tasks_are_off_the_collector_lists_while_the_loop_runs(loop):
 
     loop.run_until_complete(main())
     assert states == {"queued": (False, False), "running": True, "done": (True, True)}
+
+
+@pytest.mark.parametrize("loop_kind", ["ferroloop"], indirect=True)
+def test_coroutines_awaited_by_a_queued_task_are_off_the_collector_lists(loop):
+    """ferroloop only: while a task waits in the running loop's queue after `sleep(0)`, the
+    coroutines its coroutine awaits through (here `inner()`, asyncio.sleep's coroutine and its
+    bare-yield generator) are not tracked either; they are once the step runs."""
+    states = {}
+
+    async def inner():
+        await asyncio.sleep(0)
+        states["running"] = gc.is_tracked(awaited[0])
+
+    awaited = []
+
+    async def child():
+        awaited.append(inner())
+        await awaited[0]
+
+    async def main():
+        task = loop.create_task(child())
+        await asyncio.sleep(0)  # the task ran to its sleep(0) and waits for its next step
+        states["queued"] = (gc.is_tracked(task.get_coro()), gc.is_tracked(awaited[0]))
+        await task
+        states["done"] = gc.is_tracked(awaited[0])
+
+    loop.run_until_complete(main())
+    assert states == {"queued": (False, False), "running": True, "done": True}
 
 
 class _SpawnsOnFinalize:

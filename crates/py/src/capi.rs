@@ -431,7 +431,8 @@ pub fn thread_ident() -> u64 {
 }
 
 /// Takes `obj` out of the cyclic garbage collector's lists (`PyObject_GC_UnTrack`): it will not
-/// be traversed by collections. Only for objects that can never be part of a reference cycle.
+/// be traversed by collections. Only for objects that can never be part of a reference cycle,
+/// or that the caller keeps alive and tracks again ([`gc_track`]) before letting go of them.
 pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
     // SAFETY: `obj` is a live object of a GC type (every #[pyclass] is); untracking a tracked
     // object is allowed at any time, and CPython's untrack ignores objects already untracked.
@@ -1064,6 +1065,65 @@ pub fn call_am_await<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
             return Ok(None);
         };
         Bound::from_owned_ptr_or_err(obj.py(), am_await(obj.as_ptr())).map(Some)
+    }
+}
+
+/// The getters of `coroutine.cr_await` and `generator.gi_yieldfrom`, taken once from the two
+/// types' getset tables (None where a table lacks the name).
+struct DelegateGetters {
+    coroutine: Option<ffi::getter>,
+    generator: Option<ffi::getter>,
+}
+
+static DELEGATE_GETTERS: std::sync::OnceLock<DelegateGetters> = std::sync::OnceLock::new();
+
+/// The getter named `name` in static type `tp`'s getset table.
+fn find_getter(tp: *mut ffi::PyTypeObject, name: &std::ffi::CStr) -> Option<ffi::getter> {
+    // SAFETY: `tp` is one of CPython's static types (never freed); its tp_getset table, when
+    // present, ends with an entry whose name is NULL, and every name before it is a C string.
+    unsafe {
+        let mut def = (*tp).tp_getset;
+        if def.is_null() {
+            return None;
+        }
+        while !(*def).name.is_null() {
+            if std::ffi::CStr::from_ptr((*def).name) == name {
+                return (*def).get;
+            }
+            def = def.add(1);
+        }
+        None
+    }
+}
+
+/// What an exact coroutine or generator object is suspended awaiting (`cr_await`, or
+/// `gi_yieldfrom` for a generator such as a `types.coroutine` one): None for any other object,
+/// and when it awaits nothing (not started, at a bare `yield`, running or finished).
+pub fn awaited_by<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    let getters = DELEGATE_GETTERS.get_or_init(|| DelegateGetters {
+        coroutine: find_getter(&raw mut ffi::PyCoro_Type, c"cr_await"),
+        generator: find_getter(&raw mut ffi::PyGen_Type, c"gi_yieldfrom"),
+    });
+    let p = obj.as_ptr();
+    // SAFETY: `obj` is alive; the type checks compare type pointers, and the getter is the one
+    // CPython's own attribute lookup would call for that exact type: it reads the suspended
+    // frame and returns a new reference (None when nothing is awaited), or NULL with an
+    // exception set, which is cleared here (the getters of 3.11 never fail).
+    unsafe {
+        let getter = if ffi::PyCoro_CheckExact(p) != 0 {
+            getters.coroutine?
+        } else if ffi::PyGen_CheckExact(p) != 0 {
+            getters.generator?
+        } else {
+            return None;
+        };
+        let awaited = getter(p, std::ptr::null_mut());
+        if awaited.is_null() {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        let awaited = Bound::from_owned_ptr(obj.py(), awaited);
+        (!awaited.is_none()).then_some(awaited)
     }
 }
 
