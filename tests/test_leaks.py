@@ -863,3 +863,176 @@ def test_coroutine_closed_while_its_task_is_queued(loop, when):
     assert outcome == "cannot reuse already awaited coroutine"
     assert [r() for r in refs] == [None, None, None]
     assert log == (["finally"] if when == "after-sleep0" else [])
+
+
+# Tasks waiting on a future that a timer will complete (asyncio.sleep's). ferroloop takes such
+# a task, its coroutine and what that awaits through off the collector's lists while the timer
+# is in the running loop's heap (the loop holds the timer, the timer the future, the future
+# the task's wake-up), and puts them back when the timer is cancelled, a wake-up is removed,
+# the wake-up runs, or the loop stops.
+
+
+def _timer_future(loop):
+    """A future and the timer that will complete it: what asyncio.sleep(10) schedules."""
+    fut = loop.create_future()
+    timer = loop.call_later(10, asyncio.futures._set_result_unless_cancelled, fut, None)
+    return fut, timer
+
+
+def test_objects_held_only_by_sleeping_tasks_survive_collections(loop):
+    """Collections while tasks sleep on timers free nothing the tasks hold: a self-referencing
+    list only each coroutine holds is intact when the task wakes up."""
+
+    async def child(box, i):
+        await asyncio.sleep(0.001)
+        return box[0] is box and box[1] == i
+
+    async def collector():
+        for _ in range(3):
+            gc.collect()
+            await asyncio.sleep(0)
+
+    async def main():
+        tasks = []
+        for i in range(20):
+            box = []
+            box.extend([box, i])
+            tasks.append(loop.create_task(child(box, i)))
+        del box
+        await collector()
+        return await asyncio.gather(*tasks)
+
+    assert loop.run_until_complete(main()) == [True] * 20
+
+
+def test_sleeping_task_is_tracked_while_its_steps_run(loop):
+    """A task and the coroutines it awaits through are on the collector's lists inside the
+    step after a sleep on a timer, as on asyncio."""
+    seen = []
+
+    async def inner(box):
+        await asyncio.sleep(0.001)
+        task = asyncio.current_task()
+        seen.append((gc.is_tracked(task), gc.is_tracked(task.get_coro()), gc.is_tracked(box[0])))
+
+    async def child():
+        box = []
+        awaited = inner(box)
+        box.append(awaited)
+        await awaited
+
+    async def main():
+        await asyncio.gather(*(loop.create_task(child()) for _ in range(3)))
+
+    loop.run_until_complete(main())
+    assert seen == [(True, True, True)] * 3
+
+
+def _abandon_waiter(loop, release):
+    """A task waiting on a timer's future, in a cycle (task -> coroutine -> list -> task);
+    `release(fut, timer, task)` makes the loop let go of it. Returns a weak reference to the
+    task and the exception handler's messages."""
+    messages = []
+    loop.set_exception_handler(lambda lp, ctx: messages.append(ctx["message"]))
+    refs = []
+
+    async def waiter(box, fut):
+        await fut
+
+    async def main():
+        fut, timer = _timer_future(loop)
+        box = []
+        task = loop.create_task(waiter(box, fut))
+        box.append(task)
+        await asyncio.sleep(0)  # the task runs and waits on fut
+        assert not task.done()
+        release(fut, timer, task)
+        refs.append(weakref.ref(task))
+
+    loop.run_until_complete(main())
+    return refs[0], messages
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["TimerHandle.cancel", "Handle.cancel", "remove_done_callback"],
+)
+def test_task_abandoned_by_its_timer_is_collected(loop, how):
+    """When the timer that would complete a task's future is cancelled (through the timer's
+    cancel or its base class's), or the task's wake-up is removed from the future, nothing
+    holds the task but its own cycle: it is collected, and reported destroyed while pending,
+    as on asyncio."""
+
+    def release(fut, timer, task):
+        if how == "TimerHandle.cancel":
+            timer.cancel()
+        elif how == "Handle.cancel":
+            type(timer).__mro__[1].cancel(timer)
+        else:
+            assert fut.remove_done_callback(fut._callbacks[0][0]) == 1
+        assert gc.is_tracked(task)
+
+    ref, messages = _abandon_waiter(loop, release)
+    gc.collect()
+    assert ref() is None
+    assert messages == ["Task was destroyed but it is pending!"]
+
+
+def test_task_sleeping_when_the_loop_stops_is_tracked_and_collected(loop_factory):
+    """run_until_complete returns while a task still waits on a timer's future: the task is
+    on the collector's lists again; when the closed loop lets go of the timer, its cycle is
+    collected."""
+    loop = loop_factory()
+    ref, messages = _abandon_waiter(loop, lambda fut, timer, task: None)
+    task = ref()
+    assert task is not None and gc.is_tracked(task) and gc.is_tracked(task.get_coro())
+    del task
+    loop.close()
+    gc.collect()
+    assert ref() is None
+    assert messages == ["Task was destroyed but it is pending!"]
+
+
+@pytest.mark.parametrize("loop_kind", ["ferroloop"], indirect=True)
+def test_tasks_sleeping_on_timers_are_off_the_collector_lists(loop):
+    """ferroloop only: a task waiting in asyncio.sleep on a running loop's timer, its
+    coroutine and what that awaits through are untracked; a task waiting on a future no timer
+    holds is not (nothing else would keep it from being garbage); both are tracked once they
+    run again."""
+    states = {}
+    awaited = []
+
+    async def inner():
+        await asyncio.sleep(0.05)
+        states["running"] = gc.is_tracked(awaited[0])
+
+    async def sleeper():
+        awaited.append(inner())
+        await awaited[0]
+
+    async def main():
+        plain = loop.create_future()
+
+        async def waits_on_plain():
+            await plain
+
+        task = loop.create_task(sleeper())
+        other = loop.create_task(waits_on_plain())
+        await asyncio.sleep(0)  # both ran to their await
+        states["sleeping"] = (
+            gc.is_tracked(task),
+            gc.is_tracked(task.get_coro()),
+            gc.is_tracked(awaited[0]),
+        )
+        states["plain"] = gc.is_tracked(other)
+        plain.set_result(None)
+        await asyncio.gather(task, other)
+        states["done"] = (gc.is_tracked(task), gc.is_tracked(awaited[0]))
+
+    loop.run_until_complete(main())
+    assert states == {
+        "sleeping": (False, False, False),
+        "plain": True,
+        "running": True,
+        "done": (True, True),
+    }

@@ -684,14 +684,36 @@ impl LoopCore {
         self.thread_id.load(Ordering::Acquire) == capi::thread_ident()
     }
 
-    /// When the loop stops running: the tasks still queued go back on the collector's lists
-    /// (see `Task::park`), as the loop may now be dropped with them.
+    /// When the loop stops running: the tasks still queued, and those waiting on a future a
+    /// timer holds, go back on the collector's lists (see `Task::park`), as the loop may now
+    /// be dropped with them. (Collected first: putting back a task's awaited coroutines may
+    /// free one, and its finalizer may call the loop.)
     fn unpark_queued_tasks(&self, py: Python<'_>) {
-        let s = self.sched.lock(py);
-        for item in s.ready.iter() {
-            if let Ready::TaskStep(task, _) = item {
-                Task::unpark(task.bind(py));
-            }
+        let (tasks, timers): (Vec<Py<Task>>, Vec<Py<TimerHandle>>) = {
+            let s = self.sched.lock(py);
+            let tasks = s
+                .ready
+                .iter()
+                .filter_map(|item| match item {
+                    Ready::TaskStep(task, _) | Ready::TaskWakeup(task, _) => {
+                        Some(task.clone_ref(py))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let timers = s
+                .timers
+                .iter()
+                .filter(|(_, t)| t.get().holds_future())
+                .map(|(_, t)| t.clone_ref(py))
+                .collect();
+            (tasks, timers)
+        };
+        for task in tasks {
+            Task::unpark(task.bind(py));
+        }
+        for timer in timers {
+            TimerHandle::unpark_waiters(timer.bind(py));
         }
     }
 
@@ -765,6 +787,7 @@ impl LoopCore {
         )?;
         capi::gc_untrack(timer.as_any());
         this.schedule_timer(&timer);
+        TimerHandle::hold_future(&timer, callback, args);
         Ok(timer.unbind())
     }
 
@@ -917,6 +940,7 @@ impl LoopCore {
             };
             while let Some(t) = s.timers.pop_before(end_time) {
                 t.get().set_scheduled(false);
+                TimerHandle::release_future(t.bind(py));
                 let h: Py<Handle> = t.into_bound(py).into_super().unbind();
                 s.ready.push(Ready::Handle(h));
             }
@@ -946,6 +970,8 @@ impl LoopCore {
                 }
                 Ready::TaskWakeup(task, fut) => {
                     let task = task.into_bound(py);
+                    // Parked if it waited on a timer's future (`Task::wait_on_native`).
+                    Task::unpark(&task);
                     Self::run_task_timed(slf, task, Some(fut.into_bound(py)), true, debug)?;
                 }
                 Ready::GatherChild(callback, child) => {

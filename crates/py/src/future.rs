@@ -143,6 +143,15 @@ pub(crate) struct FutureCore {
     pub(crate) cancel_message: Option<Py<PyAny>>,
     pub(crate) cancelled_exc: Option<Py<PyAny>>,
     pub(crate) source_traceback: Option<Py<PyAny>>,
+    /// How many timers in a loop's heap will complete this future
+    /// (`call_later(delay, futures._set_result_unless_cancelled, fut, result)`, which is what
+    /// asyncio.sleep schedules): while one does, the running loop holds the future, and
+    /// through it the tasks waiting on it.
+    pub(crate) timer_holds: u32,
+    /// A native Task waiting on it was parked (`Task::park`) because a timer holds it; those
+    /// tasks are put back on the collector's lists when the future stops being held
+    /// ([`NativeFuture::unpark_waiters`]), or when their wake-up runs.
+    pub(crate) parked_waiters: bool,
 }
 
 impl FutureCore {
@@ -174,6 +183,8 @@ impl FutureCore {
             cancel_message: None,
             cancelled_exc: None,
             source_traceback: None,
+            timer_holds: 0,
+            parked_waiters: false,
         }
     }
 
@@ -370,6 +381,10 @@ impl<'py> NativeFuture<'py> {
         self.cell().try_borrow(self.py())
     }
 
+    pub(crate) fn try_borrow_mut(&self) -> Option<CoreMut<'_>> {
+        self.cell().try_borrow_mut(self.py())
+    }
+
     pub(crate) fn loop_of(&self) -> PyResult<Bound<'py, PyAny>> {
         match &self.borrow().loop_ {
             Some(l) => Ok(l.bind(self.py()).clone()),
@@ -382,7 +397,13 @@ impl<'py> NativeFuture<'py> {
     /// itself.
     pub(crate) fn schedule_callbacks(&self) -> PyResult<()> {
         let py = self.py();
-        let callbacks = std::mem::take(&mut self.borrow_mut().callbacks);
+        // Parked waiters go to the ready queue parked, and are put back when their wake-up
+        // runs (or when the loop stops running).
+        let callbacks = {
+            let mut f = self.borrow_mut();
+            f.parked_waiters = false;
+            std::mem::take(&mut f.callbacks)
+        };
         if callbacks.is_empty() {
             return Ok(());
         }
@@ -414,6 +435,32 @@ impl<'py> NativeFuture<'py> {
             capi::call_with_kwnames(&call_soon, &[&func, self.as_any(), &context], kwnames)?;
         }
         Ok(())
+    }
+
+    /// Puts the native Tasks waiting on this future that a timer parked
+    /// ([`FutureCore::parked_waiters`]) back on the collector's lists: the timer was cancelled,
+    /// a wake-up is being removed, or the loop stopped running.
+    pub(crate) fn unpark_waiters(&self) {
+        let py = self.py();
+        let tasks: Vec<Py<Task>> = {
+            let Some(mut f) = self.try_borrow_mut() else {
+                return;
+            };
+            if !f.parked_waiters {
+                return;
+            }
+            f.parked_waiters = false;
+            f.callbacks
+                .iter()
+                .filter_map(|cb| match cb {
+                    Callback::TaskWakeup(task) => Some(task.clone_ref(py)),
+                    _ => None,
+                })
+                .collect()
+        };
+        for task in tasks {
+            Task::unpark(task.bind(py));
+        }
     }
 
     /// Registers a native Task's wake-up or a gather's done callback (what
@@ -489,6 +536,8 @@ impl<'py> NativeFuture<'py> {
     pub(crate) fn remove_done_callback(&self, func: &Bound<'_, PyAny>) -> PyResult<usize> {
         let py = self.py();
         self.ensure_alive()?;
+        // A removed wake-up would leave its task untracked and held by nothing.
+        self.unpark_waiters();
         let callbacks = std::mem::take(&mut self.borrow_mut().callbacks);
         let mut kept = CallbackList::default();
         let mut removed = Vec::new();

@@ -238,6 +238,37 @@ fn run_known_callback(
     Some(args.get_item(1).and_then(|r| fut.set_result(r.unbind())))
 }
 
+/// The exact ferroloop Future `handle` will complete, when its callback is
+/// `futures._set_result_unless_cancelled(fut, result)` (the timer asyncio.sleep schedules).
+fn completed_future<'py>(handle: &Bound<'py, Handle>) -> Option<NativeFuture<'py>> {
+    let py = handle.py();
+    let (callback, args) = {
+        let h = handle.get().state.lock(py);
+        match (&h.callback, &h.args) {
+            (Some(cb), Some(args)) => (cb.clone_ref(py), args.clone_ref(py)),
+            _ => return None,
+        }
+    };
+    future_completed_by(callback.bind(py), args.bind(py))
+}
+
+/// The exact ferroloop Future that `callback(*args)` completes, when it is
+/// `futures._set_result_unless_cancelled(fut, result)`.
+fn future_completed_by<'py>(
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> Option<NativeFuture<'py>> {
+    let py = callback.py();
+    if !callback.is(stdlib::set_result_unless_cancelled(py).ok()?) || args.len() != 2 {
+        return None;
+    }
+    let fut = args.get_item(0).ok()?;
+    if !fut.get_type().is(py.get_type::<Future>()) {
+        return None;
+    }
+    NativeFuture::of(&fut)
+}
+
 /// `except (SystemExit, KeyboardInterrupt): raise` in `events.Handle._run`: the exceptions a
 /// callback lets escape from the loop; every other one goes to the exception handler.
 pub(crate) fn escapes_loop(py: Python<'_>, err: &PyErr) -> bool {
@@ -436,11 +467,19 @@ impl Handle {
 
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
+        if slf.get().state.lock(py).cancelled {
+            return Ok(());
+        }
+        // A timer that would complete a future lets go of it below: the future is no longer
+        // held by the loop, so tasks parked waiting on it go back on the collector's lists.
+        if let Ok(timer) = slf.cast::<TimerHandle>() {
+            if timer.get().completes_future.load(Ordering::Relaxed) {
+                TimerHandle::release_future(timer);
+                TimerHandle::unpark_waiters(timer);
+            }
+        }
         let loop_ = {
             let mut h = slf.get().state.lock(py);
-            if h.cancelled {
-                return Ok(());
-            }
             h.cancelled = true;
             h.loop_.as_ref().map(|l| l.clone_ref(py))
         };
@@ -576,6 +615,11 @@ pub struct TimerHandle {
     pub(crate) when: f64,
     /// In the loop's timer heap (a plain load/store: only threads holding the GIL touch it).
     pub(crate) scheduled: AtomicBool,
+    /// Counted in its future's `timer_holds` (see [`TimerHandle::hold_future`]).
+    holds_future: AtomicBool,
+    /// Its callback completes an exact ferroloop Future (it was counted once): only such a
+    /// timer's cancel looks for tasks parked on the future.
+    completes_future: AtomicBool,
 }
 
 impl TimerHandle {
@@ -583,6 +627,45 @@ impl TimerHandle {
         TimerHandle {
             when,
             scheduled: AtomicBool::new(false),
+            holds_future: AtomicBool::new(false),
+            completes_future: AtomicBool::new(false),
+        }
+    }
+
+    /// When the timer enters the loop's heap: if it will complete an exact ferroloop Future
+    /// (asyncio.sleep's timer), the future counts it in `timer_holds`, so that tasks awaiting
+    /// it can be parked (`Task::wait_on_native`).
+    pub(crate) fn hold_future(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) {
+        if let Some(fut) = future_completed_by(callback, args) {
+            fut.borrow_mut().timer_holds += 1;
+            slf.get().holds_future.store(true, Ordering::Relaxed);
+            slf.get().completes_future.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn holds_future(&self) -> bool {
+        self.holds_future.load(Ordering::Relaxed)
+    }
+
+    /// Puts back on the collector's lists the tasks parked waiting on this timer's future.
+    pub(crate) fn unpark_waiters(slf: &Bound<'_, Self>) {
+        if let Some(fut) = completed_future(slf.as_super()) {
+            fut.unpark_waiters();
+        }
+    }
+
+    /// When the timer leaves the heap (taken out to run, or cancelled): its future no longer
+    /// counts it.
+    pub(crate) fn release_future(slf: &Bound<'_, Self>) {
+        if slf.get().holds_future.swap(false, Ordering::Relaxed) {
+            if let Some(fut) = completed_future(slf.as_super()) {
+                let mut f = fut.borrow_mut();
+                f.timer_holds = f.timer_holds.saturating_sub(1);
+            }
         }
     }
 

@@ -590,7 +590,36 @@ impl Task {
         }
         result.borrow_mut().blocking = false;
         result.add_native_callback(Callback::TaskWakeup(slf.clone().unbind()))?;
-        Self::set_waiter(slf, result.as_any().clone())
+        Self::set_waiter(slf, result.as_any().clone())?;
+        Self::park_on_timer(slf, result);
+        Ok(())
+    }
+
+    /// Parks the task (see [`Task::park`]) while it waits on a future that a timer in its
+    /// running loop's heap will complete (asyncio.sleep's): the loop holds the timer, the
+    /// timer the future, the future the task's wake-up, so the task cannot be garbage until
+    /// the timer fires or is cancelled. The future puts it back on the collector's lists when
+    /// the timer is cancelled (`Handle.cancel`) or a wake-up removed; a wake-up queued when
+    /// the future completes does it when it runs, and the loop when it stops running. A leaf
+    /// task of a tree of sleeping tasks is mostly such a task.
+    fn park_on_timer(slf: &Bound<'_, Self>, future: &NativeFuture<'_>) {
+        {
+            let f = future.borrow();
+            if f.timer_holds == 0 || f.state != State::Pending {
+                return;
+            }
+        }
+        let runs_here = match &slf.core().loop_ {
+            Some(l) => l
+                .bind(slf.py())
+                .cast::<LoopCore>()
+                .is_ok_and(|native| native.get().runs_on_this_thread()),
+            None => false,
+        };
+        if runs_here {
+            future.borrow_mut().parked_waiters = true;
+            Self::park(slf);
+        }
     }
 
     /// Remembers what the task waits on; a cancel() that came while stepping is passed on.
