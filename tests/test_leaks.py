@@ -996,9 +996,9 @@ def test_task_sleeping_when_the_loop_stops_is_tracked_and_collected(loop_factory
 @pytest.mark.parametrize("loop_kind", ["ferroloop"], indirect=True)
 def test_tasks_sleeping_on_timers_are_off_the_collector_lists(loop):
     """ferroloop only: a task waiting in asyncio.sleep on a running loop's timer, its
-    coroutine and what that awaits through are untracked; a task waiting on a future no timer
-    holds is not (nothing else would keep it from being garbage); both are tracked once they
-    run again."""
+    coroutine, what that awaits through and the timer's future are untracked; a task waiting
+    on a future no timer holds is not (nothing else would keep it from being garbage); all
+    are tracked once they run again."""
     states = {}
     awaited = []
 
@@ -1016,23 +1016,40 @@ def test_tasks_sleeping_on_timers_are_off_the_collector_lists(loop):
         async def waits_on_plain():
             await plain
 
+        fut, timer = _timer_future(loop)
+
+        async def waits_on_timer():
+            await fut
+
         task = loop.create_task(sleeper())
         other = loop.create_task(waits_on_plain())
-        await asyncio.sleep(0)  # both ran to their await
+        on_timer = loop.create_task(waits_on_timer())
+        await asyncio.sleep(0)  # all three ran to their await
         states["sleeping"] = (
             gc.is_tracked(task),
             gc.is_tracked(task.get_coro()),
             gc.is_tracked(awaited[0]),
         )
-        states["plain"] = gc.is_tracked(other)
+        states["timer future"] = (gc.is_tracked(on_timer), gc.is_tracked(fut))
+        states["plain"] = (gc.is_tracked(other), gc.is_tracked(plain))
         plain.set_result(None)
+        fut.cancel()  # completes it: the wake-up is queued, the task still held by the loop
         await asyncio.gather(task, other)
-        states["done"] = (gc.is_tracked(task), gc.is_tracked(awaited[0]))
+        with pytest.raises(asyncio.CancelledError):
+            await on_timer
+        timer.cancel()
+        states["done"] = (
+            gc.is_tracked(task),
+            gc.is_tracked(awaited[0]),
+            gc.is_tracked(on_timer),
+            gc.is_tracked(fut),
+        )
 
     loop.run_until_complete(main())
     assert states == {
         "sleeping": (False, False, False),
-        "plain": True,
+        "timer future": (False, False),
+        "plain": (True, True),
         "running": True,
-        "done": (True, True),
+        "done": (True, True, True, True),
     }

@@ -60,10 +60,11 @@ pub(crate) struct TaskState {
     parked_chain: Option<Box<ParkedChain>>,
 }
 
-/// How many of the coroutines a parked task's coroutine awaits through
-/// ([`TaskState::parked_chain`]) are taken off the collector's lists: `await leaf()` ->
-/// `asyncio.sleep(0)` -> its bare-yield generator is three.
-const PARKED_CHAIN_LEN: usize = 4;
+/// How many objects a parked task holds off the collector's lists besides itself and its
+/// coroutine ([`TaskState::parked_chain`]): what the coroutine awaits through (`await leaf()`
+/// -> `asyncio.sleep(0)` -> its bare-yield generator is three; up to four), and the future a
+/// timer will complete.
+const PARKED_CHAIN_LEN: usize = 5;
 
 /// [`TaskState::parked_chain`]: the awaited objects taken off the lists, nearest first.
 type ParkedChain = [Option<Py<PyAny>>; PARKED_CHAIN_LEN];
@@ -323,7 +324,8 @@ impl Task {
                 };
                 if link.is_some() {
                     let mut chain = Box::new(ParkedChain::default());
-                    for slot in chain.iter_mut() {
+                    // The last slot is left for the awaited future (`Task::park_also`).
+                    for slot in chain.iter_mut().take(PARKED_CHAIN_LEN - 1) {
                         let Some(awaited) = link.take() else { break };
                         link = capi::awaited_by(&awaited).filter(capi::is_gc_tracked);
                         capi::gc_untrack(&awaited);
@@ -619,6 +621,27 @@ impl Task {
         if runs_here {
             future.borrow_mut().parked_waiters = true;
             Self::park(slf);
+            // The future too: the timer holds it (a ferroloop Future may be freed untracked).
+            Self::park_also(slf, future.as_any());
+        }
+    }
+
+    /// Adds `obj`, which the parked task's step will reach, to what [`Task::park`] took off
+    /// the collector's lists (after the awaited chain, if a slot is free).
+    fn park_also(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>) {
+        let py = slf.py();
+        let Some(mut t) = slf.get().st.try_borrow_mut(py) else {
+            return;
+        };
+        if t.parked & PARKED_CORO == 0 || !capi::is_gc_tracked(obj) {
+            return;
+        }
+        let chain = t
+            .parked_chain
+            .get_or_insert_with(|| Box::new(ParkedChain::default()));
+        if let Some(slot) = chain.iter_mut().find(|slot| slot.is_none()) {
+            capi::gc_untrack(obj);
+            *slot = Some(obj.clone().unbind());
         }
     }
 
