@@ -259,3 +259,30 @@ def test_futures_and_tasks_do_not_count_toward_collections_but_are_tracked():
     finally:
         gc.enable()
         loop.close()
+
+
+def test_native_sleep_timer_argument_tuple_is_not_walked_by_the_collector():
+    """ferroloop.sleep gives its timer a new argument tuple, untracked like call_later's:
+    while it waits, no tracked tuple refers to the result it will set (asyncio.sleep's tuple,
+    made by call_later, is untracked the same way)."""
+    loop = ferroloop.new_event_loop()
+    seen = {}
+
+    def tuples_referring_to(obj):
+        return [r for r in gc.get_referrers(obj) if type(r) is tuple]
+
+    async def main():
+        for name, sleep in (("native", ferroloop.sleep), ("asyncio", asyncio.sleep)):
+            result = object.__new__(type("Result", (), {}))
+            sleeper = asyncio.ensure_future(sleep(3600, result))
+            await asyncio.sleep(0)
+            gc.collect()
+            seen[name] = tuples_referring_to(result)
+            sleeper.cancel()
+            await asyncio.gather(sleeper, return_exceptions=True)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert seen == {"native": [], "asyncio": []}

@@ -8,7 +8,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::capi::SendResult;
+use crate::capi::{self, SendResult};
 use crate::event_loop::LoopCore;
 use crate::future::{NativeFuture, State};
 use crate::handle::TimerHandle;
@@ -136,7 +136,7 @@ pub(crate) fn create_future<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Bound<'p
     loop_.call_method0(intern!(py, "create_future"))
 }
 
-/// `loop.call_later(delay, callback, *args)`.
+/// `loop.call_later(delay, callback, *args)`; `args` must be a new tuple nothing else holds.
 pub(crate) fn call_later<'py>(
     loop_: &Bound<'py, PyAny>,
     delay: &Bound<'py, PyAny>,
@@ -147,6 +147,11 @@ pub(crate) fn call_later<'py>(
     if is_ferroloop_loop(loop_)? {
         let core = loop_.cast::<LoopCore>()?;
         let when = LoopCore::when_after(delay)?;
+        // `args` is a new tuple the timer alone will hold: untracked, as loop.call_later's
+        // (see `HandleState::args`).
+        if !args.is_empty() {
+            capi::gc_untrack(args.as_any());
+        }
         let timer = LoopCore::call_at_impl(core, when, callback, args, None)?;
         return Ok(timer.into_bound(py).into_any());
     }
