@@ -242,14 +242,11 @@ fn run_known_callback(
 /// `futures._set_result_unless_cancelled(fut, result)` (the timer asyncio.sleep schedules).
 fn completed_future<'py>(handle: &Bound<'py, Handle>) -> Option<NativeFuture<'py>> {
     let py = handle.py();
-    let (callback, args) = {
-        let h = handle.get().state.lock(py);
-        match (&h.callback, &h.args) {
-            (Some(cb), Some(args)) => (cb.clone_ref(py), args.clone_ref(py)),
-            _ => return None,
-        }
-    };
-    future_completed_by(callback.bind(py), args.bind(py))
+    let h = handle.get().state.lock(py);
+    match (&h.callback, &h.args) {
+        (Some(cb), Some(args)) => future_completed_by(cb.bind(py), args.bind(py)),
+        _ => None,
+    }
 }
 
 /// The exact ferroloop Future that `callback(*args)` completes, when it is
@@ -467,22 +464,22 @@ impl Handle {
 
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if slf.get().state.lock(py).cancelled {
-            return Ok(());
-        }
+        let loop_ = {
+            let mut h = slf.get().state.lock(py);
+            if h.cancelled {
+                return Ok(());
+            }
+            h.cancelled = true;
+            h.loop_.as_ref().map(|l| l.clone_ref(py))
+        };
         // A timer that would complete a future lets go of it below: the future is no longer
         // held by the loop, so tasks parked waiting on it go back on the collector's lists.
-        if let Ok(timer) = slf.cast::<TimerHandle>() {
+        if let Ok(timer) = slf.cast_exact::<TimerHandle>() {
             if timer.get().completes_future.load(Ordering::Relaxed) {
                 TimerHandle::release_future(timer);
                 TimerHandle::unpark_waiters(timer);
             }
         }
-        let loop_ = {
-            let mut h = slf.get().state.lock(py);
-            h.cancelled = true;
-            h.loop_.as_ref().map(|l| l.clone_ref(py))
-        };
         if loop_debug(py, &loop_)? {
             // Keep a repr for debugging: the callback and arguments are released below.
             let r = slf.repr()?.into_any().unbind();
