@@ -347,3 +347,45 @@ def test_close_drops_readers(loop_factory, pair):
     loop.add_writer(b, print)
     loop.close()
     assert loop.remove_reader(a) is False
+
+
+def test_reader_runs_while_callbacks_keep_the_loop_busy(loop, pair):
+    """A call_soon chain that never lets the ready queue empty does not starve a reader: the
+    data sent from inside the chain is seen within two turns (asyncio polls every turn,
+    ferroloop at least every other busy turn)."""
+    a, b = pair
+    turns = []
+    seen_at = []
+
+    def chain():
+        turns.append(None)
+        if len(turns) == 5:
+            b.send(b"x")
+        if len(turns) < 50 and not seen_at:
+            loop.call_soon(chain)
+        else:
+            loop.stop()
+
+    def on_readable():
+        seen_at.append(len(turns))
+        a.recv(10)
+
+    loop.add_reader(a.fileno(), on_readable)
+    loop.call_soon(chain)
+    loop.run_forever()
+    loop.remove_reader(a.fileno())
+    assert seen_at and 5 <= seen_at[0] <= 7, seen_at
+
+
+def test_one_turn_runs_ready_io_callbacks(loop, pair):
+    """`call_soon(loop.stop); run_forever()` runs one turn, which polls: a reader whose fd is
+    already readable runs in it, also right after an earlier run that polled last."""
+    a, b = pair
+    calls = []
+    loop.add_reader(a.fileno(), lambda: calls.append(a.recv(10)))
+    for i in range(3):
+        b.send(bytes([i]))
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert calls == [bytes([j]) for j in range(i + 1)]
+    loop.remove_reader(a.fileno())

@@ -219,6 +219,8 @@ pub struct LoopCore {
     poller: RwLock<Option<Poller>>,
     waker: RwLock<Option<Waker>>,
     stopping: AtomicBool,
+    /// The previous turn of this run polled the fds (see `run_once_impl`, step 3).
+    polled_last_turn: AtomicBool,
     closed: AtomicBool,
     /// `threading.get_ident()` of the thread running the loop, 0 when not running.
     thread_id: AtomicU64,
@@ -840,10 +842,23 @@ impl LoopCore {
         };
 
         // 3. Poll. With nothing watched but the waker and no reason to sleep, skip the call.
-        // The event buffer is the loop's own, reused from turn to turn.
+        // A busy turn (callbacks queued, not stopping) right after a turn that polled skips it
+        // too: the fds are looked at every other busy turn, not every turn as
+        // `BaseEventLoop._run_once` does. A task woken by I/O then runs without a poll before
+        // it (one that would find nothing: its peer has not run yet), so a request/response
+        // exchange polls once per message, not twice; readiness that a callback of the
+        // previous turn caused is seen one turn later. The first turn of each run, and a
+        // stopping turn, always poll (`call_soon(loop.stop); run_forever()` runs the ready
+        // I/O callbacks, as on asyncio). The event buffer is the loop's own, reused from turn
+        // to turn.
         let mut events = std::mem::take(&mut *this.events.lock(py));
         events.clear();
-        let must_poll = timeout != Some(0.0) || this.io_count.load(Ordering::Acquire) > 0;
+        let busy_after_poll = timeout == Some(0.0)
+            && !this.stopping.load(Ordering::Acquire)
+            && this.polled_last_turn.load(Ordering::Relaxed);
+        let must_poll =
+            timeout != Some(0.0) || (this.io_count.load(Ordering::Acquire) > 0 && !busy_after_poll);
+        this.polled_last_turn.store(must_poll, Ordering::Relaxed);
         if must_poll {
             let guard = this.poller.read().unwrap_or_else(|e| e.into_inner());
             let Some(poller) = guard.as_ref() else {
@@ -1393,6 +1408,7 @@ impl LoopCore {
             poller: RwLock::new(Some(poller)),
             waker: RwLock::new(Some(waker)),
             stopping: AtomicBool::new(false),
+            polled_last_turn: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             thread_id: AtomicU64::new(0),
             debug: AtomicBool::new(false),
@@ -1486,6 +1502,7 @@ impl LoopCore {
         let old_hooks = stdlib::get_asyncgen_hooks(py)?.call0()?;
         this.thread_id
             .store(capi::thread_ident(), Ordering::Release);
+        this.polled_last_turn.store(false, Ordering::Relaxed);
         let mut untracked = false;
         let result = (|| -> PyResult<()> {
             let kwargs = PyDict::new(py);
