@@ -535,6 +535,24 @@ def test_task_is_tracked_while_its_steps_run(loop):
     assert seen == [(True, True)] * 6
 
 
+def _children_keep_what_they_hold(loop, child, while_waiting):
+    """Runs 20 tasks `child(box, i)`, each given a self-referencing list that only its
+    coroutine holds, awaiting `while_waiting()` once they are created; returns their results
+    (each checks its list is intact)."""
+
+    async def main():
+        tasks = []
+        for i in range(20):
+            box = []
+            box.extend([box, i])
+            tasks.append(loop.create_task(child(box, i)))
+        del box
+        await while_waiting()
+        return await asyncio.gather(*tasks)
+
+    return loop.run_until_complete(main())
+
+
 def test_objects_held_only_by_a_queued_task_survive_collections(loop):
     """A collection while tasks wait to run (before their first step, and rescheduled after
     `sleep(0)`) frees nothing they hold: each task's argument, a self-referencing list only its
@@ -546,17 +564,10 @@ def test_objects_held_only_by_a_queued_task_survive_collections(loop):
         await asyncio.sleep(0)
         return box[0] is box and box[1] == i
 
-    async def main():
-        tasks = []
-        for i in range(20):
-            box = []
-            box.extend([box, i])
-            tasks.append(loop.create_task(child(box, i)))
-        del box
+    async def collect_now():
         gc.collect()  # every task is queued for its first step
-        return await asyncio.gather(*tasks)
 
-    assert loop.run_until_complete(main()) == [True] * 20
+    assert _children_keep_what_they_hold(loop, child, collect_now) == [True] * 20
 
 
 def test_task_left_queued_when_the_loop_stops_is_tracked_and_collected(loop_factory):
@@ -892,17 +903,7 @@ def test_objects_held_only_by_sleeping_tasks_survive_collections(loop):
             gc.collect()
             await asyncio.sleep(0)
 
-    async def main():
-        tasks = []
-        for i in range(20):
-            box = []
-            box.extend([box, i])
-            tasks.append(loop.create_task(child(box, i)))
-        del box
-        await collector()
-        return await asyncio.gather(*tasks)
-
-    assert loop.run_until_complete(main()) == [True] * 20
+    assert _children_keep_what_they_hold(loop, child, collector) == [True] * 20
 
 
 def test_sleeping_task_is_tracked_while_its_steps_run(loop):
