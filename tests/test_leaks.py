@@ -9,6 +9,7 @@ import socket
 import warnings
 import weakref
 
+import ferroloop
 import pytest
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
@@ -1054,3 +1055,31 @@ def test_tasks_sleeping_on_timers_are_off_the_collector_lists(loop):
         "running": True,
         "done": (True, True, True, True),
     }
+
+
+@pytest.mark.parametrize("loop_kind", ["ferroloop"], indirect=True)
+def test_task_on_a_future_another_loops_timer_holds_is_not_parked(loop):
+    """ferroloop only: a timer of another loop (not running) that would complete a future of
+    this loop does not keep a task waiting on that future off the collector's lists: that
+    loop, not this one, holds the timer, and it may be dropped."""
+    other = ferroloop.new_event_loop()
+    try:
+
+        async def main():
+            fut = loop.create_future()
+            timer = other.call_later(3600, asyncio.futures._set_result_unless_cancelled, fut, None)
+
+            async def waiter():
+                await fut
+
+            task = loop.create_task(waiter())
+            await asyncio.sleep(0)
+            tracked = gc.is_tracked(task)
+            timer.cancel()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return tracked
+
+        assert loop.run_until_complete(main()) is True
+    finally:
+        other.close()

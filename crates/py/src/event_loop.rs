@@ -789,7 +789,7 @@ impl LoopCore {
         )?;
         capi::gc_untrack(timer.as_any());
         this.schedule_timer(&timer);
-        TimerHandle::hold_future(&timer, callback, args);
+        TimerHandle::hold_future(&timer, slf.as_any(), callback, args);
         Ok(timer.unbind())
     }
 
@@ -985,7 +985,7 @@ impl LoopCore {
                 }
                 Ready::TaskWakeup(task, fut) => {
                     let task = task.into_bound(py);
-                    // Parked if it waited on a timer's future (`Task::wait_on_native`).
+                    // Parked if it waited on a timer's future (`Task::park_on_timer`).
                     Task::unpark(&task);
                     Self::run_task_timed(slf, task, Some(fut.into_bound(py)), true, debug)?;
                 }

@@ -629,16 +629,24 @@ impl TimerHandle {
         }
     }
 
-    /// When the timer enters the loop's heap: if it will complete an exact ferroloop Future
-    /// (asyncio.sleep's timer), the future counts it in `timer_holds`, so that tasks awaiting
-    /// it can be parked (`Task::wait_on_native`).
+    /// When the timer enters `loop_`'s heap: if it will complete an exact ferroloop Future of
+    /// that loop (asyncio.sleep's timer), the future counts it in `timer_holds`, so that tasks
+    /// awaiting it can be parked (`Task::park_on_timer`).
     pub(crate) fn hold_future(
         slf: &Bound<'_, Self>,
+        loop_: &Bound<'_, PyAny>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) {
         if let Some(fut) = future_completed_by(callback, args) {
-            fut.borrow_mut().timer_holds += 1;
+            // Only a future of this loop: a task waiting on it runs here, where this heap
+            // holds the timer.
+            let mut f = fut.borrow_mut();
+            if !f.loop_.as_ref().is_some_and(|l| l.is(loop_)) {
+                return;
+            }
+            f.timer_holds += 1;
+            drop(f);
             slf.get().holds_future.store(true, Ordering::Relaxed);
             slf.get().completes_future.store(true, Ordering::Relaxed);
         }
