@@ -443,6 +443,15 @@ pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
     }
 }
 
+/// Takes a new argument tuple that a timer handle will own alone off the collector's lists
+/// (see `handle::HandleState::args`); the shared empty tuple is left as it is. The partner of
+/// `handle::share_args`.
+pub fn untrack_new_args(args: &Bound<'_, PyTuple>) {
+    if !args.is_empty() {
+        gc_untrack(args.as_any());
+    }
+}
+
 /// Whether the cyclic garbage collector tracks `obj` (`gc.is_tracked`).
 pub fn is_gc_tracked(obj: &Bound<'_, PyAny>) -> bool {
     // SAFETY: `obj` is a live object; the tracked bit is only read for a GC type.
@@ -1445,9 +1454,7 @@ impl<'a, 'py> FastArgs<'a, 'py> {
     /// alone (see `handle::HandleState::args`).
     pub fn untracked_tuple_from(&self, start: usize) -> PyResult<Bound<'py, PyTuple>> {
         let tuple = self.tuple_from(start)?;
-        if !tuple.is_empty() {
-            gc_untrack(tuple.as_any());
-        }
+        untrack_new_args(&tuple);
         Ok(tuple)
     }
 

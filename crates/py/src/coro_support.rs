@@ -149,9 +149,7 @@ pub(crate) fn call_later<'py>(
         let when = LoopCore::when_after(delay)?;
         // `args` is a new tuple the timer alone will hold: untracked, as loop.call_later's
         // (see `HandleState::args`).
-        if !args.is_empty() {
-            capi::gc_untrack(args.as_any());
-        }
+        capi::untrack_new_args(args);
         let timer = LoopCore::call_at_impl(core, when, callback, args, None)?;
         return Ok(timer.into_bound(py).into_any());
     }

@@ -175,7 +175,7 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
         }
     };
     let mut taken = taken;
-    let (outcome, context) = match run_known_callback(py, &callback, &args) {
+    let (outcome, context) = match run_known_callback(&callback, &args) {
         Some(outcome) => (outcome, None),
         None => {
             let Some(context) = context_of(taken.take())? else {
@@ -216,22 +216,13 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
 /// steps (nothing if cancelled, else set_result) without a Python frame. None for any other
 /// callback.
 fn run_known_callback(
-    py: Python<'_>,
     callback: &Bound<'_, PyAny>,
     args: &Bound<'_, PyTuple>,
 ) -> Option<PyResult<()>> {
     if let Some(outcome) = crate::future::run_bound_set_result(callback, args) {
         return Some(outcome);
     }
-    let known = stdlib::set_result_unless_cancelled(py).ok()?;
-    if !callback.is(known) || args.len() != 2 {
-        return None;
-    }
-    let fut = args.get_item(0).ok()?;
-    if !fut.get_type().is(py.get_type::<Future>()) {
-        return None;
-    }
-    let fut = NativeFuture::of(&fut)?;
+    let fut = future_completed_by(callback, args)?;
     if fut.borrow().state == State::Cancelled {
         return Some(Ok(()));
     }
@@ -476,8 +467,10 @@ impl Handle {
         // held by the loop, so tasks parked waiting on it go back on the collector's lists.
         if let Ok(timer) = slf.cast_exact::<TimerHandle>() {
             if timer.get().completes_future.load(Ordering::Relaxed) {
-                TimerHandle::release_future(timer);
-                TimerHandle::unpark_waiters(timer);
+                if let Some(fut) = completed_future(slf) {
+                    timer.get().stop_holding(&fut);
+                    fut.unpark_waiters();
+                }
             }
         }
         if loop_debug(py, &loop_)? {
@@ -666,11 +659,18 @@ impl TimerHandle {
     /// When the timer leaves the heap (taken out to run, or cancelled): its future no longer
     /// counts it.
     pub(crate) fn release_future(slf: &Bound<'_, Self>) {
-        if slf.get().holds_future.swap(false, Ordering::Relaxed) {
+        if slf.get().holds_future.load(Ordering::Relaxed) {
             if let Some(fut) = completed_future(slf.as_super()) {
-                let mut f = fut.borrow_mut();
-                f.timer_holds = f.timer_holds.saturating_sub(1);
+                slf.get().stop_holding(&fut);
             }
+        }
+    }
+
+    /// `fut` (this timer's) no longer counts the timer, if it did.
+    fn stop_holding(&self, fut: &NativeFuture<'_>) {
+        if self.holds_future.swap(false, Ordering::Relaxed) {
+            let mut f = fut.borrow_mut();
+            f.timer_holds = f.timer_holds.saturating_sub(1);
         }
     }
 
