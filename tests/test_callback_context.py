@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import inspect
+import sys
 import threading
 import weakref
 
@@ -244,6 +246,74 @@ def make_future(request, loop):
     if request.param == "create_future":
         return loop.create_future
     return lambda: asyncio.Future(loop=loop)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {}, "add_done_callback() takes exactly 1 positional argument (0 given)"),
+        ((print, print), {}, "add_done_callback() takes exactly 1 positional argument (2 given)"),
+        ((), {"fn": print}, "add_done_callback() takes exactly 1 positional argument (0 given)"),
+        ((print,), {"x": 1}, "'x' is an invalid keyword argument for add_done_callback()"),
+    ],
+    ids=["none", "two", "fn-by-keyword", "unknown-keyword"],
+)
+def test_add_done_callback_argument_errors(loop, make_future, args, kwargs, message):
+    fut = make_future()
+    with pytest.raises(TypeError) as exc:
+        fut.add_done_callback(*args, **kwargs)
+    assert str(exc.value) == message
+    fut.add_done_callback(print, context=None)
+    assert len(fut._callbacks) == 1
+
+
+def test_future_methods_are_builtin_methods_of_the_class(loop):
+    """result/exception/cancelled/done/add_done_callback of the loop's futures and tasks are
+    methods of their own class, with the C Future's signatures and receiver check."""
+
+    async def work():
+        return 1
+
+    fut = loop.create_future()
+    task = loop.create_task(work())
+    for obj in (fut, task):
+        cls = type(obj)
+        for name in ("result", "exception", "cancelled", "done"):
+            assert str(inspect.signature(getattr(cls, name))) == "(self, /)"
+            with pytest.raises(TypeError) as exc:
+                getattr(cls, name)(1)
+            assert str(exc.value).startswith(f"descriptor '{name}' for '")
+            assert str(exc.value).endswith("' objects doesn't apply to a 'int' object")
+    assert loop.run_until_complete(task) == 1
+    assert (type(task).result(task), type(task).done(task), type(task).cancelled(task)) == (
+        1,
+        True,
+        False,
+    )
+    assert type(task).exception(task) is None
+
+
+def test_calls_outside_a_running_loop_let_go_at_once(loop):
+    """What a call made outside a running loop lets go of is released when it returns: a
+    bound method made for add_done_callback (the future then holds one reference to its
+    instance, through the method or the instance itself), a value a done future refuses."""
+
+    class Owner:
+        def on_done(self, fut):
+            pass
+
+    owner = Owner()
+    fut = loop.create_future()
+    before = sys.getrefcount(owner)
+    fut.add_done_callback(owner.on_done)
+    assert sys.getrefcount(owner) == before + 1
+    done = loop.create_future()
+    done.set_result(None)
+    value = object()
+    before = sys.getrefcount(value)
+    with pytest.raises(asyncio.InvalidStateError):
+        done.set_result(value)
+    assert sys.getrefcount(value) == before
 
 
 @pytest.mark.parametrize("done_before", [False, True], ids=["pending", "already-done"])

@@ -7,8 +7,10 @@ import asyncio
 import concurrent.futures
 import contextvars
 import gc
+import inspect
 import logging
 import re
+import sys
 import threading
 import time
 import weakref
@@ -467,6 +469,47 @@ def test_two_arg_task_factory_with_context_raises(loop):
         "test_two_arg_task_factory_with_context_raises.<locals>.<lambda>() "
         "got an unexpected keyword argument 'context'"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {}, "missing 1 required positional argument: 'coro'"),
+        ((None, None), {}, "takes 2 positional arguments but 3 were given"),
+        ((None,), {"x": 1}, "got an unexpected keyword argument 'x'"),
+        ((None,), {"coro": None}, "got multiple values for argument 'coro'"),
+    ],
+    ids=["no-coro", "two-positional", "unknown-keyword", "coro-twice"],
+)
+def test_create_task_argument_errors(loop, args, kwargs, message):
+    with pytest.raises(TypeError) as exc:
+        loop.create_task(*args, **kwargs)
+    assert str(exc.value) == f"BaseEventLoop.create_task() {message}"
+
+
+def test_create_task_arguments_by_keyword(loop):
+    async def work():
+        return VAR.get()
+
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "given")
+    task = loop.create_task(coro=work(), name="by-keyword", context=ctx)
+    assert task.get_name() == "by-keyword"
+    assert loop.run_until_complete(task) == "given"
+    assert str(inspect.signature(loop.create_task)) == "(coro, *, name=None, context=None)"
+
+
+def test_create_task_outside_a_running_loop_lets_go_of_the_factory(loop):
+    def factory(lp, coro, **kwargs):
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    loop.set_task_factory(factory)
+    before = sys.getrefcount(factory)
+    task = loop.create_task(asyncio.sleep(0), name="made")
+    loop.set_task_factory(None)
+    assert sys.getrefcount(factory) == before - 1  # the loop let go of it too
+    assert task.get_name() == "made"
+    loop.run_until_complete(task)
 
 
 def test_set_task_factory_not_callable(loop):

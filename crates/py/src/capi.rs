@@ -1315,24 +1315,31 @@ pub trait MethO {
 
 /// What a method trampoline hands back to CPython for `outcome`: a new reference, or NULL with
 /// the exception set (a caught panic becomes a SystemError).
+/// Inlined into each trampoline: the common case is a pointer taken out of the outcome (the
+/// outcome, with room for a PyErr, is not copied into a call).
+#[inline(always)]
 fn into_return(
     py: Python<'_>,
     outcome: std::thread::Result<PyResult<Bound<'_, PyAny>>>,
 ) -> *mut ffi::PyObject {
     match outcome {
         Ok(Ok(v)) => v.into_ptr(),
-        Ok(Err(err)) => {
-            err.restore(py);
-            std::ptr::null_mut()
-        }
-        Err(_) => {
+        Ok(Err(err)) => raise(py, err),
+        Err(_) => raise(
+            py,
             pyo3::exceptions::PySystemError::new_err(
                 "ferroloop: internal error (panic) in a method",
-            )
-            .restore(py);
-            std::ptr::null_mut()
-        }
+            ),
+        ),
     }
+}
+
+/// Sets `err` as the current exception and gives the NULL a failed call returns.
+#[cold]
+#[inline(never)]
+fn raise(py: Python<'_>, err: PyErr) -> *mut ffi::PyObject {
+    err.restore(py);
+    std::ptr::null_mut()
 }
 
 unsafe extern "C" fn meth_o_trampoline<T: MethO>(
@@ -1486,6 +1493,28 @@ impl<'a, 'py> FastArgs<'a, 'py> {
         function: &str,
         allowed: [&str; N],
     ) -> PyResult<[Option<Borrowed<'a, 'py, PyAny>>; N]> {
+        self.keywords_else(allowed, |name| {
+            format!("{function}() got an unexpected keyword argument '{name}'")
+        })
+    }
+
+    /// [`Self::keywords`] for a C function's parameters: any other keyword is the TypeError
+    /// Argument Clinic gives (`'x' is an invalid keyword argument for function()`).
+    pub fn c_keywords<const N: usize>(
+        &self,
+        function: &str,
+        allowed: [&str; N],
+    ) -> PyResult<[Option<Borrowed<'a, 'py, PyAny>>; N]> {
+        self.keywords_else(allowed, |name| {
+            format!("'{name}' is an invalid keyword argument for {function}()")
+        })
+    }
+
+    fn keywords_else<const N: usize>(
+        &self,
+        allowed: [&str; N],
+        unexpected: impl FnOnce(&str) -> String,
+    ) -> PyResult<[Option<Borrowed<'a, 'py, PyAny>>; N]> {
         let mut values = [None; N];
         let Some(names) = &self.kwnames else {
             return Ok(values);
@@ -1498,11 +1527,7 @@ impl<'a, 'py> FastArgs<'a, 'py> {
                 Some(k) => {
                     values[k] = Some(unsafe { Borrowed::from_ptr(self.py, self.kwvalues[i]) })
                 }
-                None => {
-                    return Err(PyTypeError::new_err(format!(
-                        "{function}() got an unexpected keyword argument '{text}'"
-                    )))
-                }
+                None => return Err(PyTypeError::new_err(unexpected(text))),
             }
         }
         Ok(values)
@@ -1564,15 +1589,70 @@ unsafe extern "C" fn meth_fastcall_trampoline<T: MethFastcall>(
 /// Stores `T` in its owner class as a method descriptor for instances of that class,
 /// replacing what was there under that name.
 pub fn install_meth_fastcall<T: MethFastcall>(py: Python<'_>) -> PyResult<()> {
-    let ty = py.get_type::<T::Owner>();
-    let def = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: T::NAME.as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: meth_fastcall_trampoline::<T>,
+    install_method_def(
+        &py.get_type::<T::Owner>(),
+        ffi::PyMethodDef {
+            ml_name: T::NAME.as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: meth_fastcall_trampoline::<T>,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: T::DOC.as_ptr(),
         },
-        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: T::DOC.as_ptr(),
-    }));
+    )
+}
+
+/// A method without arguments (`METH_NOARGS`) written in Rust, for instances of its owner
+/// class: what CPython calls as it calls a C type's method (with the specialised
+/// `PRECALL_NO_KW_METHOD_DESCRIPTOR_NOARGS` when `self` is exactly of that class), without
+/// PyO3's trampoline and `self` extraction.
+pub trait MethNoArgs {
+    /// The class whose instances the method accepts (the descriptor checks `self`).
+    type Owner: pyo3::PyTypeInfo;
+    const NAME: &'static std::ffi::CStr;
+    /// Starts with the text signature (`name($self, /)\n--\n\n`) that `inspect` reads.
+    const DOC: &'static std::ffi::CStr;
+    fn call<'py>(slf: &Bound<'py, Self::Owner>) -> PyResult<Bound<'py, PyAny>>;
+}
+
+unsafe extern "C" fn meth_noargs_trampoline<T: MethNoArgs>(
+    slf: *mut ffi::PyObject,
+    _null: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a METH_NOARGS function with the GIL held and `slf` alive (borrowed
+    // for the call); the method descriptor made by `install_meth_noargs` has checked that it
+    // is an instance of T::Owner. We return a new reference, or NULL with an exception set; a
+    // panic is caught (unwinding out of an extern "C" function would abort).
+    unsafe {
+        let py = Python::assume_attached();
+        let slf = Borrowed::from_ptr(py, slf).cast_unchecked::<T::Owner>();
+        into_return(
+            py,
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::call(&slf))),
+        )
+    }
+}
+
+/// Stores `T` in its owner class as a `METH_NOARGS` method descriptor for instances of that
+/// class, replacing what was there under that name.
+pub fn install_meth_noargs<T: MethNoArgs>(py: Python<'_>) -> PyResult<()> {
+    install_method_def(
+        &py.get_type::<T::Owner>(),
+        ffi::PyMethodDef {
+            ml_name: T::NAME.as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: meth_noargs_trampoline::<T>,
+            },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: T::DOC.as_ptr(),
+        },
+    )
+}
+
+/// Stores `def` in the class `ty` as a method descriptor for instances of `ty`.
+fn install_method_def(ty: &Bound<'_, pyo3::types::PyType>, def: ffi::PyMethodDef) -> PyResult<()> {
+    let py = ty.py();
+    let def = Box::leak(Box::new(def));
     // SAFETY: as in `install_meth_o`: `def` is leaked on purpose, PyDescr_NewMethod returns a
     // new reference or NULL with an exception set, and the descriptor goes straight into the
     // type's dict, followed by PyType_Modified.
@@ -1581,7 +1661,10 @@ pub fn install_meth_fastcall<T: MethFastcall>(py: Python<'_>) -> PyResult<()> {
             Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))?;
         let tp = ty.as_type_ptr();
         let dict = Bound::from_borrowed_ptr(py, (*tp).tp_dict);
-        dict.set_item(T::NAME.to_str().unwrap_or_default(), descr)?;
+        let name = std::ffi::CStr::from_ptr(def.ml_name)
+            .to_str()
+            .unwrap_or_default();
+        dict.set_item(name, descr)?;
         ffi::PyType_Modified(tp);
     }
     Ok(())

@@ -651,6 +651,59 @@ impl LoopCore {
         })
     }
 
+    /// `BaseEventLoop.create_task(coro, *, name=None, context=None)` (the method itself is
+    /// `schedule_methods::CreateTask`; None stands for a parameter not given).
+    pub(crate) fn create_task_impl<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: &Bound<'py, PyAny>,
+        context: &Bound<'py, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        // Bound, not Py: called from a method trampoline PyO3 may not count as attached,
+        // where dropping a `Py` defers its decref (see `NativeFuture::add_done_callback`).
+        let factory = this
+            .task_factory
+            .lock(py)
+            .as_ref()
+            .map(|f| f.bind(py).clone());
+        match factory {
+            None if this.native_tasks.load(Ordering::Relaxed) => {
+                let core =
+                    FutureCore::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
+                let task = Bound::new(py, Task::with_core(core))?;
+                Task::start(&task, coro, Some(name), Some(context))?;
+                Ok(task.into_any().unbind())
+            }
+            None => {
+                let cls = stdlib::task_class(py)?;
+                let task = capi::call_with_kwnames(
+                    cls,
+                    &[coro, slf.as_any(), name, context],
+                    kwnames(py, KwNames::LoopNameContext)?,
+                )?;
+                Ok(task.unbind())
+            }
+            Some(factory) => {
+                let task = if context.is_none() {
+                    factory.call1((slf, coro))?
+                } else {
+                    capi::call_with_kwnames(
+                        &factory,
+                        &[slf.as_any(), coro, context],
+                        kwnames(py, KwNames::Context)?,
+                    )?
+                };
+                if !name.is_none() {
+                    stdlib::set_task_name(py)?.call1((&task, name))?;
+                }
+                Ok(task.unbind())
+            }
+        }
+    }
+
     /// Whether create_future()/create_task() make ferroloop's native Future/Task.
     pub(crate) fn native_tasks_enabled(&self) -> bool {
         self.native_tasks.load(Ordering::Relaxed)
@@ -1711,57 +1764,6 @@ impl LoopCore {
         }
         let cls = stdlib::future_class(py)?;
         Ok(capi::call_with_kwnames(cls, &[slf.as_any()], kwnames(py, KwNames::Loop)?)?.unbind())
-    }
-
-    /// `BaseEventLoop.create_task`
-    #[pyo3(signature = (coro, *, name=None, context=None))]
-    fn create_task(
-        slf: &Bound<'_, Self>,
-        coro: &Bound<'_, PyAny>,
-        name: Option<&Bound<'_, PyAny>>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_closed()?;
-        let factory = this.task_factory.lock(py).as_ref().map(|f| f.clone_ref(py));
-        let none = py.None().into_bound(py);
-        let name = name.unwrap_or(&none);
-        let context = context.unwrap_or(&none);
-        match factory {
-            None if this.native_tasks.load(Ordering::Relaxed) => {
-                let core =
-                    FutureCore::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
-                let task = Bound::new(py, Task::with_core(core))?;
-                Task::start(&task, coro, Some(name), Some(context))?;
-                Ok(task.into_any().unbind())
-            }
-            None => {
-                let cls = stdlib::task_class(py)?;
-                let task = capi::call_with_kwnames(
-                    cls,
-                    &[coro, slf.as_any(), name, context],
-                    kwnames(py, KwNames::LoopNameContext)?,
-                )?;
-                Ok(task.unbind())
-            }
-            Some(factory) => {
-                let factory = factory.bind(py);
-                let task = if context.is_none() {
-                    factory.call1((slf, coro))?
-                } else {
-                    capi::call_with_kwnames(
-                        factory,
-                        &[slf.as_any(), coro, context],
-                        kwnames(py, KwNames::Context)?,
-                    )?
-                };
-                if !name.is_none() {
-                    stdlib::set_task_name(py)?.call1((&task, name))?;
-                }
-                Ok(task.unbind())
-            }
-        }
     }
 
     fn set_task_factory(&self, factory: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -1,5 +1,5 @@
-//! The loop's scheduling methods `call_soon`, `call_soon_threadsafe`, `call_later` and
-//! `call_at` as `METH_FASTCALL` descriptors on `LoopCore` (see `capi::MethFastcall`): the
+//! The loop's scheduling methods `call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`
+//! and `create_task` as `METH_FASTCALL` descriptors on `LoopCore` (see `capi::MethFastcall`): the
 //! callback and its arguments come straight from the caller's array, without PyO3's argument
 //! parsing. Signatures and errors are those of `BaseEventLoop.call_soon(callback, *args,
 //! context=None)` and its siblings, messages included: `callback` (and `delay`/`when`) may
@@ -189,8 +189,57 @@ impl MethFastcall for CallAt {
     }
 }
 
-/// Puts the four methods on `LoopCore`.
+/// `loop.create_task(coro, *, name=None, context=None)`
+pub(crate) struct CreateTask;
+
+impl MethFastcall for CreateTask {
+    type Owner = LoopCore;
+    const NAME: &'static std::ffi::CStr = c"create_task";
+    const DOC: &'static std::ffi::CStr = c"create_task($self, coro, *, name=None, context=None)\n--\n\nSchedule a coroutine object.\n\nReturn a task object.";
+    fn call<'py>(
+        slf: &Bound<'py, LoopCore>,
+        args: &FastArgs<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        const FUNCTION: &str = "BaseEventLoop.create_task";
+        let py = args.py();
+        let none = py.None().into_bound(py);
+        if args.no_keywords() && args.len() == 1 {
+            let task = LoopCore::create_task_impl(slf, &args.get(0), &none, &none)?;
+            return Ok(task.into_bound(py));
+        }
+        // As Python checks `def create_task(self, coro, *, name=None, context=None)`.
+        let [coro_kw, name, context] = args.keywords(FUNCTION, ["coro", "name", "context"])?;
+        if args.len() > 1 {
+            return Err(PyTypeError::new_err(format!(
+                "{FUNCTION}() takes 2 positional arguments but {} were given",
+                args.len() + 1
+            )));
+        }
+        let coro = match (args.len(), coro_kw) {
+            (1, Some(_)) => {
+                return Err(PyTypeError::new_err(format!(
+                    "{FUNCTION}() got multiple values for argument 'coro'"
+                )))
+            }
+            (1, None) => args.get(0),
+            (_, Some(coro)) => coro,
+            (_, None) => {
+                return Err(PyTypeError::new_err(format!(
+                    "{FUNCTION}() missing 1 required positional argument: 'coro'"
+                )))
+            }
+        };
+        let (name, context) = (
+            name.as_deref().unwrap_or(&none),
+            context.as_deref().unwrap_or(&none),
+        );
+        Ok(LoopCore::create_task_impl(slf, &coro, name, context)?.into_bound(py))
+    }
+}
+
+/// Puts the five methods on `LoopCore`.
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
+    capi::install_meth_fastcall::<CreateTask>(py)?;
     capi::install_meth_fastcall::<CallSoon>(py)?;
     capi::install_meth_fastcall::<CallSoonThreadsafe>(py)?;
     capi::install_meth_fastcall::<CallLater>(py)?;

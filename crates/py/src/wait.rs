@@ -326,7 +326,7 @@ impl WaitCoroutine {
 /// `f.add_done_callback(cb)`, natively for ferroloop's futures.
 fn add_done_callback(f: &Bound<'_, PyAny>, cb: &Bound<'_, PyAny>) -> PyResult<()> {
     match NativeFuture::of(f) {
-        Some(native) => native.add_done_callback(cb.clone().unbind(), None),
+        Some(native) => native.add_done_callback(cb.clone(), None),
         None => f
             .call_method1(intern!(f.py(), "add_done_callback"), (cb,))
             .map(drop),
