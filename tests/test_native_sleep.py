@@ -71,9 +71,7 @@ class TestFerroSleep_Timeouts(_FerroSleep, test_timeouts.TimeoutTests):
     pass
 
 
-class TestFerroSleep_Timeouts_FerroLoop(
-    _FerroloopPolicy, _FerroSleep, test_timeouts.TimeoutTests
-):
+class TestFerroSleep_Timeouts_FerroLoop(_FerroloopPolicy, _FerroSleep, test_timeouts.TimeoutTests):
     pass
 
 
