@@ -1301,6 +1301,13 @@ pub fn instance_method<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
     unsafe { Bound::from_owned_ptr_or_err(py, PyInstanceMethod_New(func.as_ptr())) }
 }
 
+// The method trampolines below (MethO, MethNoArgs, MethFastcall) bypass PyO3's, and PyO3
+// counts a thread as attached only inside its own entry points: called from Python code with
+// no PyO3 entry point further up the stack (outside `run_forever`, say), a `Py` they drop has
+// its decref deferred to PyO3's pool until the next PyO3 entry. What they reach lets go of
+// objects as `Bound` (a plain decref); tests/test_callback_context.py checks it
+// (test_calls_outside_a_running_loop_let_go_at_once).
+
 /// A one-argument method (`METH_O`) written in Rust whose descriptor accepts any instance of a
 /// given owner type, not only of the class it is stored in: what lets `ferroloop.Future.
 /// set_result(task, ...)` apply Future's method to a ferroloop Task (a sibling class, since
