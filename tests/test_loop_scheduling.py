@@ -512,6 +512,24 @@ def test_create_task_outside_a_running_loop_lets_go_of_the_factory(loop):
     loop.run_until_complete(task)
 
 
+def test_loop_methods_called_through_the_class(loop, loop_kind):
+    """The scheduling methods give the same results called through the loop's class. On
+    ferroloop they are method descriptors of that exact class (`ferroloop.Loop`, not only of
+    its Rust base): what CPython 3.11 needs to specialise `loop.call_soon(...)` and the like."""
+    cls = type(loop)
+    fut = cls.create_future(loop)
+    cls.call_soon(loop, fut.set_result, 1)
+    assert loop.run_until_complete(fut) == 1
+    assert isinstance(cls.time(loop), float)
+    assert cls.get_debug(loop) is loop.get_debug()
+    assert loop.run_until_complete(cls.create_task(loop, asyncio.sleep(0, "x"))) == "x"
+    if loop_kind == "ferroloop":
+        names = ["create_future", "time", "get_debug", "create_task", "call_soon"]
+        names += ["call_soon_threadsafe", "call_later", "call_at"]
+        for name in names:
+            assert getattr(cls, name).__objclass__ is cls, name
+
+
 def test_set_task_factory_not_callable(loop):
     with pytest.raises(TypeError, match="^task factory must be a callable or None$"):
         loop.set_task_factory(1)

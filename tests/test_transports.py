@@ -1059,3 +1059,19 @@ def test_accepted_connection_debug_log_names_the_peer(loop, caplog):
         "got a new connection from " + repr(client_address) in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_native_transport_methods_belong_to_each_transport_class():
+    """ferroloop's native `is_closing`/`write` are method descriptors of each concrete
+    transport class (CPython specialises a method call only for an instance of exactly the
+    descriptor's class); a datagram or read pipe transport gets no native write."""
+    from ferroloop import _transports
+
+    for cls, writes in (
+        (_transports.SocketTransport, True),
+        (_transports.DatagramTransport, False),
+        (_transports.ReadPipeTransport, False),
+        (_transports.WritePipeTransport, True),
+    ):
+        assert cls.is_closing.__objclass__ is cls
+        assert (getattr(getattr(cls, "write", None), "__objclass__", None) is cls) == writes

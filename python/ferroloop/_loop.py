@@ -19,7 +19,7 @@ import warnings
 import weakref
 from asyncio import base_events, coroutines, events, futures, tasks, unix_events
 
-from ._ferroloop import LoopCore
+from ._ferroloop import LoopCore, _specialize_loop_methods
 from ._network import NetworkMixin
 from ._sockops import SockOpsMixin
 from ._subprocess import SubprocessMixin
@@ -369,6 +369,12 @@ class Loop(
         """Called by the run loop with the signal numbers read from the wakeup fd."""
         for sig in signums:
             self._handle_signal(sig)
+
+
+# Loop's own descriptors of LoopCore's hottest methods (call_soon, call_later, create_future,
+# ...): CPython specialises a method call only when the instance is exactly of the
+# descriptor's class, and a loop is a Loop, not a LoopCore.
+_specialize_loop_methods(Loop)
 
 
 class _SelectorView:

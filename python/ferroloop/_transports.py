@@ -402,3 +402,15 @@ class WritePipeTransport(
 
     def __repr__(self):
         return _pipe_repr(self, with_bufsize=True)
+
+
+# Each concrete class gets its own descriptors of the native methods as well: CPython
+# specialises a method call only when the instance is exactly of the descriptor's class.
+for _cls, _writing in (
+    (SocketTransport, SocketTransport),
+    (DatagramTransport, None),
+    (ReadPipeTransport, None),
+    (WritePipeTransport, WritePipeTransport),
+):
+    TransportCore._install_methods(_cls, _writing)
+del _cls, _writing

@@ -337,7 +337,7 @@ impl LoopCore {
         self.sched.lock(py).cancelled_timers += 1;
     }
 
-    fn is_debug(&self) -> bool {
+    pub(crate) fn is_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
     }
 
@@ -702,6 +702,24 @@ impl LoopCore {
                 Ok(task.unbind())
             }
         }
+    }
+
+    /// `loop.create_future()` (the method itself is `schedule_methods::CreateFuture`).
+    pub(crate) fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.native_tasks.load(Ordering::Relaxed) {
+            let core = FutureCore::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
+            return Ok(Py::new(
+                py,
+                Future {
+                    core: GilRefCell::new(core),
+                },
+            )?
+            .into_any());
+        }
+        let cls = stdlib::future_class(py)?;
+        Ok(capi::call_with_kwnames(cls, &[slf.as_any()], kwnames(py, KwNames::Loop)?)?.unbind())
     }
 
     /// Whether create_future()/create_task() make ferroloop's native Future/Task.
@@ -1488,18 +1506,14 @@ impl LoopCore {
         self.transports.remove(py, fd);
     }
 
-    /// The loop clock: `time.monotonic()`.
-    fn time(&self) -> f64 {
-        clock::monotonic()
-    }
-
     #[getter]
     fn _clock_resolution(&self) -> f64 {
         self.clock_resolution
     }
 
-    // call_soon, call_soon_threadsafe, call_later and call_at are METH_FASTCALL methods
-    // written in `schedule_methods.rs` (no PyO3 argument parsing on the hottest calls).
+    // call_soon, call_soon_threadsafe, call_later, call_at and create_task (METH_FASTCALL),
+    // create_future, time and get_debug (METH_NOARGS) are written in `schedule_methods.rs`
+    // (no PyO3 trampoline or argument parsing on the hottest calls).
 
     /// Called by TimerHandle.cancel() for a scheduled timer.
     fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) {
@@ -1676,10 +1690,6 @@ impl LoopCore {
         Ok(true)
     }
 
-    fn get_debug(&self) -> bool {
-        self.is_debug()
-    }
-
     fn set_debug(slf: &Bound<'_, Self>, enabled: bool) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -1747,23 +1757,6 @@ impl LoopCore {
 
     fn _set_native_tasks(&self, enabled: bool) {
         self.native_tasks.store(enabled, Ordering::Relaxed);
-    }
-
-    pub(crate) fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        if this.native_tasks.load(Ordering::Relaxed) {
-            let core = FutureCore::for_loop(py, slf.clone().into_any().unbind(), this.is_debug())?;
-            return Ok(Py::new(
-                py,
-                Future {
-                    core: GilRefCell::new(core),
-                },
-            )?
-            .into_any());
-        }
-        let cls = stdlib::future_class(py)?;
-        Ok(capi::call_with_kwnames(cls, &[slf.as_any()], kwnames(py, KwNames::Loop)?)?.unbind())
     }
 
     fn set_task_factory(&self, factory: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -46,6 +46,10 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     capi::check_context_layout(m.py())?;
     m.add_class::<event_loop::LoopCore>()?;
     schedule_methods::install(m.py())?;
+    m.add_function(wrap_pyfunction!(
+        schedule_methods::_specialize_loop_methods,
+        m
+    )?)?;
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<future::Future>()?;

@@ -1,15 +1,18 @@
 //! The loop's scheduling methods `call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`
 //! and `create_task` as `METH_FASTCALL` descriptors on `LoopCore` (see `capi::MethFastcall`): the
 //! callback and its arguments come straight from the caller's array, without PyO3's argument
-//! parsing. Signatures and errors are those of `BaseEventLoop.call_soon(callback, *args,
+//! parsing. `create_future`, `time` and `get_debug`, also called per task or per timer, are
+//! `METH_NOARGS` descriptors (`capi::MethNoArgs`). Signatures and errors are those of `BaseEventLoop.call_soon(callback, *args,
 //! context=None)` and its siblings, messages included: `callback` (and `delay`/`when`) may
 //! also be given by keyword, `context` only by keyword.
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
-use crate::capi::{self, ContextSnapshot, FastArgs, MethFastcall};
+use crate::capi::{self, ContextSnapshot, FastArgs, MethFastcall, MethNoArgs};
 use crate::event_loop::LoopCore;
+use ferroloop_core::clock;
+use pyo3::types::{PyBool, PyFloat};
 
 /// The values of a call's leading parameters, and its `context` (None when not given or None).
 type Leading<'a, 'py, const N: usize> = (
@@ -237,11 +240,63 @@ impl MethFastcall for CreateTask {
     }
 }
 
-/// Puts the five methods on `LoopCore`.
+/// `loop.create_future()`
+pub(crate) struct CreateFuture;
+
+impl MethNoArgs for CreateFuture {
+    type Owner = LoopCore;
+    const NAME: &'static std::ffi::CStr = c"create_future";
+    const DOC: &'static std::ffi::CStr =
+        c"create_future($self, /)\n--\n\nCreate a Future object attached to the loop.";
+    fn call<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(LoopCore::create_future(slf)?.into_bound(slf.py()))
+    }
+}
+
+/// `loop.time()`: the loop clock, `time.monotonic()`.
+pub(crate) struct Time;
+
+impl MethNoArgs for Time {
+    type Owner = LoopCore;
+    const NAME: &'static std::ffi::CStr = c"time";
+    const DOC: &'static std::ffi::CStr =
+        c"time($self, /)\n--\n\nReturn the time according to the event loop's clock.";
+    fn call<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(PyFloat::new(slf.py(), clock::monotonic()).into_any())
+    }
+}
+
+/// `loop.get_debug()`
+pub(crate) struct GetDebug;
+
+impl MethNoArgs for GetDebug {
+    type Owner = LoopCore;
+    const NAME: &'static std::ffi::CStr = c"get_debug";
+    const DOC: &'static std::ffi::CStr =
+        c"get_debug($self, /)\n--\n\nWhether the loop is in debug mode.";
+    fn call<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(PyBool::new(slf.py(), slf.get().is_debug())
+            .to_owned()
+            .into_any())
+    }
+}
+
+/// Puts the methods on `LoopCore`.
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
+    capi::install_meth_noargs::<CreateFuture>(py)?;
+    capi::install_meth_noargs::<Time>(py)?;
+    capi::install_meth_noargs::<GetDebug>(py)?;
     capi::install_meth_fastcall::<CreateTask>(py)?;
     capi::install_meth_fastcall::<CallSoon>(py)?;
     capi::install_meth_fastcall::<CallSoonThreadsafe>(py)?;
     capi::install_meth_fastcall::<CallLater>(py)?;
     capi::install_meth_fastcall::<CallAt>(py)
+}
+
+/// `_specialize_loop_methods(cls)`: gives `cls`, a Python subclass of LoopCore (`ferroloop.Loop`,
+/// whose instances the loops are), its own descriptors of the methods above (see
+/// `capi::specialize_inherited_methods`); returns how many.
+#[pyfunction]
+pub(crate) fn _specialize_loop_methods(cls: &Bound<'_, pyo3::types::PyType>) -> PyResult<usize> {
+    capi::specialize_inherited_methods(cls, &cls.py().get_type::<LoopCore>())
 }
