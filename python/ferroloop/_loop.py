@@ -371,9 +371,9 @@ class Loop(
             self._handle_signal(sig)
 
 
-# Loop's own descriptors of LoopCore's hottest methods (call_soon, call_later, create_future,
-# ...): CPython specialises a method call only when the instance is exactly of the
-# descriptor's class, and a loop is a Loop, not a LoopCore.
+# Loop's own descriptors of LoopCore's methods (call_soon, create_future, create_task, ...):
+# CPython specialises a method call only when the instance is exactly of the descriptor's
+# class, and a loop is a Loop, not a LoopCore.
 _specialize_loop_methods(Loop)
 
 

@@ -1660,10 +1660,6 @@ pub fn install_meth_noargs<T: MethNoArgs>(py: Python<'_>) -> PyResult<()> {
 fn install_method_def(ty: &Bound<'_, pyo3::types::PyType>, def: ffi::PyMethodDef) -> PyResult<()> {
     let py = ty.py();
     let def = Box::leak(Box::new(def));
-    INSTALLED_METHODS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((ty.as_type_ptr() as usize, std::ptr::from_ref(def) as usize));
     // SAFETY: as in `install_meth_o`: `def` is leaked on purpose, PyDescr_NewMethod returns a
     // new reference or NULL with an exception set, and the descriptor goes straight into the
     // type's dict, followed by PyType_Modified.
@@ -1681,17 +1677,14 @@ fn install_method_def(ty: &Bound<'_, pyo3::types::PyType>, def: ffi::PyMethodDef
     Ok(())
 }
 
-/// The methods `install_method_def` stored, as the addresses of their class and of their
-/// (leaked, never freed) `PyMethodDef`: what [`specialize_inherited_methods`] reads.
-static INSTALLED_METHODS: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
-
-/// Gives `cls`, a Python subclass of `base`, descriptors of its own for the methods that
-/// `install_method_def` put on `base` and that `cls` inherits unchanged (same `PyMethodDef`,
-/// checked against instances of `cls`); returns how many. CPython 3.11's specialised calls of
-/// a method descriptor (`PRECALL_NO_KW_METHOD_DESCRIPTOR_NOARGS`,
-/// `PRECALL_METHOD_DESCRIPTOR_FAST_WITH_KEYWORDS`, ...) require `self` to be exactly of the
-/// descriptor's class: an instance of the subclass calling an inherited descriptor takes the
-/// generic call path, about 185 instructions more a call.
+/// Gives `cls`, a Python subclass of `base`, descriptors of its own for the methods of `base`
+/// (method descriptors in its dict: PyO3's and those `install_method_def` put there) that
+/// `cls` inherits unchanged: same `PyMethodDef`, checked against instances of `cls`; returns
+/// how many. CPython 3.11's specialised calls of a method descriptor
+/// (`PRECALL_NO_KW_METHOD_DESCRIPTOR_NOARGS`, `PRECALL_METHOD_DESCRIPTOR_FAST_WITH_KEYWORDS`,
+/// ...) require `self` to be exactly of the descriptor's class: an instance of the subclass
+/// calling an inherited descriptor takes the generic call path, about 185 instructions more a
+/// call.
 pub fn specialize_inherited_methods(
     cls: &Bound<'_, pyo3::types::PyType>,
     base: &Bound<'_, pyo3::types::PyType>,
@@ -1704,40 +1697,42 @@ pub fn specialize_inherited_methods(
             base.name()?
         )));
     }
-    let defs: Vec<usize> = INSTALLED_METHODS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter(|(owner, _)| *owner == base.as_type_ptr() as usize)
-        .map(|(_, def)| *def)
-        .collect();
-    let own = cls.getattr(pyo3::intern!(py, "__dict__"))?;
+    let dict = pyo3::intern!(py, "__dict__");
+    let own = cls.getattr(dict)?;
+    let inherited_from: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = base
+        .getattr(dict)?
+        .call_method0(pyo3::intern!(py, "items"))?
+        .try_iter()?
+        .map(|item| item?.extract())
+        .collect::<PyResult<_>>()?;
     let mut installed = 0;
-    for def in defs {
-        let def = def as *mut ffi::PyMethodDef;
-        // SAFETY: `def` is a leaked PyMethodDef stored by `install_method_def`, alive for the
-        // rest of the process; its name is a static C string.
-        let name = unsafe { std::ffi::CStr::from_ptr((*def).ml_name) }
-            .to_str()
-            .unwrap_or_default();
-        if own.contains(name)? {
+    for (name, descr) in inherited_from {
+        let p = descr.as_ptr();
+        // SAFETY: reading the type of a live object, then (only for an exact method
+        // descriptor, whose layout is PyMethodDescrObject) its class and PyMethodDef.
+        let def = unsafe {
+            if ffi::Py_TYPE(p) != std::ptr::addr_of_mut!(ffi::PyMethodDescr_Type) {
+                continue;
+            }
+            let d = p.cast::<ffi::PyMethodDescrObject>();
+            if (*d).d_common.d_type != base.as_type_ptr() {
+                continue;
+            }
+            (*d).d_method
+        };
+        // Inherited unchanged: what `cls` finds under the name is `base`'s descriptor.
+        if own.contains(&name)? || !cls.getattr(name.cast::<PyString>()?)?.is(&descr) {
             continue;
         }
-        // Inherited unchanged: what `cls` finds is `base`'s own descriptor.
-        let inherited = cls.getattr(name)?;
-        let from_base = base
-            .getattr(pyo3::intern!(py, "__dict__"))?
-            .get_item(name)?;
-        if !inherited.is(&from_base) {
-            continue;
-        }
-        // SAFETY: `cls` is a live type object and `def` outlives it (see above);
-        // PyDescr_NewMethod returns a new reference or NULL with an exception set.
-        let descr = unsafe {
+        // SAFETY: `cls` is a live type object. `def` belongs to `base`'s descriptor: PyO3's
+        // method definitions and `install_method_def`'s live as long as `base`, which `cls`
+        // keeps alive (its base). PyDescr_NewMethod returns a new reference or NULL with an
+        // exception set.
+        let copy = unsafe {
             Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(cls.as_type_ptr(), def))?
         };
         // A heap type's setattr, which also updates its method cache.
-        cls.setattr(name, descr)?;
+        cls.setattr(name.cast::<PyString>()?, copy)?;
         installed += 1;
     }
     Ok(installed)

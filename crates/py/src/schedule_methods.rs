@@ -294,8 +294,8 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
 }
 
 /// `_specialize_loop_methods(cls)`: gives `cls`, a Python subclass of LoopCore (`ferroloop.Loop`,
-/// whose instances the loops are), its own descriptors of the methods above (see
-/// `capi::specialize_inherited_methods`); returns how many.
+/// whose instances the loops are), its own descriptors of LoopCore's methods, the ones above
+/// and PyO3's (see `capi::specialize_inherited_methods`); returns how many.
 #[pyfunction]
 pub(crate) fn _specialize_loop_methods(cls: &Bound<'_, pyo3::types::PyType>) -> PyResult<usize> {
     capi::specialize_inherited_methods(cls, &cls.py().get_type::<LoopCore>())
