@@ -868,6 +868,28 @@ impl LoopCore {
     fn run_once_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        // A turn with callbacks queued and nothing else to look at (no timer, no fd watched,
+        // not stopping) goes straight to running them: steps 1 to 5 would find nothing to do
+        // (no timer to drop or run, and no poll: see step 3).
+        let quiet = this.io_count.load(Ordering::Acquire) == 0
+            && !this.stopping.load(Ordering::Acquire)
+            && {
+                let s = this.sched.lock(py);
+                !s.ready.is_empty() && s.timers.is_empty()
+            };
+        if quiet {
+            this.polled_last_turn.store(false, Ordering::Relaxed);
+        } else {
+            Self::gather_ready(slf)?;
+        }
+        Self::run_ready(slf)
+    }
+
+    /// Steps 1 to 5 of a turn: cancelled timers dropped, the poll, and what is ready (fds,
+    /// due timers) queued.
+    fn gather_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
 
         // 1. Drop cancelled timers: all of them when they are many, else those at the top.
         let dropped: Vec<Py<TimerHandle>> = {
@@ -1032,6 +1054,13 @@ impl LoopCore {
             }
         }
 
+        Ok(())
+    }
+
+    /// Step 6 of a turn: runs what was ready when the turn began.
+    fn run_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
         // 6. Run what was ready when this turn began.
         let ntodo = this.sched.lock(py).ready.len();
         let debug = this.is_debug();
