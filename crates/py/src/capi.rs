@@ -1321,9 +1321,9 @@ pub trait MethO {
 }
 
 /// What a method trampoline hands back to CPython for `outcome`: a new reference, or NULL with
-/// the exception set (a caught panic becomes a SystemError).
-/// Inlined into each trampoline: the common case is a pointer taken out of the outcome (the
-/// outcome, with room for a PyErr, is not copied into a call).
+/// the exception set (a caught panic becomes a SystemError). Inlined into each trampoline:
+/// the common case is a pointer taken out of the outcome (the outcome, with room for a PyErr,
+/// is not copied into a call).
 #[inline(always)]
 fn into_return(
     py: Python<'_>,
