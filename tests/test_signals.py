@@ -31,8 +31,12 @@ def run_child(code: str, sig: int, *, settle: float = 0.2, timeout: float = 30):
     (returncode, stdout lines after 'ready', stderr)."""
     env = dict(os.environ)
     env.pop("PYTHONASYNCIODEBUG", None)
+    # A shell without job control starts background commands with SIGINT ignored, and a child
+    # inherits that (Python then installs no KeyboardInterrupt handler): the child starts
+    # from Python's usual handler whatever the test run was started from.
+    prologue = "import signal as _s; _s.signal(_s.SIGINT, _s.default_int_handler)\n"
     proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", prologue + textwrap.dedent(code)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -4,7 +4,9 @@
 //! callbacks run through the loop's call_soon with their contexts, `await` through
 //! [`FutureIter`], and "exception was never retrieved" reported by a finalizer through the loop's
 //! exception handler. [`FutureCore`] is the state, [`NativeFuture`] reaches it in a Future or a
-//! Task, and `future_pymethods!` gives both classes the methods asyncio's Task inherits.
+//! Task, and `future_pymethods!` gives both classes the methods asyncio's Task inherits (the
+//! most called of them, `result`, `exception`, `cancelled`, `done` and `add_done_callback`,
+//! as functions of their own: `install_shared_methods`).
 
 use ferroloop_core::callback_list::CallbackList;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};

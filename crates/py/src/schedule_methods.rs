@@ -1,10 +1,12 @@
-//! The loop's scheduling methods `call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`
-//! and `create_task` as `METH_FASTCALL` descriptors on `LoopCore` (see `capi::MethFastcall`): the
-//! callback and its arguments come straight from the caller's array, without PyO3's argument
-//! parsing. `create_future`, `time` and `get_debug`, also called per task or per timer, are
-//! `METH_NOARGS` descriptors (`capi::MethNoArgs`). Signatures and errors are those of `BaseEventLoop.call_soon(callback, *args,
-//! context=None)` and its siblings, messages included: `callback` (and `delay`/`when`) may
-//! also be given by keyword, `context` only by keyword.
+//! The loop's hottest methods as descriptors of their own, without PyO3's trampoline or
+//! argument parsing: `call_soon`, `call_soon_threadsafe`, `call_later`, `call_at` and
+//! `create_task` as `METH_FASTCALL` descriptors on `LoopCore` (`capi::MethFastcall`: the
+//! callback and its arguments come straight from the caller's array), `create_future`, `time`
+//! and `get_debug` as `METH_NOARGS` ones (`capi::MethNoArgs`); and `_specialize_loop_methods`,
+//! which gives `ferroloop.Loop` its own copies. Signatures and errors are those of
+//! `BaseEventLoop.call_soon(callback, *args, context=None)` and its siblings, messages
+//! included: `callback` (and `delay`/`when`, `coro`) may also be given by keyword, `context`
+//! (and `name`) only by keyword.
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
