@@ -629,11 +629,14 @@ impl<'py> NativeFuture<'py> {
         Ok(())
     }
 
-    pub(crate) fn set_result(&self, result: Py<PyAny>) -> PyResult<()> {
+    /// `Future.set_result`. The result becomes a `Py` only once the state is checked: a
+    /// `Bound` refused here is decref'd at once, also from a trampoline PyO3 does not count as
+    /// attached (see capi's method trampolines).
+    pub(crate) fn set_result(&self, result: impl Into<Py<PyAny>>) -> PyResult<()> {
         self.check_state_pending()?;
         {
             let mut f = self.borrow_mut();
-            f.result = Some(result);
+            f.result = Some(result.into());
             f.state = State::Finished;
         }
         self.schedule_callbacks()
@@ -956,11 +959,7 @@ impl capi::MethO for SetResult {
     const NAME: &'static std::ffi::CStr = c"set_result";
     const DOC: &'static std::ffi::CStr = c"Mark the future done and set its result.";
     fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let fut = receiver(slf, "set_result")?;
-        // Checked before the result becomes a `Py`: a `Py` dropped here (on the error) would
-        // have its decref deferred, as this trampoline is not counted as attached by PyO3.
-        fut.check_state_pending()?;
-        fut.set_result(arg.clone().unbind())?;
+        receiver(slf, "set_result")?.set_result(arg.clone())?;
         Ok(slf.py().None().into_bound(slf.py()))
     }
 }
@@ -977,7 +976,8 @@ impl capi::MethO for SetException {
     }
 }
 
-/// Future and Task: the classes whose instances are native futures.
+/// Future and Task: the classes whose instances are native futures. (`native` is
+/// `NativeFuture::from`, which a trait's where-clause could not carry to the generic impls.)
 trait FutureClass: pyo3::PyTypeInfo {
     fn native<'py>(slf: &Bound<'py, Self>) -> NativeFuture<'py>;
 }

@@ -226,7 +226,7 @@ fn run_known_callback(
     if fut.borrow().state == State::Cancelled {
         return Some(Ok(()));
     }
-    Some(args.get_item(1).and_then(|r| fut.set_result(r.unbind())))
+    Some(args.get_item(1).and_then(|r| fut.set_result(r)))
 }
 
 /// The exact ferroloop Future `handle` will complete, when its callback is
