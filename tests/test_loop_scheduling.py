@@ -400,6 +400,47 @@ def test_create_task_name_and_result(loop):
     loop.run_until_complete(unnamed)
 
 
+def test_unnamed_tasks_are_numbered_in_creation_order(loop, loop_factory):
+    """Task-N numbers grow with each unnamed task; a named task takes no number. Three
+    threads creating tasks at once still get distinct numbers."""
+
+    async def coro():
+        return None
+
+    def number(task):
+        m = re.fullmatch(r"Task-(\d+)", task.get_name())
+        assert m, task.get_name()
+        return int(m.group(1))
+
+    first = loop.create_task(coro())
+    named = loop.create_task(coro(), name="named")
+    second = loop.create_task(coro())
+    third = loop.create_task(coro())
+    assert number(first) + 1 == number(second) == number(third) - 1
+    assert named.get_name() == "named"
+    assert re.fullmatch(r"<Task pending name='Task-\d+' .*>", repr(first))
+    loop.run_until_complete(asyncio.gather(first, named, second, third))
+
+    names = []
+
+    def make_many():
+        other = loop_factory()
+        try:
+            tasks = [other.create_task(coro()) for _ in range(200)]
+            names.extend(t.get_name() for t in tasks)
+            other.run_until_complete(asyncio.gather(*tasks))
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=make_many) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(names) == 600
+    assert len(set(names)) == 600
+
+
 def test_create_task_context(loop):
     ctx = contextvars.copy_context()
     ctx.run(VAR.set, "task-ctx")

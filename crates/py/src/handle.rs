@@ -176,7 +176,14 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Bound<'_, Handle>) -> PyResult
     };
     let mut taken = taken;
     let (outcome, context) = match run_known_callback(&callback, &args) {
-        Some(outcome) => (outcome, None),
+        Some(outcome) => {
+            // Its future is done now (or was cancelled): no task can be parked waiting on it,
+            // so a later `cancel()` (asyncio.sleep's `h.cancel()`) has no waiters to look for.
+            if let Ok(timer) = handle.cast_exact::<TimerHandle>() {
+                timer.get().completes_future.store(false, Ordering::Relaxed);
+            }
+            (outcome, None)
+        }
         None => {
             let Some(context) = context_of(taken.take())? else {
                 return Ok(());

@@ -90,9 +90,6 @@ cached_attr!(
     future_repr_info, "asyncio.base_futures", "_future_repr_info");
 
 cached_attr!(
-    /// `asyncio.tasks._task_name_counter`
-    task_name_counter, "asyncio.tasks", "_task_name_counter");
-cached_attr!(
     /// `asyncio.tasks._register_task`
     register_task, "asyncio.tasks", "_register_task");
 cached_attr!(

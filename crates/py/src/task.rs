@@ -6,6 +6,8 @@
 //! `tasks.Task` (`__step`, `__wakeup`, cancel/uncancel, naming, repr, the
 //! "Task was destroyed but it is pending!" report).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -64,6 +66,16 @@ pub(crate) struct TaskState {
 /// coroutine ([`TaskState::parked_chain`]): what the coroutine awaits through (`await leaf()`
 /// -> `asyncio.sleep(0)` -> its bare-yield generator is three; up to four), and the future a
 /// timer will complete.
+/// The number of the next unnamed Task ("Task-N"), counted from 1. Like `_asyncio`'s C Task on
+/// 3.11 (`task_name_counter` in `TaskObj_init`), native Tasks keep their own process-wide
+/// counter instead of calling `asyncio.tasks._task_name_counter`, which numbers asyncio's
+/// Python Tasks.
+static TASK_NUMBER: AtomicU64 = AtomicU64::new(0);
+
+fn next_task_number() -> u64 {
+    TASK_NUMBER.fetch_add(1, Ordering::Relaxed) + 1
+}
+
 const PARKED_CHAIN_LEN: usize = 5;
 
 /// [`TaskState::parked_chain`]: the awaited objects taken off the lists, nearest first.
@@ -218,10 +230,7 @@ impl Task {
         }
         let (name, number) = match name {
             Some(n) if !n.is_none() => (Some(n.str()?.into_any().unbind()), 0),
-            _ => (
-                None,
-                stdlib::task_name_counter(py)?.call0()?.extract::<u64>()?,
-            ),
+            _ => (None, next_task_number()),
         };
         // `contextvars.copy_context()`, or the one given.
         let context = match context {
