@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -96,6 +97,9 @@ G_TCP = "TCP echo (both ends on the loop)"
 G_NET = "UDP, TLS"
 G_HTTP = "HTTP server (client in another process)"
 G_MEM = "memory (peak RSS growth)"
+# Rows whose work one process does on the loop and whose time is mostly the kernel's: their
+# workers also report the CPU time split between user space and the kernel.
+CPU_SPLIT_GROUPS = (G_TCP, G_NET)
 G_PROC = "subprocesses"
 
 TREE_LABEL = "6^{}"
@@ -308,7 +312,9 @@ def worker(row: str, loop_name: str, quick: bool) -> int:
             if warm > 0:
                 r.func(loop, warm)  # warm-up
             gc.collect()
+            before = resource.getrusage(resource.RUSAGE_SELF)
             quantity, units = r.func(loop, size)
+            after = resource.getrusage(resource.RUSAGE_SELF)
         finally:
             signal.alarm(0)
             asyncio.set_event_loop(None)
@@ -326,7 +332,12 @@ def worker(row: str, loop_name: str, quick: bool) -> int:
             text = f"(raised in {last.name}, {where}:{last.lineno})"
         print(json.dumps({"error": f"{name}: {text}"}))
         return 0
-    print(json.dumps({"value": quantity / units * r.scale, "unit": r.unit}))
+    result = {"value": quantity / units * r.scale, "unit": r.unit}
+    if r.group in CPU_SPLIT_GROUPS:
+        # CPU seconds of the row's whole call (connection set-up included), per unit.
+        result["user"] = (after.ru_utime - before.ru_utime) / units * r.scale
+        result["sys"] = (after.ru_stime - before.ru_stime) / units * r.scale
+    print(json.dumps(result))
     return 0
 
 
@@ -561,9 +572,45 @@ def load_average() -> str:
         return "unknown"
 
 
+def cpu_split_lines(
+    rows: list[str],
+    loops: list[str],
+    cpu: dict[tuple[str, str], list[tuple[float, float]]],
+    errors: dict,
+) -> list[str]:
+    """The network rows' CPU time, user space and kernel, per unit (medians): how much of a
+    message's time any loop's own code could still save."""
+    shown = [w for w in rows if any((w, lp) in cpu and (w, lp) not in errors for lp in loops)]
+    if not shown:
+        return []
+    lines = [
+        "",
+        "CPU time per unit, user space / kernel (median of the runs, the row's unit; the "
+        "row's whole call, connection set-up included). The kernel's share is the system "
+        "calls and the loopback TCP stack, much the same work on every loop that makes the "
+        "same calls:",
+        "",
+        "| workload | " + " | ".join(loops) + " |",
+        "|---|" + "---|" * len(loops),
+    ]
+    for w in shown:
+        cells = []
+        for lp in loops:
+            v = cpu.get((w, lp))
+            if not v or (w, lp) in errors:
+                cells.append("–")
+                continue
+            user = statistics.median(u for u, _ in v)
+            kernel = statistics.median(k for _, k in v)
+            cells.append(f"{fmt_value(user)} / {fmt_value(kernel)}")
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def run_suite(args: argparse.Namespace, rows: list[str], loops: list[str], argv) -> int:
     load_before = load_average()
     samples: dict[tuple[str, str], list[float]] = {(w, lp): [] for w in rows for lp in loops}
+    cpu: dict[tuple[str, str], list[tuple[float, float]]] = {}
     errors: dict[tuple[str, str], str] = {}
     dead: dict[str, str] = {}  # loop -> import error: skip it from then on
     started = time.time()
@@ -578,6 +625,8 @@ def run_suite(args: argparse.Namespace, rows: list[str], loops: list[str], argv)
                 res = run_worker(w, lp, args.quick)
                 if "value" in res:
                     samples[(w, lp)].append(res["value"])
+                    if "user" in res:
+                        cpu.setdefault((w, lp), []).append((res["user"], res["sys"]))
                     msg = f"{res['value']:.4g} {res['unit']}"
                 else:
                     errors[(w, lp)] = res["error"]
@@ -642,6 +691,7 @@ def run_suite(args: argparse.Namespace, rows: list[str], loops: list[str], argv)
     for (w, lp), v in samples.items():
         if v and (w, lp) in medians:
             spread.append(f"- {w} / {lp}: {fmt_value(min(v))}–{fmt_value(max(v))} (n={len(v)})")
+    split = cpu_split_lines(rows, loops, cpu, errors)
     chart_line = []
     png = args.output.with_suffix(".png")
     if not args.no_chart:
@@ -656,7 +706,7 @@ def run_suite(args: argparse.Namespace, rows: list[str], loops: list[str], argv)
             chart_line = ["", f"![speed-up vs {BASELINE}]({png.name})"]
         except ImportError as exc:
             print(f"chart skipped: {exc} (pip install matplotlib)", file=sys.stderr)
-    text = "\n".join(header + table + legend + chart_line + spread) + "\n"
+    text = "\n".join(header + table + legend + chart_line + split + spread) + "\n"
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text, encoding="utf-8")
@@ -665,6 +715,7 @@ def run_suite(args: argparse.Namespace, rows: list[str], loops: list[str], argv)
         "repeat": args.repeat,
         "samples": {f"{w}/{lp}": v for (w, lp), v in samples.items()},
         "errors": {f"{w}/{lp}": e for (w, lp), e in errors.items()},
+        "cpu_user_sys": {f"{w}/{lp}": v for (w, lp), v in cpu.items()},
     }
     args.output.with_suffix(".json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
     print(f"wrote {args.output}" + ("" if args.no_chart else f" and {png}"), file=sys.stderr)

@@ -213,3 +213,30 @@ def test_callgrind_per_unit_and_sizes():
     assert cg.default_sizes(run, "call_soon_chain") == (25_000, 50_000)
     assert cg.countable(run, "tcp_proto_1k_1c") and cg.countable(run, "tls_echo_1k")
     assert not cg.countable(run, "http_uvicorn") and not cg.countable(run, "mem_idle_conn")
+
+
+def test_callgrind_ceiling_is_the_ratio_with_ferroloops_library_free():
+    cg = load_callgrind()
+    # ferroloop: 30,000 a unit, 10,000 of them in its library; the other loop 50,000.
+    assert cg.ceiling(50_000, (30_000.0, 10_000.0)) == 2.5
+    assert cg.ceiling(50_000, (30_000.0, 0.0)) == 50_000 / 30_000
+    with pytest.raises(ValueError):
+        cg.ceiling(50_000, (10_000.0, 10_000.0))
+
+
+def test_cpu_split_lines_show_user_and_kernel_medians():
+    run = load_run()
+    cpu = {
+        ("tcp_proto_1k_1c", "ferroloop"): [(2.0, 12.0), (3.0, 14.0), (4.0, 13.0)],
+        ("tcp_proto_1k_1c", "rloop"): [(5.0, 20.0)],
+        ("udp_echo_1k", "rloop"): [(1.0, 2.0)],
+    }
+    errors = {("udp_echo_1k", "rloop"): "boom"}
+    lines = run.cpu_split_lines(
+        ["tcp_proto_1k_1c", "udp_echo_1k"], ["ferroloop", "rloop"], cpu, errors
+    )
+    table = [ln for ln in lines if ln.startswith("| ")]
+    assert table[0] == "| workload | ferroloop | rloop |"
+    assert table[1] == "| tcp_proto_1k_1c | 3.00 / 13.0 | 5.00 / 20.0 |"
+    assert len(table) == 2  # udp_echo_1k: its only sample is a failed cell
+    assert run.cpu_split_lines(["call_soon_chain"], ["ferroloop"], {}, {}) == []
