@@ -69,6 +69,34 @@ def test_timer_on_a_done_future_reports_invalid_state(loop):
     assert ctx["message"].startswith("Exception in callback _set_result_unless_cancelled(")
 
 
+def test_sleep_timer_run_by_hand_then_cancelled(loop):
+    """A sleep-style timer whose `_run()` is called by hand while it is still scheduled
+    completes its future at once; cancelled afterwards, it never runs again and the task that
+    awaited the future has its result."""
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def main():
+        fut = loop.create_future()
+        handle = loop.call_later(10, asyncio.futures._set_result_unless_cancelled, fut, "early")
+
+        async def wait():
+            return await fut
+
+        waiter = asyncio.ensure_future(wait())
+        await asyncio.sleep(0)
+        handle._run()
+        assert fut.result() == "early"
+        handle.cancel()
+        assert handle.cancelled()
+        value = await waiter
+        await asyncio.sleep(0.01)
+        return value
+
+    assert loop.run_until_complete(main()) == "early"
+    assert errors == []
+
+
 def test_subclass_set_result_is_called(loop):
     calls = []
 

@@ -473,9 +473,10 @@ impl Handle {
         // A timer that would complete a future lets go of it below: the future is no longer
         // held by the loop, so tasks parked waiting on it go back on the collector's lists.
         if let Ok(timer) = slf.cast_exact::<TimerHandle>() {
-            if timer.get().completes_future.load(Ordering::Relaxed) {
+            let t = timer.get();
+            if t.completes_future.load(Ordering::Relaxed) || t.holds_future() {
                 if let Some(fut) = completed_future(slf) {
-                    timer.get().stop_holding(&fut);
+                    t.stop_holding(&fut);
                     fut.unpark_waiters();
                 }
             }
@@ -614,8 +615,8 @@ pub struct TimerHandle {
     pub(crate) scheduled: AtomicBool,
     /// Counted in its future's `timer_holds` (see [`TimerHandle::hold_future`]).
     holds_future: AtomicBool,
-    /// Its callback completes an exact ferroloop Future (it was counted once): only such a
-    /// timer's cancel looks for tasks parked on the future.
+    /// Its callback completes an exact ferroloop Future (it was counted once) and has not run
+    /// yet: only such a timer's cancel looks for tasks parked on the future.
     completes_future: AtomicBool,
 }
 

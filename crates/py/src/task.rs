@@ -62,20 +62,20 @@ pub(crate) struct TaskState {
     parked_chain: Option<Box<ParkedChain>>,
 }
 
-/// How many objects a parked task holds off the collector's lists besides itself and its
-/// coroutine ([`TaskState::parked_chain`]): what the coroutine awaits through (`await leaf()`
-/// -> `asyncio.sleep(0)` -> its bare-yield generator is three; up to four), and the future a
-/// timer will complete.
 /// The number of the next unnamed Task ("Task-N"), counted from 1. Like `_asyncio`'s C Task on
-/// 3.11 (`task_name_counter` in `TaskObj_init`), native Tasks keep their own process-wide
-/// counter instead of calling `asyncio.tasks._task_name_counter`, which numbers asyncio's
-/// Python Tasks.
+/// 3.11 (`task_name_counter` in `_asyncio_Task___init___impl`), native Tasks keep their own
+/// process-wide counter instead of calling `asyncio.tasks._task_name_counter`, which numbers
+/// asyncio's Python Tasks.
 static TASK_NUMBER: AtomicU64 = AtomicU64::new(0);
 
 fn next_task_number() -> u64 {
     TASK_NUMBER.fetch_add(1, Ordering::Relaxed) + 1
 }
 
+/// How many objects a parked task holds off the collector's lists besides itself and its
+/// coroutine ([`TaskState::parked_chain`]): what the coroutine awaits through (`await leaf()`
+/// -> `asyncio.sleep(0)` -> its bare-yield generator is three; up to four), and the future a
+/// timer will complete.
 const PARKED_CHAIN_LEN: usize = 5;
 
 /// [`TaskState::parked_chain`]: the awaited objects taken off the lists, nearest first.
