@@ -357,7 +357,7 @@ pub fn run_in_context<'py>(
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
         return Err(PyErr::fetch(py));
     }
-    let result = callable.call1(args);
+    let result = call_with_tuple(callable, args);
     // SAFETY: we entered `context` above on this thread, so exiting it is valid; the pending
     // result (or exception) of the call is kept in `result`, and PyContext_Exit does not touch
     // the error indicator when it succeeds.
@@ -365,6 +365,33 @@ pub fn run_in_context<'py>(
         return Err(PyErr::fetch(py));
     }
     result
+}
+
+/// `callable(*args)` through vectorcall, the tuple's items passed in place: what
+/// `PyObject_Call(callable, args, NULL)` ends in for a vectorcall callable (a Python function, a
+/// bound method, a builtin), without `_PyObject_Call`'s dispatch and `_PyVectorcall_Call`'s
+/// unpacking on the way (PyO3's `call1` with a tuple goes through `PyObject_Call`).
+#[inline]
+pub fn call_with_tuple<'py>(
+    callable: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `args` is a live tuple borrowed for the call, so its item array (`ob_item`, of
+    // PyTuple_GET_SIZE borrowed pointers) stays valid while the callee runs; vectorcall does
+    // not keep the array. The result is a new reference or NULL with an exception set.
+    unsafe {
+        let tuple = args.as_ptr();
+        let items = (*tuple.cast::<ffi::PyTupleObject>()).ob_item.as_ptr();
+        Bound::from_owned_ptr_or_err(
+            callable.py(),
+            ffi::PyObject_Vectorcall(
+                callable.as_ptr(),
+                items,
+                ffi::PyTuple_GET_SIZE(tuple) as usize,
+                std::ptr::null_mut(),
+            ),
+        )
+    }
 }
 
 /// Runs Python signal handlers now (what the interpreter does between bytecodes). Returns the
