@@ -162,8 +162,9 @@ def per_unit(small: tuple[int, int, int], big: tuple[int, int, int]) -> tuple[fl
 def ceiling(other: float, subject: tuple[float, float]) -> float:
     """The most `other ÷ ferroloop` could be: `other`'s count over the part of ferroloop's count
     that runs outside ferroloop's library (CPython, asyncio's Python code, the C library), as
-    if ferroloop's own code cost nothing. A row whose ceiling is near its target cannot reach
-    it by work on ferroloop's library alone."""
+    if ferroloop's own code cost nothing. It bounds the instruction ratio; wall-time ratios
+    differ from it (by up to a third on the trees: caches, allocation, page faults), so it
+    says how far work on ferroloop's library alone can go, not exactly where it stops."""
     total, own = subject
     outside = total - own
     if outside <= 0:

@@ -97,10 +97,10 @@ G_TCP = "TCP echo (both ends on the loop)"
 G_NET = "UDP, TLS"
 G_HTTP = "HTTP server (client in another process)"
 G_MEM = "memory (peak RSS growth)"
+G_PROC = "subprocesses"
 # Rows whose work one process does on the loop and whose time is mostly the kernel's: their
 # workers also report the CPU time split between user space and the kernel.
 CPU_SPLIT_GROUPS = (G_TCP, G_NET)
-G_PROC = "subprocesses"
 
 TREE_LABEL = "6^{}"
 ROWS: dict[str, Row] = {

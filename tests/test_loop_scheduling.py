@@ -422,6 +422,7 @@ def test_unnamed_tasks_are_numbered_in_creation_order(loop, loop_factory):
     loop.run_until_complete(asyncio.gather(first, named, second, third))
 
     names = []
+    failures = []
 
     def make_many():
         other = loop_factory()
@@ -429,6 +430,8 @@ def test_unnamed_tasks_are_numbered_in_creation_order(loop, loop_factory):
             tasks = [other.create_task(coro()) for _ in range(200)]
             names.extend(t.get_name() for t in tasks)
             other.run_until_complete(asyncio.gather(*tasks))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            failures.append(exc)
         finally:
             other.close()
 
@@ -437,6 +440,7 @@ def test_unnamed_tasks_are_numbered_in_creation_order(loop, loop_factory):
         t.start()
     for t in threads:
         t.join()
+    assert failures == []
     assert len(names) == 600
     assert len(set(names)) == 600
 
